@@ -1,0 +1,427 @@
+"""The spec format as pydantic models: the only place that knows its keys.
+
+Every model forbids unknown keys and is frozen. Channels and locks may be written
+as just their kind (``tasks: queue``); ``_short_form`` expands that before the
+tagged union picks the model by ``kind``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    model_validator,
+)
+
+from topo.errors import SpecError
+from topo.yamlpos import Document
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+# Typecodes that multiprocessing.sharedctypes accepts (see typecode_to_type there).
+TYPECODES = frozenset("cubBhHiIlLqQfd")
+
+
+def _identifier(name: str) -> str:
+    if not IDENTIFIER.match(name):
+        raise ValueError(f"{name!r} is not a valid name: use letters, digits and _ only")
+    return name
+
+
+def _target(value: str) -> str:
+    if not TARGET.match(value):
+        raise ValueError(f"{value!r} is not of the form module:function")
+    return value
+
+
+def _ctype(value: str) -> str:
+    import ctypes
+
+    if value in TYPECODES or (value.startswith("c_") and hasattr(ctypes, value)):
+        return value
+    raise ValueError(f"{value!r} is not a typecode (such as i, d, c) or a ctypes name (c_double)")
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+
+
+def parse_duration(value: Any) -> Any:
+    """``90``, ``1.5``, ``"90s"``, ``"5m"``, ``"250ms"``, ``"1h"`` -> seconds as a float."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '90s' or '5m'")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    raise ValueError(f"{value!r} is not a duration: write seconds, or a string like '90s' or '5m'")
+
+
+Name = Annotated[str, AfterValidator(_identifier)]
+Target = Annotated[str, AfterValidator(_target)]
+CType = Annotated[str, AfterValidator(_ctype)]
+Duration = Annotated[
+    float, BeforeValidator(parse_duration, json_schema_input_type=float | str), Field(gt=0)
+]
+Via = Literal["manager"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----- channels ---------------------------------------------------------------------------
+
+
+class QueueChannel(Model):
+    kind: Literal["queue"]
+    maxsize: NonNegativeInt = 0
+    via: Via | None = None
+
+
+class SimpleQueueChannel(Model):
+    kind: Literal["simple_queue"]
+
+
+class JoinableQueueChannel(Model):
+    kind: Literal["joinable_queue"]
+    maxsize: NonNegativeInt = 0
+    via: Via | None = None
+
+
+class PipeChannel(Model):
+    kind: Literal["pipe"]
+    duplex: bool = True
+
+
+def _default_typecode(init: Any) -> str:
+    if isinstance(init, float):
+        return "d"
+    if isinstance(init, str | bytes):
+        return "c"
+    return "q"
+
+
+class ValueChannel(Model):
+    kind: Literal["value"]
+    type: CType | None = None  # None: inferred from init (float -> d, int -> q, str -> c)
+    init: int | float | str | bool = 0
+    lock: bool = True
+    via: Via | None = None
+
+    @property
+    def typecode(self) -> str:
+        return self.type or _default_typecode(self.init)
+
+
+class ArrayChannel(Model):
+    kind: Literal["array"]
+    type: CType | None = None
+    size: PositiveInt | None = None
+    init: list[int | float | bool] | str | None = None
+    lock: bool = True
+    via: Via | None = None
+
+    @model_validator(mode="after")
+    def _size_or_init(self) -> ArrayChannel:
+        if self.size is None and self.init is None:
+            raise ValueError("an array needs 'size' or 'init'")
+        if self.size is not None and self.init is not None and len(self.init) != self.size:
+            raise ValueError(f"'init' has {len(self.init)} items but 'size' is {self.size}")
+        return self
+
+    @property
+    def typecode(self) -> str:
+        if self.type:
+            return self.type
+        return _default_typecode(self.init[0] if self.init else 0)
+
+    @property
+    def length(self) -> int:
+        return self.size if self.size is not None else len(self.init or [])
+
+
+class DictChannel(Model):
+    kind: Literal["dict"]
+    init: dict[str, Any] = {}
+
+
+class ListChannel(Model):
+    kind: Literal["list"]
+    init: list[Any] = []
+
+
+class NamespaceChannel(Model):
+    kind: Literal["namespace"]
+    init: dict[Name, Any] = {}
+
+
+class ObjectChannel(Model):
+    kind: Literal["object"]
+    factory: Target
+    args: dict[str, Any] = {}
+    methods: list[Name] | None = None
+
+
+# ----- locks ------------------------------------------------------------------------------
+
+
+class LockLock(Model):
+    kind: Literal["lock"]
+    via: Via | None = None
+
+
+class RLockLock(Model):
+    kind: Literal["rlock"]
+    via: Via | None = None
+
+
+class SemaphoreLock(Model):
+    kind: Literal["semaphore"]
+    value: NonNegativeInt = 1
+    via: Via | None = None
+
+
+class BoundedSemaphoreLock(Model):
+    kind: Literal["bounded_semaphore"]
+    value: NonNegativeInt = 1
+    via: Via | None = None
+
+
+class ConditionLock(Model):
+    kind: Literal["condition"]
+    lock: Name | None = None  # a `lock` or `rlock` of this spec; None: a fresh RLock
+    via: Via | None = None
+
+
+class EventLock(Model):
+    kind: Literal["event"]
+    via: Via | None = None
+
+
+class BarrierLock(Model):
+    kind: Literal["barrier"]
+    parties: PositiveInt | None = None  # None: the number of instances that use it
+    timeout: Duration | None = None
+    via: Via | None = None
+
+
+def _short_form(value: Any) -> Any:
+    """``tasks: queue`` means ``tasks: {kind: queue}``."""
+    return {"kind": value} if isinstance(value, str) else value
+
+
+ChannelModel = (
+    QueueChannel
+    | SimpleQueueChannel
+    | JoinableQueueChannel
+    | PipeChannel
+    | ValueChannel
+    | ArrayChannel
+    | DictChannel
+    | ListChannel
+    | NamespaceChannel
+    | ObjectChannel
+)
+
+LockModel = (
+    LockLock
+    | RLockLock
+    | SemaphoreLock
+    | BoundedSemaphoreLock
+    | ConditionLock
+    | EventLock
+    | BarrierLock
+)
+ChannelKind = Literal[
+    "queue", "simple_queue", "joinable_queue", "pipe", "value", "array", "dict", "list",
+    "namespace", "object",
+]
+LockKind = Literal["lock", "rlock", "semaphore", "bounded_semaphore", "condition", "event", "barrier"]
+CHANNEL_KINDS: tuple[str, ...] = get_args(ChannelKind)
+LOCK_KINDS: tuple[str, ...] = get_args(LockKind)
+
+Channel = Annotated[
+    ChannelModel,
+    Field(discriminator="kind"),
+    BeforeValidator(_short_form, json_schema_input_type=ChannelKind | ChannelModel),
+]
+Lock = Annotated[
+    LockModel,
+    Field(discriminator="kind"),
+    BeforeValidator(_short_form, json_schema_input_type=LockKind | LockModel),
+]
+STATE_KINDS = frozenset({"value", "array", "dict", "list", "namespace"})
+
+
+# ----- processes and the whole spec -------------------------------------------------------
+
+
+def _env_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+class Process(Model):
+    target: Target
+    args: dict[Name, Any] = {}
+    replicas: PositiveInt = 1
+    inputs: dict[Name, Name] = {}
+    outputs: dict[Name, Name] = {}
+    uses: dict[Name, Name] = {}
+    after: list[Name] = []
+    daemon: bool = False
+    restart: Literal["never", "on-failure"] = "never"
+    max_restarts: NonNegativeInt = 3
+    timeout: Duration | None = None
+    env: dict[str, Annotated[str, BeforeValidator(_env_value)]] = {}
+    ignore: list[str] = []  # diagnostic codes silenced for this process (warnings only)
+
+
+class Spec(Model):
+    topo: Literal[1] = 1
+    name: str | None = None
+    description: str | None = None
+    start_method: Literal["spawn", "fork", "forkserver"] = "spawn"
+    seed: int | None = None
+    timeout: Duration | None = None
+    params: dict[str, Any] = {}
+    channels: dict[Name, Channel] = {}
+    locks: dict[Name, Lock] = {}
+    processes: Annotated[dict[Name, Process], Field(min_length=1)]
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the format, for editors (`topo schema`)."""
+    schema = Spec.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "topo spec"
+    return schema
+
+
+# ----- from a loaded document to a Spec, every problem located -----------------------------
+
+CHANNEL_MODELS: dict[str, type[Model]] = {
+    get_args(m.model_fields["kind"].annotation)[0]: m for m in get_args(ChannelModel)
+}
+LOCK_MODELS: dict[str, type[Model]] = {
+    get_args(m.model_fields["kind"].annotation)[0]: m for m in get_args(LockModel)
+}
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when a choice is close to ``word``, else ``""``."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[Model] | None:
+    """The model whose keys are checked at ``loc`` (a pydantic loc, union tags included)."""
+    if not loc:
+        return Spec
+    if loc[0] == "processes" and len(loc) == 2:
+        return Process
+    if loc[0] == "channels" and len(loc) == 3:
+        return CHANNEL_MODELS.get(str(loc[2]))
+    if loc[0] == "locks" and len(loc) == 3:
+        return LOCK_MODELS.get(str(loc[2]))
+    return None
+
+
+def _is_tag(node: Any, part: Any) -> bool:
+    """Whether ``part`` is the union tag pydantic adds to a loc, not a key of the document."""
+    if isinstance(node, str):
+        return True  # short form: the tag is the string itself
+    return isinstance(node, dict) and part not in node and node.get("kind") == part
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], bool]:
+    """Map a pydantic loc onto the document: skip union tags, note dict-key errors."""
+    path: list[Any] = []
+    node = data
+    for part in loc:
+        if part == "[key]":
+            return tuple(path), True
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        elif _is_tag(node, part):
+            continue
+        else:
+            path.append(part)  # a missing or unknown key: the place is the key or its parent
+            return tuple(path), True
+        path.append(part)
+    return tuple(path), False
+
+
+def _describe(loc: tuple[Any, ...]) -> str:
+    """``process 'worker', key 'replicas'`` for a loc (union tags left out)."""
+    parts = [str(p) for p in loc if p != "[key]"]
+    if len(parts) >= 2 and parts[0] in ("channels", "locks", "processes"):
+        what = {"channels": "channel", "locks": "lock", "processes": "process"}[parts[0]]
+        kinds = CHANNEL_MODELS if parts[0] == "channels" else LOCK_MODELS
+        rest = [p for i, p in enumerate(parts[2:]) if not (i == 0 and p in kinds)]
+        return f"{what} {parts[1]!r}" + (f", key {'.'.join(rest)!r}" if rest else "")
+    return f"key {'.'.join(parts)!r}" if parts else "the spec"
+
+
+def _message(error: Any) -> str:
+    kind, loc, ctx = error["type"], tuple(error["loc"]), error.get("ctx") or {}
+    last = loc[-1] if loc else ""
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        hint = did_you_mean(last, model.model_fields) if model else ""
+        where = _describe(loc[:-1])
+        return f"unknown key {last!r} in {where}{hint}: topo does not know what to do with it"
+    if kind == "missing":
+        return f"{_describe(loc[:-1])} needs the key {last!r}"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        section = "channel" if loc and loc[0] == "channels" else "lock"
+        kinds = CHANNEL_KINDS if section == "channel" else LOCK_KINDS
+        if kind == "union_tag_not_found":
+            return f"{_describe(loc)} needs a 'kind': one of {', '.join(kinds)}"
+        tag = ctx.get("tag")
+        hint = did_you_mean(tag, kinds)
+        return f"unknown {section} kind {tag!r}{hint}: use one of {', '.join(kinds)}"
+    if kind == "literal_error":
+        return f"{_describe(loc)} is {error.get('input')!r}, but must be {ctx.get('expected')}"
+    text = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind == "value_error":
+        return f"{_describe(loc)}: {text}"
+    return f"{_describe(loc)}: {text[:1].lower()}{text[1:]} (got {error.get('input')!r})"
+
+
+def spec_from_document(doc: Document) -> Spec:
+    """Validate a loaded document; raise ``SpecError`` with every problem, located."""
+    from pydantic import ValidationError
+
+    try:
+        return Spec.model_validate(doc.data)
+    except ValidationError as e:
+        diagnostics = []
+        for error in e.errors(include_url=False):
+            loc = tuple(error["loc"])
+            if error["type"] == "literal_error" and len(loc) == 3 and loc[2] == "kind":
+                continue  # reported through union_tag_invalid already
+            path, at_key = _data_path(doc.data, loc)
+            at_key = at_key or error["type"] == "extra_forbidden"
+            code = {"extra_forbidden": "T010", "missing": "T012"}.get(error["type"], "T011")
+            diagnostics.append(doc.diagnostic(path, code, _message(error), key=at_key))
+        raise SpecError(diagnostics) from None
