@@ -247,10 +247,20 @@ LockModel = (
     | BarrierLock
 )
 ChannelKind = Literal[
-    "queue", "simple_queue", "joinable_queue", "pipe", "value", "array", "dict", "list",
-    "namespace", "object",
+    "queue",
+    "simple_queue",
+    "joinable_queue",
+    "pipe",
+    "value",
+    "array",
+    "dict",
+    "list",
+    "namespace",
+    "object",
 ]
-LockKind = Literal["lock", "rlock", "semaphore", "bounded_semaphore", "condition", "event", "barrier"]
+LockKind = Literal[
+    "lock", "rlock", "semaphore", "bounded_semaphore", "condition", "event", "barrier"
+]
 CHANNEL_KINDS: tuple[str, ...] = get_args(ChannelKind)
 LOCK_KINDS: tuple[str, ...] = get_args(LockKind)
 
@@ -358,9 +368,9 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], bool]:
     for part in loc:
         if part == "[key]":
             return tuple(path), True
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
             node = node[part]
         elif _is_tag(node, part):
             continue
@@ -398,7 +408,7 @@ def _message(error: Any) -> str:
         if kind == "union_tag_not_found":
             return f"{_describe(loc)} needs a 'kind': one of {', '.join(kinds)}"
         tag = ctx.get("tag")
-        hint = did_you_mean(tag, kinds)
+        hint = did_you_mean(str(tag), kinds)
         return f"unknown {section} kind {tag!r}{hint}: use one of {', '.join(kinds)}"
     if kind == "literal_error":
         return f"{_describe(loc)} is {error.get('input')!r}, but must be {ctx.get('expected')}"

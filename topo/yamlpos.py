@@ -67,7 +67,7 @@ class _GuardedLoader(yaml.SafeLoader):
         self._depth = 0
         self._aliases = 0
 
-    def compose_node(self, parent: Node | None, index: object) -> Node:  # type: ignore[override]
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
         if self.check_event(yaml.AliasEvent):
             self._aliases += 1
             if self._aliases > MAX_ALIASES:
@@ -78,7 +78,7 @@ class _GuardedLoader(yaml.SafeLoader):
             event = self.peek_event()
             raise _Refused("T003", f"nesting deeper than {MAX_DEPTH} levels", event.start_mark)
         try:
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            return super().compose_node(parent, index)
         finally:
             self._depth -= 1
 
@@ -206,11 +206,16 @@ def load_path(path: str | Path) -> Document:
         raw = p.read_bytes()
     except OSError as e:
         reason = e.strerror or str(e)
-        raise SpecError([Diagnostic(str(path), 1, 1, "error", "T000", f"cannot read: {reason}")])
+        message = f"cannot read: {reason}"
+        raise SpecError([Diagnostic(str(path), 1, 1, "error", "T000", message)]) from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise SpecError(
-            [Diagnostic(str(path), 1, 1, "error", "T001", f"the file is not UTF-8 text ({e.reason})")]
+            [
+                Diagnostic(
+                    str(path), 1, 1, "error", "T001", f"the file is not UTF-8 text ({e.reason})"
+                )
+            ]
         ) from None
     return load_text(text, str(path))

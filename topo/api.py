@@ -1,0 +1,108 @@
+"""The stages of topo as Python functions: load, validate, run.
+
+The CLI is a thin layer over these; notebooks and tests can call them directly.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from topo.backend import OutputSink, RunOptions, get_backend
+from topo.errors import Diagnostic, SpecError
+from topo.resolve import Plan, build_plan, prepare_document, resolved_spec
+from topo.result import RunResult
+from topo.spec import spec_from_document
+from topo.yamlpos import load_path
+
+Overrides = Mapping[str, Any] | Iterable[str]
+
+
+def _override_list(overrides: Overrides | None) -> list[str]:
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        import json
+
+        return [
+            f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()
+        ]
+    return list(overrides)
+
+
+def load(path: str | Path, overrides: Overrides | None = None, *, seed: int | None = None) -> Plan:
+    """Read, validate and resolve a spec into a Plan; raise ``SpecError`` if it is invalid.
+
+    Only the document is checked here; ``check`` runs the reference and graph checks.
+    """
+    document = prepare_document(load_path(path), _override_list(overrides))
+    spec = spec_from_document(document)
+    return build_plan(spec, document, seed=seed)
+
+
+def check(
+    plan: Plan, *, select: Iterable[str] = (), ignore: Iterable[str] = ()
+) -> list[Diagnostic]:
+    """Every reference and graph diagnostic of a Plan (errors and warnings)."""
+    from topo.checks import run_checks
+
+    return run_checks(plan, select=select, ignore=ignore)
+
+
+def validate(
+    path: str | Path,
+    overrides: Overrides | None = None,
+    *,
+    select: Iterable[str] = (),
+    ignore: Iterable[str] = (),
+) -> list[Diagnostic]:
+    """All diagnostics of a spec file; never raises for a bad spec."""
+    try:
+        plan = load(path, overrides, seed=0)
+    except SpecError as e:
+        return e.diagnostics
+    return check(plan, select=select, ignore=ignore)
+
+
+def _stderr_sink(name: str, line: str) -> None:
+    sys.stderr.write(f"{name} | {line}\n" if name else f"topo: {line}\n")
+
+
+def run(
+    spec: str | Path | Plan,
+    overrides: Overrides | None = None,
+    *,
+    seed: int | None = None,
+    runs_dir: str | Path | None = None,
+    record: bool = True,
+    quiet: bool = False,
+    output: OutputSink | None = None,
+) -> RunResult:
+    """Run a spec to its end and return what happened.
+
+    Raises ``SpecError`` (before anything starts) when the spec has errors; warnings
+    go to ``output``. Failures of the instances are in the result, not raised.
+    """
+    from topo import record as records
+
+    say = output or _stderr_sink
+    plan = spec if isinstance(spec, Plan) else load(spec, overrides, seed=seed)
+    diagnostics = check(plan)
+    errors = [d for d in diagnostics if d.is_error]
+    if errors:
+        raise SpecError(errors)
+    for d in diagnostics:
+        say("", str(d))
+    run_dir = None
+    if record:
+        run_dir = records.new_run_dir(plan.name, runs_dir)
+        records.write_start(run_dir, plan.document.text, resolved_spec(plan))
+    started = time.monotonic()
+    result = get_backend("local").run(plan, RunOptions(run_dir=run_dir, quiet=quiet), say)
+    result.duration_s = time.monotonic() - started
+    if run_dir is not None:
+        records.write_summary(run_dir, result.to_json())
+    return result

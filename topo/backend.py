@@ -1,0 +1,46 @@
+"""The small interface every way of carrying out a Plan implements.
+
+The local multiprocessing backend (topo/launch.py) is one; a distributed backend
+(Ray) can be another. Nothing outside a backend may assume the primitives are
+multiprocessing objects: the backend builds them, hands them to instances, reads
+the final state back and returns plain data in a ``RunResult``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from topo.resolve import Plan
+from topo.result import RunResult
+
+# Human-facing output: (instance name or "" for topo itself, one line of text).
+OutputSink = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    run_dir: Path | None = None  # where instance logs go; None: not recorded
+    quiet: bool = False  # hide the instances' own output on the terminal
+
+
+class Backend(Protocol):
+    name: str
+
+    def run(self, plan: Plan, options: RunOptions, output: OutputSink) -> RunResult:
+        """Start every instance, supervise them to the end, and return what happened.
+
+        Never raises for what the instances do (that is in the result);
+        ``KeyboardInterrupt`` and SIGTERM end the run with status ``interrupted``.
+        """
+        ...
+
+
+def get_backend(name: str = "local") -> Backend:
+    if name == "local":
+        from topo.launch import LocalBackend
+
+        return LocalBackend()
+    raise ValueError(f"unknown backend {name!r}: the only one is 'local'")

@@ -1,0 +1,75 @@
+"""What runs inside each instance's process, before and around its target.
+
+Kept free of pydantic, networkx and the CLI so that a spawned instance imports
+only what it needs: the stdlib and the target's own module.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from topo.context import RunContext
+from topo.result import to_jsonable
+from topo.targets import load_target, wants_ctx
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything an instance needs, in picklable form."""
+
+    target: str
+    args: dict[str, Any]
+    env: dict[str, str]
+    context: RunContext
+    objects: dict[str, Any] = field(default_factory=dict)  # bound channels and locks
+
+
+def _redirect_output(output: Connection) -> None:
+    # The supervisor reads fd 1 and 2 through this pipe, prefixes each line with the
+    # instance's name and keeps topo's own stdout free for --json.
+    fd = output.fileno()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    output.close()
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    numpy = sys.modules.get("numpy")  # seeded when the target's module uses it
+    if numpy is not None:
+        numpy.random.seed(seed)
+
+
+def child_main(job: Job, report: Connection, output: Connection | None) -> None:
+    """Entry point of every instance: set up, call the target, report its result."""
+    # The supervisor stops instances itself; a terminal Ctrl-C must not print a
+    # KeyboardInterrupt traceback in every child.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if output is not None:
+        _redirect_output(output)
+    os.environ.update(job.env)
+    try:
+        fn = load_target(job.target, job.context.spec_dir)
+        kwargs = {**job.args, **job.objects}
+        if wants_ctx(fn):
+            kwargs["ctx"] = job.context
+        _seed(job.context.seed)
+        result = fn(**kwargs)
+    except SystemExit:
+        raise
+    except BaseException:
+        report.send(("error", traceback.format_exc()))
+        report.close()
+        sys.stderr.write(traceback.format_exc())
+        sys.exit(1)
+    report.send(("result", to_jsonable(result)))
+    report.close()

@@ -1,0 +1,414 @@
+"""The local backend: build the primitives, start the instances, supervise, stop.
+
+The supervisor is one loop in the parent that waits on every instance's exit
+sentinel and report pipe. Instances start when the processes they are ``after``
+have all finished with exit code 0. The first instance to fail (after its
+restarts) fails the run: every other instance is stopped (SIGTERM, then SIGKILL
+after ``GRACE_PERIOD_S``) and whatever was returned so far is kept.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import selectors
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from topo.backend import OutputSink, RunOptions
+from topo.child import Job, child_main
+from topo.context import RunContext
+from topo.errors import RunError
+from topo.primitives import Primitives
+from topo.resolve import Instance, Plan
+from topo.result import EXIT_SIGTERM, InstanceResult, RunResult, Status
+
+GRACE_PERIOD_S = 3.0  # between SIGTERM and SIGKILL when topo stops an instance
+POLL_INTERVAL_S = 0.1  # longest sleep of the supervisor between checks
+RESTART_BACKOFF_S = 0.1  # first restart delay; doubles with each restart
+
+
+class _Stopped(BaseException):
+    """Raised in the supervisor by SIGTERM; a BaseException like KeyboardInterrupt."""
+
+
+@dataclass
+class _Handle:
+    instance: Instance
+    process: BaseProcess
+    report: Connection
+    started: float
+    deadline: float | None
+    outcome: InstanceResult = field(default_factory=InstanceResult)
+
+
+class OutputPump(threading.Thread):
+    """Reads every instance's stdout/stderr pipe and hands on whole lines."""
+
+    def __init__(self, sink: OutputSink) -> None:
+        super().__init__(name="topo-output", daemon=True)
+        self.sink = sink
+        self.selector = selectors.DefaultSelector()
+        self.lock = threading.Lock()
+        self.partial: dict[int, bytes] = {}
+        self.closing = threading.Event()
+
+    def add(self, name: str, conn: Connection) -> None:
+        with self.lock:
+            self.selector.register(conn.fileno(), selectors.EVENT_READ, (name, conn))
+
+    def _emit(self, name: str, data: bytes) -> None:
+        for line in data.decode("utf-8", errors="replace").splitlines():
+            self.sink(name, line)
+
+    def _read(self, key: selectors.SelectorKey) -> None:
+        name, conn = key.data
+        try:
+            data = os.read(key.fd, 65536)
+        except OSError:
+            data = b""
+        if not data:
+            with self.lock:
+                self.selector.unregister(key.fd)
+            rest = self.partial.pop(key.fd, b"")
+            if rest:
+                self._emit(name, rest)
+            conn.close()
+            return
+        data = self.partial.pop(key.fd, b"") + data
+        complete, sep, rest = data.rpartition(b"\n")
+        if sep:
+            self._emit(name, complete)
+        if rest:
+            self.partial[key.fd] = rest
+
+    def run(self) -> None:
+        while True:
+            with self.lock:
+                empty = not self.selector.get_map()
+            if empty:
+                if self.closing.is_set():
+                    return
+                time.sleep(0.02)
+                continue
+            for key, _ in self.selector.select(timeout=0.05):
+                self._read(key)
+
+    def finish(self, timeout: float = 2.0) -> None:
+        """Read what is left once every instance has exited, then stop."""
+        self.closing.set()
+        self.join(timeout)
+
+
+class LocalBackend:
+    name = "local"
+
+    def run(self, plan: Plan, options: RunOptions, output: OutputSink) -> RunResult:
+        return _Supervisor(plan, options, output).run()
+
+
+class _Supervisor:
+    def __init__(self, plan: Plan, options: RunOptions, output: OutputSink) -> None:
+        self.plan = plan
+        self.options = options
+        self.say = output
+        self.mp: Any = multiprocessing.get_context(plan.spec.start_method)
+        self.outcomes: dict[str, InstanceResult] = {
+            i.name: InstanceResult() for i in plan.instances
+        }
+        self.running: dict[str, _Handle] = {}
+        self.waiting = list(plan.instances)  # not started yet
+        self.retry_at: dict[str, float] = {}  # instance -> when its restart is due
+        self.status: Status = "ok"
+        self.message: str | None = None
+        self.exit_code: int | None = None
+        self.pump = OutputPump(self._instance_line)
+        self.primitives: Primitives | None = None
+        self.unstarted_pipe_users = {
+            name: {inst.name for inst, _ in plan.users_of(name)}
+            for name, c in plan.spec.channels.items()
+            if c.kind == "pipe"
+        }
+
+    # ----- output ---------------------------------------------------------------------------
+
+    def _instance_line(self, name: str, line: str) -> None:
+        if not self.options.quiet:
+            self.say(name, line)
+
+    # ----- the run --------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        started = time.monotonic()
+        deadline = started + self.plan.spec.timeout if self.plan.spec.timeout else None
+        previous = self._install_signal_handlers()
+        state: dict[str, Any] = {}
+        self.pump.start()
+        try:
+            try:
+                self.primitives = Primitives(self.plan, self.mp)
+            except RunError as e:
+                self._end("failed", str(e))
+                return self._result(started, state)
+            try:
+                self._supervise(deadline)
+            except KeyboardInterrupt:
+                self._end("interrupted", "interrupted by Ctrl-C (SIGINT)")
+            except _Stopped:
+                self._end("interrupted", "stopped by SIGTERM", exit_code=EXIT_SIGTERM)
+            finally:
+                self._stop_all()
+            state = self.primitives.read_state()
+        finally:
+            self.pump.finish()
+            if self.primitives is not None:
+                self.primitives.close()
+            self._restore_signal_handlers(previous)
+        return self._result(started, state)
+
+    def _result(self, started: float, state: dict[str, Any]) -> RunResult:
+        return RunResult(
+            name=self.plan.name,
+            status=self.status,
+            seed=self.plan.seed,
+            params=dict(self.plan.params),
+            run_dir=str(self.options.run_dir) if self.options.run_dir else None,
+            duration_s=time.monotonic() - started,
+            processes=self.outcomes,
+            state=state,
+            message=self.message,
+            exit_code=self.exit_code,
+        )
+
+    def _install_signal_handlers(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            raise _Stopped()
+
+        return signal.signal(signal.SIGTERM, on_sigterm)
+
+    def _restore_signal_handlers(self, previous: Any) -> None:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _end(self, status: Status, message: str, exit_code: int | None = None) -> None:
+        if self.status == "ok":
+            self.status, self.message, self.exit_code = status, message, exit_code
+
+    def _supervise(self, deadline: float | None) -> None:
+        while True:
+            self._start_ready()
+            if not self.running and not self._can_start_more():
+                return
+            if (
+                self.running
+                and all(self.plan.process_of(h.instance).daemon for h in self.running.values())
+                and not self._can_start_more()
+            ):
+                return  # only daemons left: the run is over
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                names = ", ".join(sorted(self.running)) or "nothing"
+                self._end(
+                    "timeout",
+                    f"the run's timeout of {self.plan.spec.timeout:g}s passed; "
+                    f"still running: {names}",
+                )
+                return
+            for handle in list(self.running.values()):
+                if handle.deadline is not None and now >= handle.deadline:
+                    self._stop(handle, state="timeout")
+                    limit = self.plan.process_of(handle.instance).timeout
+                    self._end(
+                        "timeout", f"{handle.instance.name} ran past its timeout of {limit:g}s"
+                    )
+                    return
+            timeout = POLL_INTERVAL_S
+            if deadline is not None:
+                timeout = max(0.0, min(timeout, deadline - now))
+            handles = {h.process.sentinel: h for h in self.running.values()}
+            reports = {h.report: h for h in self.running.values() if not h.report.closed}
+            if not handles:
+                time.sleep(timeout)  # only restarts are due
+            for ready in wait([*handles, *reports], timeout) if handles else ():
+                if ready in reports:
+                    self._receive(reports[ready])
+            for handle in handles.values():
+                if not handle.process.is_alive():
+                    self._exited(handle)
+                    if self.status != "ok":
+                        return
+
+    def _can_start_more(self) -> bool:
+        return any(self._deps_state(i) != "failed" for i in self.waiting)
+
+    def _deps_state(self, instance: Instance) -> str:
+        """'ready', 'waiting' or 'failed' for the processes ``instance`` is after."""
+        for dep in self.plan.process_of(instance).after:
+            for other in self.plan.instances_of(dep):
+                outcome = self.outcomes[other.name]
+                if outcome.state in ("failed", "killed", "timeout", "stopped"):
+                    return "failed"
+                if outcome.state != "exited" or other.name in self.retry_at:
+                    return "waiting"
+        return "ready"
+
+    def _start_ready(self) -> None:
+        now = time.monotonic()
+        for inst in list(self.waiting):
+            if self._deps_state(inst) != "ready" or self.retry_at.get(inst.name, 0) > now:
+                continue
+            self.waiting.remove(inst)
+            self.retry_at.pop(inst.name, None)
+            self._start(inst)
+
+    def _start(self, inst: Instance) -> None:
+        assert self.primitives is not None
+        process = self.plan.process_of(inst)
+        context = RunContext(
+            name=inst.name,
+            process=inst.process,
+            replica=inst.replica,
+            replicas=inst.replicas,
+            seed=inst.seed,
+            params=dict(self.plan.params),
+            run_dir=str(self.options.run_dir) if self.options.run_dir else None,
+            spec_dir=str(self.plan.spec_dir),
+        )
+        job = Job(inst.target, inst.args, inst.env, context, self.primitives.bind(inst))
+        report_in, report_out = self.mp.Pipe(duplex=False)
+        output_in, output_out = self.mp.Pipe(duplex=False)
+        proc = self.mp.Process(
+            target=child_main, name=inst.name, args=(job, report_out, output_out)
+        )
+        proc.start()
+        report_out.close()
+        output_out.close()
+        self.pump.add(inst.name, output_in)
+        now = time.monotonic()
+        outcome = self.outcomes[inst.name]
+        outcome.state, outcome.pid, outcome.exit_code = "running", proc.pid, None
+        self.running[inst.name] = _Handle(
+            inst, proc, report_in, now, now + process.timeout if process.timeout else None, outcome
+        )
+        self._release_pipe_ends(inst)
+
+    def _release_pipe_ends(self, inst: Instance) -> None:
+        # Once every user of a pipe has its end, the parent closes its own copies so that
+        # a reader sees EOFError when its writer is gone instead of waiting for ever.
+        # Kept open when a user may restart and need its end again.
+        assert self.primitives is not None
+        for b in inst.bindings:
+            users = self.unstarted_pipe_users.get(b.name)
+            if users is None:
+                continue
+            users.discard(inst.name)
+            restartable = any(
+                self.plan.process_of(i).restart == "on-failure"
+                for i, _ in self.plan.users_of(b.name)
+            )
+            if not users and not restartable:
+                for end in self.primitives.pipe_ends(b.name):
+                    end.close()
+                del self.unstarted_pipe_users[b.name]
+
+    def _receive(self, handle: _Handle) -> None:
+        try:
+            kind, payload = handle.report.recv()
+        except (EOFError, OSError):
+            handle.report.close()
+            return
+        except Exception as e:
+            kind, payload = "error", f"its result could not be received: {e}"
+        if kind == "result":
+            handle.outcome.result = payload
+        else:
+            handle.outcome.error = payload
+
+    def _exited(self, handle: _Handle) -> None:
+        handle.process.join()
+        while not handle.report.closed and handle.report.poll():
+            self._receive(handle)
+        handle.report.close()
+        del self.running[handle.instance.name]
+        outcome = handle.outcome
+        code = handle.process.exitcode
+        outcome.exit_code = code
+        outcome.duration_s += time.monotonic() - handle.started
+        if code == 0:
+            outcome.state = "exited"
+            return
+        outcome.state = "killed" if code is not None and code < 0 else "failed"
+        process = self.plan.process_of(handle.instance)
+        if process.restart == "on-failure" and outcome.restarts < process.max_restarts:
+            outcome.restarts += 1
+            delay = RESTART_BACKOFF_S * 2 ** (outcome.restarts - 1)
+            self.say(
+                "",
+                f"{handle.instance.name} {self._how(code)}; restart "
+                f"{outcome.restarts} of {process.max_restarts} in {delay:g}s",
+            )
+            self.retry_at[handle.instance.name] = time.monotonic() + delay
+            self.waiting.append(handle.instance)
+            return
+        if process.daemon and not any(
+            not self.plan.process_of(h.instance).daemon for h in self.running.values()
+        ):
+            return
+        self._end("failed", f"{handle.instance.name} {self._how(code)}")
+
+    @staticmethod
+    def _how(code: int | None) -> str:
+        if code is not None and code < 0:
+            try:
+                return f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"was killed by signal {-code}"
+        return f"exited with code {code}"
+
+    # ----- stopping -------------------------------------------------------------------------
+
+    def _stop(self, handle: _Handle, state: str = "stopped") -> None:
+        self._stop_handles([handle], state)
+
+    def _stop_all(self) -> None:
+        self._stop_handles(list(self.running.values()), "stopped")
+        for inst in self.waiting:
+            self.outcomes[inst.name].state = (
+                "failed" if self.outcomes[inst.name].exit_code else "not started"
+            )
+
+    def _stop_handles(self, handles: list[_Handle], state: str) -> None:
+        """SIGTERM, a grace period, then SIGKILL; collect what each one returned."""
+        for h in handles:
+            if h.process.is_alive():
+                h.process.terminate()
+        end = time.monotonic() + GRACE_PERIOD_S
+        for h in handles:
+            h.process.join(max(0.0, end - time.monotonic()))
+        for h in handles:
+            if h.process.is_alive():
+                h.process.kill()
+                h.process.join()
+        for h in handles:
+            was_running = h.instance.name in self.running
+            self._exited_quietly(h)
+            if was_running and h.outcome.exit_code != 0:
+                h.outcome.state = state
+
+    def _exited_quietly(self, handle: _Handle) -> None:
+        while not handle.report.closed and handle.report.poll():
+            self._receive(handle)
+        handle.report.close()
+        self.running.pop(handle.instance.name, None)
+        handle.outcome.exit_code = handle.process.exitcode
+        handle.outcome.duration_s += time.monotonic() - handle.started
+        if handle.outcome.exit_code == 0:
+            handle.outcome.state = "exited"

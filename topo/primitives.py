@@ -1,0 +1,199 @@
+"""The one place that turns channel and lock specs into multiprocessing objects.
+
+Everything is built before any process starts. One manager is started only when a
+spec needs one (manager kinds, ``via: manager``, ``object``), and ``close`` shuts it
+down after the final state has been read back.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import signal
+from multiprocessing.connection import Connection
+from multiprocessing.context import BaseContext
+from multiprocessing.managers import SyncManager
+from typing import Any
+
+from topo.errors import RunError
+from topo.resolve import Instance, Plan
+from topo.result import to_jsonable
+from topo.spec import (
+    LOCK_KINDS,
+    ArrayChannel,
+    BarrierLock,
+    BoundedSemaphoreLock,
+    ConditionLock,
+    DictChannel,
+    JoinableQueueChannel,
+    ListChannel,
+    NamespaceChannel,
+    ObjectChannel,
+    PipeChannel,
+    QueueChannel,
+    SemaphoreLock,
+    SimpleQueueChannel,
+    ValueChannel,
+)
+from topo.targets import add_to_path, load_target
+
+_MANAGER_KINDS = frozenset({"dict", "list", "namespace", "object"})
+
+
+class TopoManager(SyncManager):
+    """The run's manager; ``object`` channels register their factories on it."""
+
+
+def _make_object(factory: str, spec_dir: str, /, **kwargs: Any) -> Any:
+    # Runs in the manager's process, which imports the factory from the spec's folder.
+    return load_target(factory, spec_dir)(**kwargs)
+
+
+def _manager_init(spec_dir: str) -> None:
+    # Ctrl-C goes to the whole terminal group; the manager must outlive it long enough
+    # for the supervisor to read the final state, and is shut down by it afterwards.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    add_to_path(spec_dir)
+
+
+def needs_manager(plan: Plan) -> bool:
+    return any(
+        model.kind in _MANAGER_KINDS or getattr(model, "via", None) == "manager"
+        for _, _, model in plan.declared()
+    )
+
+
+def _ctype(type_name: str) -> Any:
+    return getattr(ctypes, type_name) if type_name.startswith("c_") else type_name
+
+
+def _initial(typecode: str, value: Any) -> Any:
+    if typecode in ("c", "c_char") and isinstance(value, str):
+        return value.encode()
+    return value
+
+
+class Primitives:
+    """The built channels and locks of one run, by name."""
+
+    def __init__(self, plan: Plan, mp: BaseContext) -> None:
+        self.plan = plan
+        self.mp = mp
+        self.manager: TopoManager | None = None
+        self.objects: dict[str, Any] = {}
+        if needs_manager(plan):
+            self._start_manager()
+        # Conditions last: they wrap a lock built before them.
+        locks = sorted(plan.spec.locks.items(), key=lambda kv: kv[1].kind == "condition")
+        for name, model in [*plan.spec.channels.items(), *locks]:
+            try:
+                build = self._lock if model.kind in LOCK_KINDS else self._channel
+                self.objects[name] = build(name, model)
+            except Exception as e:
+                self.close()
+                reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+                raise RunError(f"building {model.kind} {name!r} failed: {reason}") from e
+
+    def _start_manager(self) -> None:
+        for name, channel in self.plan.spec.channels.items():
+            if isinstance(channel, ObjectChannel):
+                TopoManager.register(
+                    f"topo_object_{name}",
+                    callable=functools.partial(
+                        _make_object, channel.factory, str(self.plan.spec_dir)
+                    ),
+                    exposed=channel.methods,
+                )
+        manager = TopoManager(ctx=self.mp)
+        try:
+            manager.start(_manager_init, (str(self.plan.spec_dir),))
+        except Exception as e:
+            raise RunError(f"the manager process did not start: {e}") from e
+        self.manager = manager
+
+    def _channel(self, name: str, c: Any) -> Any:
+        mp, m = self.mp, self.manager
+        via_manager = getattr(c, "via", None) == "manager"
+        if isinstance(c, QueueChannel):
+            return m.Queue(c.maxsize) if via_manager and m else mp.Queue(c.maxsize)
+        if isinstance(c, JoinableQueueChannel):
+            return m.JoinableQueue(c.maxsize) if via_manager and m else mp.JoinableQueue(c.maxsize)
+        if isinstance(c, SimpleQueueChannel):
+            return mp.SimpleQueue()
+        if isinstance(c, PipeChannel):
+            return mp.Pipe(duplex=c.duplex)  # (receiving end, sending end) when one-way
+        if isinstance(c, ValueChannel):
+            init = _initial(c.typecode, c.init)
+            if via_manager and m:
+                return m.Value(c.typecode, init)
+            return mp.Value(_ctype(c.typecode), init, lock=c.lock)
+        if isinstance(c, ArrayChannel):
+            init = c.init if c.init is not None else c.length
+            if isinstance(init, str):
+                init = list(init.encode()) if c.typecode not in ("c", "c_char") else init.encode()
+            if via_manager and m:
+                return m.Array(c.typecode, init if not isinstance(init, int) else [0] * init)
+            return mp.Array(_ctype(c.typecode), init, lock=c.lock)
+        assert m is not None, "manager kinds need the manager"
+        if isinstance(c, DictChannel):
+            return m.dict(c.init)
+        if isinstance(c, ListChannel):
+            return m.list(c.init)
+        if isinstance(c, NamespaceChannel):
+            return m.Namespace(**c.init)
+        if isinstance(c, ObjectChannel):
+            return getattr(m, f"topo_object_{name}")(**c.args)
+        raise AssertionError(f"unknown channel kind {c.kind}")  # pragma: no cover
+
+    def _lock(self, name: str, lock: Any) -> Any:
+        src: Any = self.manager if getattr(lock, "via", None) == "manager" else self.mp
+        kind = lock.kind
+        if isinstance(lock, SemaphoreLock | BoundedSemaphoreLock):
+            return (src.Semaphore if kind == "semaphore" else src.BoundedSemaphore)(lock.value)
+        if isinstance(lock, ConditionLock):
+            return src.Condition(self.objects[lock.lock] if lock.lock else None)
+        if isinstance(lock, BarrierLock):
+            return src.Barrier(self.plan.barrier_parties[name], timeout=lock.timeout)
+        factory = {"lock": "Lock", "rlock": "RLock", "event": "Event"}[kind]
+        return getattr(src, factory)()
+
+    def bind(self, instance: Instance) -> dict[str, Any]:
+        """The keyword arguments that hand ``instance`` its channels and locks."""
+        bound = {}
+        for b in instance.bindings:
+            obj = self.objects[b.name]
+            bound[b.param] = obj[b.end] if b.end is not None else obj
+        return bound
+
+    def pipe_ends(self, name: str) -> tuple[Connection, ...]:
+        obj = self.objects.get(name)
+        return tuple(obj) if isinstance(obj, tuple) else ()
+
+    def read_state(self) -> dict[str, Any]:
+        """The final contents of every value, array, dict, list and namespace channel."""
+        state: dict[str, Any] = {}
+        for name, c in self.plan.spec.channels.items():
+            obj: Any = self.objects.get(name)
+            try:
+                if c.kind == "value":
+                    state[name] = to_jsonable(obj.value)
+                elif c.kind == "array":
+                    state[name] = to_jsonable(obj[:])
+                elif c.kind == "dict":
+                    state[name] = to_jsonable(obj.copy())
+                elif c.kind == "list":
+                    state[name] = to_jsonable(obj[:])
+                elif c.kind == "namespace":
+                    state[name] = to_jsonable(vars(obj._getvalue()))
+            except Exception as e:
+                state[name] = f"<unreadable: {type(e).__name__}: {e}>"
+        return state
+
+    def close(self) -> None:
+        for name in self.plan.spec.channels:
+            for end in self.pipe_ends(name):
+                end.close()
+        self.objects.clear()
+        if self.manager is not None:
+            self.manager.shutdown()
+            self.manager = None

@@ -1,0 +1,379 @@
+"""From a document to a Plan: overrides, ``${...}`` interpolation, replicas and seeds.
+
+Two steps, because typed keys such as ``replicas: "${params.workers}"`` must hold
+their final value before the schema checks them:
+
+1. ``prepare_document`` applies ``--set`` overrides and replaces ``${params.X}`` and
+   ``${env.X}`` everywhere in the document (positions are kept).
+2. ``build_plan`` expands each process into its instances and replaces the
+   per-instance references ``${replica}``, ``${replicas}``, ``${name}`` and ``${seed}``
+   in their ``args`` and ``env``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from topo.errors import Diagnostic, SpecError
+from topo.spec import BarrierLock, PipeChannel, Process, Spec
+from topo.yamlpos import Document, Loc
+
+# `$${` writes a literal `${`; a reference is `${...}` with no nested braces.
+_REFERENCE = re.compile(r"\$\$\{|\$\{([^${}]*)\}")
+INSTANCE_REFERENCES = ("replica", "replicas", "name", "seed")
+_MAX_PARAM_DEPTH = 32
+
+Role = Literal["input", "output", "use"]
+
+
+# ----- overrides --------------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``params.workers=8`` -> (["params", "workers"], 8); the value is a YAML scalar."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set {text!r} is not of the form dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, dict | list):
+        raise ValueError(f"--set {text!r}: the value must be a single value, not a collection")
+    return [part for part in key.strip().split(".")], value
+
+
+def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    """Set ``data[k1][k2]... = value``, creating mappings on the way."""
+    node: Any = data
+    for depth, key in enumerate(keys[:-1]):
+        if isinstance(node, list):
+            node = node[int(key)]
+            continue
+        child = node.get(key)
+        if isinstance(child, str) and depth == 1 and keys[0] in ("channels", "locks"):
+            child = {"kind": child}  # short form: `tasks: queue` -> `{kind: queue}`
+        elif not isinstance(child, dict | list):
+            child = {}
+        node[key] = child
+        node = child
+    if isinstance(node, list):
+        node[int(keys[-1])] = value
+    else:
+        node[keys[-1]] = value
+
+
+# ----- interpolation ----------------------------------------------------------------------
+
+
+class _Unresolved(Exception):
+    pass
+
+
+def _substitute(text: str, lookup: Any) -> Any:
+    """Replace every reference in ``text``; a string that is one reference keeps its type."""
+    whole = _REFERENCE.fullmatch(text)
+    if whole and whole.group(1) is not None:
+        value = lookup(whole.group(1).strip())
+        return text if value is _KEEP else value
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(1) is None:
+            return "$${"  # kept escaped until the last pass
+        value = lookup(m.group(1).strip())
+        return m.group(0) if value is _KEEP else str(value)
+
+    return _REFERENCE.sub(one, text)
+
+
+_KEEP = object()  # a reference this pass leaves for a later one
+
+
+def _walk(value: Any, fn: Any, loc: Loc = ()) -> Any:
+    if isinstance(value, str):
+        return fn(value, loc)
+    if isinstance(value, dict):
+        return {k: _walk(v, fn, (*loc, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_walk(v, fn, (*loc, i)) for i, v in enumerate(value)]
+    return value
+
+
+def _unescape(value: Any) -> Any:
+    return _walk(value, lambda s, _loc: s.replace("$${", "${"))
+
+
+def _document_lookup(params: Mapping[str, Any], environ: Mapping[str, str]) -> Any:
+    resolving: list[str] = []
+
+    def lookup(ref: str) -> Any:
+        if ref.startswith("env."):
+            var, _, default = ref[4:].partition(":-")
+            if var in environ:
+                return environ[var]
+            if ":-" in ref:
+                return default
+            raise _Unresolved(
+                f"environment variable {var!r} is not set (write ${{{ref}:-default}})"
+            )
+        if ref.startswith("params."):
+            node: Any = params
+            for part in ref[7:].split("."):
+                if isinstance(node, dict) and part in node:
+                    node = node[part]
+                elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                    node = node[int(part)]
+                else:
+                    raise _Unresolved(f"'${{{ref}}}' names no parameter")
+            if isinstance(node, str):
+                if ref in resolving or len(resolving) > _MAX_PARAM_DEPTH:
+                    chain = " -> ".join([*resolving, ref])
+                    raise _Unresolved(f"parameters refer to each other in a loop: {chain}")
+                resolving.append(ref)
+                try:
+                    return _substitute(node, lookup)
+                finally:
+                    resolving.pop()
+            return node
+        if ref in INSTANCE_REFERENCES:
+            return _KEEP
+        known = "params.NAME, env.NAME, " + ", ".join(INSTANCE_REFERENCES)
+        raise _Unresolved(f"'${{{ref}}}' is not a known reference (use {known})")
+
+    return lookup
+
+
+def prepare_document(
+    doc: Document,
+    overrides: list[str] | tuple[str, ...] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Document:
+    """Apply ``--set`` overrides and document-wide interpolation; raise ``SpecError``."""
+    data = copy.deepcopy(doc.data)
+    problems: list[Diagnostic] = []
+    for text in overrides:
+        try:
+            keys, value = parse_override(text)
+            apply_override(data, keys, value)
+        except (ValueError, IndexError, TypeError, AttributeError) as e:
+            msg = str(e) if str(e).startswith("--set") else f"--set {text!r} cannot be applied: {e}"
+            problems.append(doc.diagnostic((), "T021", msg))
+    if problems:
+        raise SpecError(problems)
+    params = data.get("params") if isinstance(data.get("params"), dict) else {}
+    lookup = _document_lookup(params or {}, os.environ if environ is None else environ)
+
+    def interpolate(text: str, loc: Loc) -> Any:
+        try:
+            return _substitute(text, lookup)
+        except _Unresolved as e:
+            problems.append(doc.diagnostic(loc, "T020", str(e)))
+            return text
+
+    data = _walk(data, interpolate)
+    if problems:
+        raise SpecError(problems)
+    return Document(doc.path, doc.text, data, doc.positions, doc.key_positions)
+
+
+# ----- the plan ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One channel or lock handed to an instance under a parameter name."""
+
+    param: str
+    name: str  # the channel or lock
+    roles: frozenset[Role]  # input and output together when listed under both
+    end: int | None = None  # pipes: 0 receives (or first duplex end), 1 sends
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One process started by the run: ``worker[2]`` is replica 2 of process ``worker``."""
+
+    name: str
+    process: str
+    replica: int
+    replicas: int
+    seed: int
+    target: str
+    args: dict[str, Any]
+    env: dict[str, str]
+    bindings: tuple[Binding, ...]
+
+
+@dataclass
+class Plan:
+    """Everything a backend needs to start the run, with nothing left to interpolate."""
+
+    spec: Spec
+    document: Document
+    name: str
+    spec_dir: Path
+    seed: int
+    instances: list[Instance]
+    barrier_parties: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.spec.params
+
+    def instances_of(self, process: str) -> list[Instance]:
+        return [i for i in self.instances if i.process == process]
+
+    def users_of(self, name: str) -> list[tuple[Instance, Binding]]:
+        """Every (instance, binding) that binds channel or lock ``name``, in order."""
+        return [(i, b) for i in self.instances for b in i.bindings if b.name == name]
+
+    def process_of(self, instance: Instance) -> Process:
+        return self.spec.processes[instance.process]
+
+    def declared(self) -> Iterator[tuple[str, str, Any]]:
+        """(section, name, model) for every channel and lock."""
+        for name, channel in self.spec.channels.items():
+            yield "channels", name, channel
+        for name, lock in self.spec.locks.items():
+            yield "locks", name, lock
+
+
+def instance_name(process: str, replica: int, replicas: int) -> str:
+    return process if replicas == 1 else f"{process}[{replica}]"
+
+
+def derive_seed(base: int, instance: str) -> int:
+    """A stable 32-bit seed per instance, independent of start order and Python's hash."""
+    digest = hashlib.sha256(f"{base}/{instance}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def _bindings(spec: Spec, process: Process) -> list[Binding]:
+    roles: dict[tuple[str, str], set[Role]] = {}
+    for section, role in ((process.inputs, "input"), (process.outputs, "output")):
+        for param, name in section.items():
+            roles.setdefault((param, name), set()).add(role)  # type: ignore[arg-type]
+    for param, name in process.uses.items():
+        roles.setdefault((param, name), set()).add("use")
+    return [Binding(param, name, frozenset(r)) for (param, name), r in roles.items()]
+
+
+def _assign_pipe_ends(spec: Spec, instances: list[Instance]) -> list[Instance]:
+    """Simplex pipes: readers get end 0, writers end 1. Duplex: ends by declaration order."""
+    seen: dict[str, int] = {}
+    result = []
+    for inst in instances:
+        bindings = []
+        for b in inst.bindings:
+            channel = spec.channels.get(b.name)
+            if isinstance(channel, PipeChannel):
+                if not channel.duplex:
+                    end = 0 if "input" in b.roles else 1
+                else:
+                    end = min(seen.get(b.name, 0), 1)
+                    seen[b.name] = seen.get(b.name, 0) + 1
+                b = Binding(b.param, b.name, b.roles, end)
+            bindings.append(b)
+        result.append(Instance(**{**inst.__dict__, "bindings": tuple(bindings)}))
+    return result
+
+
+def _instance_values(
+    values: dict[str, Any],
+    refs: dict[str, Any],
+    document: Document,
+    where: Loc,
+    problems: list[Diagnostic],
+) -> Any:
+    """``values`` with ``${replica}``, ``${replicas}``, ``${name}`` and ``${seed}`` replaced."""
+
+    def lookup(ref: str) -> Any:
+        if ref in refs:
+            return refs[ref]
+        raise _Unresolved(f"'${{{ref}}}' is not a known reference")  # pragma: no cover
+
+    def interpolate(text: str, loc: Loc) -> Any:
+        try:
+            return _substitute(text, lookup)
+        except _Unresolved as e:
+            problems.append(document.diagnostic((*where, *loc), "T020", str(e)))
+            return text
+
+    return _unescape(_walk(values, interpolate))
+
+
+def build_plan(spec: Spec, document: Document, *, seed: int | None = None) -> Plan:
+    """Expand replicas into instances; interpolate per-instance references."""
+    base_seed = seed if seed is not None else spec.seed
+    if base_seed is None:
+        base_seed = secrets.randbits(32)
+    problems: list[Diagnostic] = []
+    instances: list[Instance] = []
+    for pname, process in spec.processes.items():
+        bindings = tuple(_bindings(spec, process))
+        for replica in range(process.replicas):
+            name = instance_name(pname, replica, process.replicas)
+            inst_seed = derive_seed(base_seed, name)
+            values = {
+                "replica": replica,
+                "replicas": process.replicas,
+                "name": pname,
+                "seed": inst_seed,
+            }
+            args, env = (
+                _instance_values(
+                    getattr(process, section),
+                    values,
+                    document,
+                    ("processes", pname, section),
+                    problems,
+                )
+                for section in ("args", "env")
+            )
+            instances.append(
+                Instance(
+                    name,
+                    pname,
+                    replica,
+                    process.replicas,
+                    inst_seed,
+                    process.target,
+                    args,
+                    {k: str(v) for k, v in env.items()},
+                    bindings,
+                )
+            )
+    if problems:
+        raise SpecError(problems)
+    instances = _assign_pipe_ends(spec, instances)
+    plan = Plan(
+        spec,
+        document,
+        spec.name or Path(document.path).stem,
+        Path(document.path).resolve().parent,
+        base_seed,
+        instances,
+    )
+    for name, lock in spec.locks.items():
+        if isinstance(lock, BarrierLock):
+            users = {inst.name for inst, _ in plan.users_of(name)}
+            plan.barrier_parties[name] = lock.parties or max(len(users), 1)
+    return plan
+
+
+def resolved_spec(plan: Plan) -> dict[str, Any]:
+    """The spec with overrides and params applied, as a plain mapping (for run records)."""
+    data = plan.spec.model_dump(mode="json", exclude_defaults=True)
+    data["name"] = plan.name
+    data["seed"] = plan.seed
+    return data

@@ -1,0 +1,86 @@
+"""Finding the Python callables a spec names (``module:function``).
+
+The spec's folder goes first on ``sys.path`` so that ``experiment.yaml`` can name
+functions in ``experiment.py`` beside it; the same rule holds in the parent (for
+validation) and in every child (before the target runs).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+
+class TargetError(Exception):
+    """A target that cannot be imported or called; the message says why, in one line."""
+
+
+def add_to_path(folder: str | Path) -> None:
+    folder = str(folder)
+    if folder in sys.path:
+        sys.path.remove(folder)
+    sys.path.insert(0, folder)
+
+
+def load_target(target: str, folder: str | Path | None = None) -> Callable[..., Any]:
+    """Import ``module:attr.path`` (with ``folder`` first on sys.path) and return it."""
+    if folder is not None:
+        add_to_path(folder)
+    module_name, _, attr_path = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            raise TargetError(f"module {module_name!r} is not found") from None
+        raise TargetError(f"importing {module_name!r} fails: {e}") from None
+    except BaseException as e:
+        raise TargetError(f"importing {module_name!r} fails: {type(e).__name__}: {e}") from None
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise TargetError(f"{module_name!r} has no attribute {attr_path!r}") from None
+    if not callable(obj):
+        raise TargetError(f"{target!r} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def wants_ctx(fn: Callable[..., Any]) -> bool:
+    """Whether the target takes the run context: a parameter named ``ctx``."""
+    try:
+        return "ctx" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def signature_problem(fn: Callable[..., Any], names: Iterable[str]) -> str | None:
+    """Why ``fn(**{name: ...})`` would fail, or None when it can take exactly these names."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None  # builtins without a signature: nothing to check
+    names = set(names)
+    if "ctx" in sig.parameters:
+        names.add("ctx")
+    params = sig.parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        accepted = names
+    else:
+        accepted = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    unknown = sorted(names - accepted)
+    if unknown:
+        return f"takes no parameter {', '.join(map(repr, unknown))}"
+    missing = sorted(
+        p.name
+        for p in params
+        if p.default is p.empty
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.name not in names
+    )
+    if missing:
+        return f"needs {', '.join(map(repr, missing))}, which the spec does not give"
+    return None
