@@ -66,10 +66,12 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
         result = fn(**kwargs)
     except SystemExit:
         raise
-    except BaseException:
-        report.send(("error", traceback.format_exc()))
+    except BaseException as e:
+        # Leave this function's own frame out: the user's code is what matters.
+        text = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
+        sys.stderr.write(text)
+        report.send(("error", text))
         report.close()
-        sys.stderr.write(traceback.format_exc())
         sys.exit(1)
     report.send(("result", to_jsonable(result)))
     report.close()

@@ -192,11 +192,16 @@ class _Supervisor:
         def on_sigterm(signum: int, frame: Any) -> None:
             raise _Stopped()
 
-        return signal.signal(signal.SIGTERM, on_sigterm)
+        # SIGINT explicitly too: a shell starts background jobs with SIGINT ignored.
+        return (
+            signal.signal(signal.SIGTERM, on_sigterm),
+            signal.signal(signal.SIGINT, signal.default_int_handler),
+        )
 
     def _restore_signal_handlers(self, previous: Any) -> None:
         if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
 
     def _end(self, status: Status, message: str, exit_code: int | None = None) -> None:
         if self.status == "ok":

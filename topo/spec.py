@@ -422,8 +422,10 @@ def spec_from_document(doc: Document) -> Spec:
     """Validate a loaded document; raise ``SpecError`` with every problem, located."""
     from pydantic import ValidationError
 
+    # Top-level `x-...` keys hold YAML anchors for merging, as in docker compose files.
+    data = {k: v for k, v in doc.data.items() if not str(k).startswith("x-")}
     try:
-        return Spec.model_validate(doc.data)
+        return Spec.model_validate(data)
     except ValidationError as e:
         diagnostics = []
         for error in e.errors(include_url=False):
