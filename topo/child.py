@@ -54,6 +54,9 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
     # The supervisor stops instances itself; a terminal Ctrl-C must not print a
     # KeyboardInterrupt traceback in every child.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Under fork the supervisor's own SIGTERM handler would be inherited: restore the
+    # default so that SIGTERM ends this process (and its own children, e.g. a Pool's).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if output is not None:
         _redirect_output(output)
     os.environ.update(job.env)
