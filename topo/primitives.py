@@ -53,6 +53,7 @@ def _manager_init(spec_dir: str) -> None:
     # Ctrl-C goes to the whole terminal group; the manager must outlive it long enough
     # for the supervisor to read the final state, and is shut down by it afterwards.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the supervisor's, under fork
     add_to_path(spec_dir)
 
 
