@@ -29,6 +29,7 @@ class Job:
     env: dict[str, str]
     context: RunContext
     objects: dict[str, Any] = field(default_factory=dict)  # bound channels and locks
+    supervisor_pid: int = 0
 
 
 def _redirect_output(output: Connection) -> None:
@@ -49,8 +50,43 @@ def _seed(seed: int) -> None:
         numpy.random.seed(seed)
 
 
+def die_with(supervisor_pid: int) -> None:
+    """End this process when topo's process dies, even by SIGKILL.
+
+    Under spawn and fork topo is the parent: Linux's parent-death signal does it.
+    Under forkserver the parent is the fork server, which outlives topo as long as
+    its children do, so a thread waits on a pidfd of topo's process instead.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    if os.getppid() == supervisor_pid:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() != supervisor_pid:  # it died before prctl took effect
+            os._exit(1)
+        return
+    import select
+    import threading
+
+    try:
+        pidfd = os.pidfd_open(supervisor_pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except OSError:
+        return  # no pidfd (old kernel): nothing more to do
+
+    def watch() -> None:
+        select.select([pidfd], [], [])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="topo-die-with-parent", daemon=True).start()
+
+
 def child_main(job: Job, report: Connection, output: Connection | None) -> None:
     """Entry point of every instance: set up, call the target, report its result."""
+    die_with(job.supervisor_pid)
     # The supervisor stops instances itself; a terminal Ctrl-C must not print a
     # KeyboardInterrupt traceback in every child.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -30,7 +30,12 @@ from topo.result import EXIT_SIGTERM, InstanceResult, RunResult, Status
 
 GRACE_PERIOD_S = 3.0  # between SIGTERM and SIGKILL when topo stops an instance
 POLL_INTERVAL_S = 0.1  # longest sleep of the supervisor between checks
-RESTART_BACKOFF_S = 0.1  # first restart delay; doubles with each restart
+RESTART_BACKOFF_S = 0.1  # first restart delay; doubles with each restart...
+RESTART_BACKOFF_MAX_S = 5.0  # ...up to this
+# A restart storm gives up, as systemd's StartLimitBurst/StartLimitIntervalSec do:
+# more than RESTART_BURST restarts of one instance within RESTART_WINDOW_S fail the run.
+RESTART_BURST = 5
+RESTART_WINDOW_S = 10.0
 
 
 class _Stopped(BaseException):
@@ -124,6 +129,7 @@ class _Supervisor:
         self.running: dict[str, _Handle] = {}
         self.waiting = list(plan.instances)  # not started yet
         self.retry_at: dict[str, float] = {}  # instance -> when its restart is due
+        self.restart_times: dict[str, list[float]] = {}  # instance -> when it restarted
         self.status: Status = "ok"
         self.message: str | None = None
         self.exit_code: int | None = None
@@ -287,7 +293,14 @@ class _Supervisor:
             run_dir=str(self.options.run_dir) if self.options.run_dir else None,
             spec_dir=str(self.plan.spec_dir),
         )
-        job = Job(inst.target, inst.args, inst.env, context, self.primitives.bind(inst))
+        job = Job(
+            inst.target,
+            inst.args,
+            inst.env,
+            context,
+            self.primitives.bind(inst),
+            supervisor_pid=os.getpid(),
+        )
         report_in, report_out = self.mp.Pipe(duplex=False)
         output_in, output_out = self.mp.Pipe(duplex=False)
         proc = self.mp.Process(
@@ -352,15 +365,26 @@ class _Supervisor:
             return
         outcome.state = "killed" if code is not None and code < 0 else "failed"
         process = self.plan.process_of(handle.instance)
+        name = handle.instance.name
         if process.restart == "on-failure" and outcome.restarts < process.max_restarts:
+            now = time.monotonic()
+            recent = [t for t in self.restart_times.get(name, []) if now - t < RESTART_WINDOW_S]
+            if len(recent) >= RESTART_BURST:
+                self._end(
+                    "failed",
+                    f"{name} {self._how(code)} and was restarted {len(recent)} "
+                    f"times within {RESTART_WINDOW_S:g}s: giving up on a restart storm",
+                )
+                return
+            self.restart_times[name] = [*recent, now]
             outcome.restarts += 1
-            delay = RESTART_BACKOFF_S * 2 ** (outcome.restarts - 1)
+            delay = min(RESTART_BACKOFF_S * 2 ** (outcome.restarts - 1), RESTART_BACKOFF_MAX_S)
             self.say(
                 "",
-                f"{handle.instance.name} {self._how(code)}; restart "
+                f"{name} {self._how(code)}; restart "
                 f"{outcome.restarts} of {process.max_restarts} in {delay:g}s",
             )
-            self.retry_at[handle.instance.name] = time.monotonic() + delay
+            self.retry_at[name] = now + delay
             self.waiting.append(handle.instance)
             return
         if process.daemon and not any(
@@ -396,8 +420,11 @@ class _Supervisor:
             if h.process.is_alive():
                 h.process.terminate()
         end = time.monotonic() + GRACE_PERIOD_S
-        for h in handles:
-            h.process.join(max(0.0, end - time.monotonic()))
+        try:
+            for h in handles:
+                h.process.join(max(0.0, end - time.monotonic()))
+        except (KeyboardInterrupt, _Stopped):
+            self.say("", "stopping at once")  # a second Ctrl-C: no more grace
         for h in handles:
             if h.process.is_alive():
                 h.process.kill()

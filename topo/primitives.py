@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import signal
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import SyncManager
 from typing import Any
 
+from topo.child import die_with
 from topo.errors import RunError
 from topo.resolve import Instance, Plan
 from topo.result import to_jsonable
@@ -49,9 +51,10 @@ def _make_object(factory: str, spec_dir: str, /, **kwargs: Any) -> Any:
     return load_target(factory, spec_dir)(**kwargs)
 
 
-def _manager_init(spec_dir: str) -> None:
+def _manager_init(spec_dir: str, supervisor_pid: int) -> None:
     # Ctrl-C goes to the whole terminal group; the manager must outlive it long enough
     # for the supervisor to read the final state, and is shut down by it afterwards.
+    die_with(supervisor_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the supervisor's, under fork
     add_to_path(spec_dir)
@@ -107,7 +110,7 @@ class Primitives:
                 )
         manager = TopoManager(ctx=self.mp)
         try:
-            manager.start(_manager_init, (str(self.plan.spec_dir),))
+            manager.start(_manager_init, (str(self.plan.spec_dir), os.getpid()))
         except Exception as e:
             raise RunError(f"the manager process did not start: {e}") from e
         self.manager = manager
