@@ -24,6 +24,7 @@ OutputSink = Callable[[str, str], None]
 class RunOptions:
     run_dir: Path | None = None  # where instance logs go; None: not recorded
     quiet: bool = False  # hide the instances' own output on the terminal
+    watch: bool = True  # instrument channels and locks for run-time deadlock detection
 
 
 class Backend(Protocol):

@@ -6,6 +6,7 @@ only what it needs: the stdlib and the target's own module.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import random
 import signal
@@ -15,9 +16,11 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from topo import watch
 from topo.context import RunContext
 from topo.result import to_jsonable
 from topo.targets import load_target, wants_ctx
+from topo.watch import Board
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class Job:
     context: RunContext
     objects: dict[str, Any] = field(default_factory=dict)  # bound channels and locks
     supervisor_pid: int = 0
+    board: Board | None = None  # the deadlock detector's shared table
+    slot: int = 0  # this instance's row on the board
 
 
 def _redirect_output(output: Connection) -> None:
@@ -96,6 +101,10 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
     if output is not None:
         _redirect_output(output)
     os.environ.update(job.env)
+    if job.board is not None:
+        watch.attach(job.board, job.slot)
+        # The supervisor asks for the stack of an instance it finds deadlocked.
+        faulthandler.register(signal.SIGUSR1, all_threads=False)
     try:
         fn = load_target(job.target, job.context.spec_dir)
         kwargs = {**job.args, **job.objects}

@@ -9,6 +9,7 @@ after ``GRACE_PERIOD_S``) and whatever was returned so far is kept.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import selectors
@@ -27,6 +28,7 @@ from topo.errors import RunError
 from topo.primitives import Primitives
 from topo.resolve import Instance, Plan
 from topo.result import EXIT_SIGTERM, InstanceResult, RunResult, Status
+from topo.watch import OWNED_KINDS, QUIET_S, Board, Waiter, find_deadlock
 
 GRACE_PERIOD_S = 3.0  # between SIGTERM and SIGKILL when topo stops an instance
 POLL_INTERVAL_S = 0.1  # longest sleep of the supervisor between checks
@@ -34,6 +36,7 @@ RESTART_BACKOFF_S = 0.1  # first restart delay; doubles with each restart...
 RESTART_BACKOFF_MAX_S = 5.0  # ...up to this
 # A restart storm gives up, as systemd's StartLimitBurst/StartLimitIntervalSec do:
 # more than RESTART_BURST restarts of one instance within RESTART_WINDOW_S fail the run.
+STACK_DUMP_WAIT_S = 0.3  # for the stacks of a deadlock to reach the output
 RESTART_BURST = 5
 RESTART_WINDOW_S = 10.0
 
@@ -135,6 +138,12 @@ class _Supervisor:
         self.exit_code: int | None = None
         self.pump = OutputPump(self._instance_line)
         self.primitives: Primitives | None = None
+        self.slots = {inst.name: slot for slot, inst in enumerate(plan.instances)}
+        self.board: Board | None = None
+        if options.watch:
+            self.board = Board(len(plan.instances), sum(1 for _ in plan.declared()))
+        self.quiet_since: float | None = None  # when everyone was first seen blocked
+        self.quiet_progress = -1.0
         self.unstarted_pipe_users = {
             name: {inst.name for inst, _ in plan.users_of(name)}
             for name, c in plan.spec.channels.items()
@@ -256,6 +265,8 @@ class _Supervisor:
                     self._exited(handle)
                     if self.status != "ok":
                         return
+            if self.board is not None and self._deadlocked():
+                return
 
     def _can_start_more(self) -> bool:
         return any(self._deps_state(i) != "failed" for i in self.waiting)
@@ -293,14 +304,19 @@ class _Supervisor:
             run_dir=str(self.options.run_dir) if self.options.run_dir else None,
             spec_dir=str(self.plan.spec_dir),
         )
+        watching = self.board is not None
         job = Job(
             inst.target,
             inst.args,
             inst.env,
             context,
-            self.primitives.bind(inst),
+            self.primitives.bind(inst, watch=watching),
             supervisor_pid=os.getpid(),
+            board=self.board,
+            slot=self.slots[inst.name],
         )
+        if self.board is not None:
+            self.board.reset(self.slots[inst.name])
         report_in, report_out = self.mp.Pipe(duplex=False)
         output_in, output_out = self.mp.Pipe(duplex=False)
         proc = self.mp.Process(
@@ -366,6 +382,10 @@ class _Supervisor:
         outcome.state = "killed" if code is not None and code < 0 else "failed"
         process = self.plan.process_of(handle.instance)
         name = handle.instance.name
+        broken = self._broken_by(handle.instance, code)
+        if broken:
+            self._end("failed", broken)
+            return
         if process.restart == "on-failure" and outcome.restarts < process.max_restarts:
             now = time.monotonic()
             recent = [t for t in self.restart_times.get(name, []) if now - t < RESTART_WINDOW_S]
@@ -392,6 +412,107 @@ class _Supervisor:
         ):
             return
         self._end("failed", f"{handle.instance.name} {self._how(code)}")
+
+    def _broken_by(self, instance: Instance, code: int | None) -> str | None:
+        """What the death of ``instance`` breaks for good: a lock it held, a barrier."""
+        if self.board is None or self.primitives is None:
+            return None
+        names = self.primitives.names
+        slot = self.slots[instance.name]
+        models = {name: model for _, name, model in self.plan.declared()}
+        held = [names[p] for p in self.board.owned_by(slot) if models[names[p]].kind in OWNED_KINDS]
+        if held:
+            kind = models[held[0]].kind
+            return (
+                f"{kind} '{held[0]}' was held by {instance.name}, which {self._how(code)}: "
+                "it stays locked for ever, so the run cannot go on"
+            )
+        snapshot = self.board.snapshot()
+        for b in instance.bindings:
+            if models[b.name].kind != "barrier":
+                continue
+            prim = names.index(b.name)
+            waiting = [
+                n
+                for n, s in self.slots.items()
+                if n in self.running and snapshot.blocked(s) == ("wait", prim)
+            ]
+            if waiting:
+                return (
+                    f"barrier '{b.name}' lost its party {instance.name}, which "
+                    f"{self._how(code)}: {', '.join(waiting)} would wait for ever"
+                )
+        return None
+
+    # ----- deadlock detection ---------------------------------------------------------------
+
+    def _deadlocked(self) -> bool:
+        """Check the board; on a deadlock, explain it, dump stacks and end the run."""
+        assert self.board is not None and self.primitives is not None
+        snapshot = self.board.snapshot()
+        everyone_blocked = bool(self.running) and all(
+            snapshot.blocked(self.slots[n]) is not None
+            for n, h in self.running.items()
+            if not self.plan.process_of(h.instance).daemon
+        )
+        if not everyone_blocked or self.retry_at:
+            self.quiet_since = None
+            return False
+        now = time.monotonic()
+        if self.quiet_since is None or snapshot.progress != self.quiet_progress:
+            self.quiet_since, self.quiet_progress = now, snapshot.progress
+            return False
+        if now - self.quiet_since < QUIET_S:
+            return False
+        waiters = [
+            Waiter(
+                inst.name,
+                self.slots[inst.name],
+                inst.name in self.running,
+                self.plan.process_of(inst).daemon,
+                self._ended(inst.name),
+            )
+            for inst in self.plan.instances
+        ]
+        lines = find_deadlock(waiters, snapshot, self._wakers, self.primitives.names)
+        if lines is None:
+            return False
+        self.say("", "deadlock: every instance is blocked and none can wake another")
+        for line in lines:
+            self.say("", f"  {line}")
+        self._dump_stacks()
+        self._end("deadlock", "deadlock: " + "; ".join(lines))
+        return True
+
+    def _ended(self, name: str) -> str:
+        outcome = self.outcomes[name]
+        if outcome.state == "not started":
+            return "has not started"
+        if outcome.exit_code is None:
+            return "is gone"
+        return self._how(outcome.exit_code)
+
+    def _wakers(self, prim: int, op: str, waiter: str) -> list[str]:
+        """The instances that could end ``waiter``'s wait in ``op`` on primitive ``prim``."""
+        assert self.primitives is not None
+        name = self.primitives.names[prim]
+        users = [(i.name, b) for i, b in self.plan.users_of(name) if i.name != waiter]
+        channel = self.plan.spec.channels.get(name)
+        if channel is None or channel.kind == "pipe":
+            if channel is not None and not getattr(channel, "duplex", True):
+                role = "output" if op in ("recv", "poll") else "input"
+                return [n for n, b in users if role in b.roles]
+            return [n for n, _ in users]  # locks and duplex pipes: every other user
+        role = {"get": "output", "put": "input", "join": "input"}.get(op, "output")
+        return [n for n, b in users if role in b.roles or "use" in b.roles]
+
+    def _dump_stacks(self) -> None:
+        """Ask each blocked instance for its Python stack (faulthandler, on SIGUSR1)."""
+        for handle in self.running.values():
+            if handle.process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(handle.process.pid, signal.SIGUSR1)
+        time.sleep(STACK_DUMP_WAIT_S)
 
     @staticmethod
     def _how(code: int | None) -> str:

@@ -38,6 +38,7 @@ from topo.spec import (
     ValueChannel,
 )
 from topo.targets import add_to_path, load_target
+from topo.watch import WRAPPERS
 
 _MANAGER_KINDS = frozenset({"dict", "list", "namespace", "object"})
 
@@ -161,12 +162,27 @@ class Primitives:
         factory = {"lock": "Lock", "rlock": "RLock", "event": "Event"}[kind]
         return getattr(src, factory)()
 
-    def bind(self, instance: Instance) -> dict[str, Any]:
-        """The keyword arguments that hand ``instance`` its channels and locks."""
+    @property
+    def names(self) -> list[str]:
+        """Every channel and lock, in a fixed order: index = primitive number."""
+        return [name for _, name, _ in self.plan.declared()]
+
+    def bind(self, instance: Instance, *, watch: bool = False) -> dict[str, Any]:
+        """The keyword arguments that hand ``instance`` its channels and locks.
+
+        With ``watch``, blocking primitives come wrapped for the deadlock detector.
+        """
+        index = {name: i for i, name in enumerate(self.names)}
+        models = {name: model for _, name, model in self.plan.declared()}
         bound = {}
         for b in instance.bindings:
             obj = self.objects[b.name]
-            bound[b.param] = obj[b.end] if b.end is not None else obj
+            obj = obj[b.end] if b.end is not None else obj
+            model = models[b.name]
+            wrapper = WRAPPERS.get(model.kind)
+            if watch and wrapper and getattr(model, "timeout", None) is None:
+                obj = wrapper(obj, index[b.name])
+            bound[b.param] = obj
         return bound
 
     def pipe_ends(self, name: str) -> tuple[Connection, ...]:
