@@ -116,7 +116,11 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
         raise
     except BaseException as e:
         # Leave this function's own frame out: the user's code is what matters.
-        text = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
+        text = "".join(
+            traceback.format_exception(
+                type(e), e, e.__traceback__.tb_next if e.__traceback__ else None
+            )
+        )
         sys.stderr.write(text)
         report.send(("error", text))
         report.close()

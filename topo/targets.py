@@ -46,7 +46,7 @@ def load_target(target: str, folder: str | Path | None = None) -> Callable[..., 
             raise TargetError(f"{module_name!r} has no attribute {attr_path!r}") from None
     if not callable(obj):
         raise TargetError(f"{target!r} is not callable")
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 def wants_ctx(fn: Callable[..., Any]) -> bool:

@@ -190,10 +190,10 @@ class WatchedConnection(Watched):
         return _call(_RECV, self._prim, True, self._raw.recv)
 
     def recv_bytes(self, maxlength: int | None = None) -> bytes:
-        return _call(_RECV, self._prim, True, self._raw.recv_bytes, maxlength)  # type: ignore[no-any-return]
+        return _call(_RECV, self._prim, True, self._raw.recv_bytes, maxlength)
 
     def recv_bytes_into(self, buf: Any, offset: int = 0) -> int:
-        return _call(_RECV, self._prim, True, self._raw.recv_bytes_into, buf, offset)  # type: ignore[no-any-return]
+        return _call(_RECV, self._prim, True, self._raw.recv_bytes_into, buf, offset)
 
     def send(self, obj: Any) -> None:
         _call(_SEND, self._prim, True, self._raw.send, obj)
@@ -202,10 +202,10 @@ class WatchedConnection(Watched):
         _call(_SEND, self._prim, True, self._raw.send_bytes, buf, offset, size)
 
     def poll(self, timeout: float | None = 0.0) -> bool:
-        return _call(_POLL, self._prim, timeout is None, self._raw.poll, timeout)  # type: ignore[no-any-return]
+        return _call(_POLL, self._prim, timeout is None, self._raw.poll, timeout)
 
     def fileno(self) -> int:
-        return self._raw.fileno()  # type: ignore[no-any-return]
+        return self._raw.fileno()
 
 
 class WatchedLock(Watched):
@@ -240,7 +240,7 @@ class WatchedCondition(WatchedLock):
     def wait(self, timeout: float | None = None) -> bool:
         _own(self._prim, False)  # wait() releases the lock until it wakes up
         try:
-            return _call(_WAIT, self._prim, timeout is None, self._raw.wait, timeout)  # type: ignore[no-any-return]
+            return _call(_WAIT, self._prim, timeout is None, self._raw.wait, timeout)
         finally:
             _own(self._prim, True)
 
@@ -292,7 +292,7 @@ class WatchedBarrier(Watched):
 
     def wait(self, timeout: float | None = None) -> int:
         # A barrier built with a timeout is not wrapped (see Primitives.bind).
-        return _call(_WAIT, self._prim, timeout is None, self._raw.wait, timeout)  # type: ignore[no-any-return]
+        return _call(_WAIT, self._prim, timeout is None, self._raw.wait, timeout)
 
 
 WRAPPERS: Mapping[str, type[Watched]] = {
