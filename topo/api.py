@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from topo.backend import OutputSink, RunOptions, get_backend
+from topo.backend import OutputSink, RunOptions, StatusSink, get_backend
 from topo.errors import Diagnostic, SpecError
 from topo.resolve import Plan, build_plan, prepare_document, resolved_spec
 from topo.result import RunResult
@@ -80,6 +80,8 @@ def run(
     record: bool = True,
     quiet: bool = False,
     output: OutputSink | None = None,
+    status: StatusSink | None = None,
+    watch: bool = True,
 ) -> RunResult:
     """Run a spec to its end and return what happened.
 
@@ -101,7 +103,8 @@ def run(
         run_dir = records.new_run_dir(plan.name, runs_dir)
         records.write_start(run_dir, plan.document.text, resolved_spec(plan))
     started = time.monotonic()
-    result = get_backend("local").run(plan, RunOptions(run_dir=run_dir, quiet=quiet), say)
+    options = RunOptions(run_dir=run_dir, quiet=quiet, watch=watch, status=status)
+    result = get_backend("local").run(plan, options, say)
     result.duration_s = time.monotonic() - started
     if run_dir is not None:
         records.write_summary(run_dir, result.to_json())

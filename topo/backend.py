@@ -21,10 +21,25 @@ OutputSink = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
+class InstanceStatus:
+    """One row of the live status table."""
+
+    name: str
+    pid: int | None
+    state: str  # "running", "blocked in get() on 'tasks'", "exited 0", ...
+    restarts: int
+    operations: int  # channel and lock operations completed (with deadlock detection on)
+
+
+StatusSink = Callable[[list[InstanceStatus]], None]
+
+
+@dataclass(frozen=True)
 class RunOptions:
     run_dir: Path | None = None  # where instance logs go; None: not recorded
     quiet: bool = False  # hide the instances' own output on the terminal
     watch: bool = True  # instrument channels and locks for run-time deadlock detection
+    status: StatusSink | None = None  # called about every STATUS_INTERVAL_S while running
 
 
 class Backend(Protocol):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
+    from topo.backend import InstanceStatus
     from topo.errors import Diagnostic
 
 EXIT_INVALID = 2
@@ -160,22 +161,30 @@ def run(
     no_record: Annotated[
         bool, typer.Option("--no-record", help="Do not write a run directory.")
     ] = False,
+    no_watch: Annotated[
+        bool,
+        typer.Option("--no-watch", help="Hand targets the raw primitives: no deadlock detection."),
+    ] = False,
 ) -> None:
     """Validate a spec, start every process, supervise them and report the outcome."""
     from topo.api import run as run_spec
     from topo.errors import SpecError
 
     printer = _Printer()
+    status = _LiveStatus(printer.console) if printer.console.is_terminal else _StatusLines(printer)
     try:
-        result = run_spec(
-            spec,
-            set_ or [],
-            seed=seed,
-            runs_dir=runs_dir,
-            record=not no_record,
-            quiet=quiet,
-            output=printer,
-        )
+        with status:
+            result = run_spec(
+                spec,
+                set_ or [],
+                seed=seed,
+                runs_dir=runs_dir,
+                record=not no_record,
+                quiet=quiet,
+                output=printer,
+                status=status,
+                watch=not no_watch,
+            )
     except SpecError as e:
         _report(e.diagnostics, printer.console)
         if as_json:
@@ -195,6 +204,55 @@ def run(
     if as_json:
         print(json.dumps(result.to_json()))
     raise typer.Exit(result.exit_code or 0)
+
+
+class _LiveStatus:
+    """On a terminal: a table of every instance, redrawn under the scrolling output."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.live import Live
+
+        self.live = Live(console=console, auto_refresh=False, transient=True)
+
+    def __enter__(self) -> _LiveStatus:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.__exit__(None, None, None)
+
+    def __call__(self, rows: list[InstanceStatus]) -> None:
+        from rich.table import Table
+
+        table = Table(box=None, header_style="bold")
+        for column in ("instance", "pid", "state", "restarts", "ops"):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(r.name, str(r.pid or ""), r.state, str(r.restarts), str(r.operations))
+        self.live.update(table, refresh=True)
+
+
+class _StatusLines:
+    """Elsewhere: one plain line each time an instance changes state."""
+
+    def __init__(self, printer: _Printer) -> None:
+        self.printer = printer
+        self.seen: dict[str, str] = {}
+
+    def __enter__(self) -> _StatusLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def __call__(self, rows: list[InstanceStatus]) -> None:
+        for r in rows:
+            coarse = "running" if r.state.startswith("blocked") else r.state
+            if self.seen.get(r.name) != coarse:
+                self.seen[r.name] = coarse
+                if coarse != "not started":
+                    pid = f" (pid {r.pid})" if r.pid and r.state == "running" else ""
+                    self.printer("", f"{r.name} {r.state}{pid}")
 
 
 def _summary(result: Any, console: Any) -> None:

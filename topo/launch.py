@@ -21,7 +21,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from topo.backend import OutputSink, RunOptions
+from topo.backend import InstanceStatus, OutputSink, RunOptions
 from topo.child import Job, child_main
 from topo.context import RunContext
 from topo.errors import RunError
@@ -36,6 +36,7 @@ RESTART_BACKOFF_S = 0.1  # first restart delay; doubles with each restart...
 RESTART_BACKOFF_MAX_S = 5.0  # ...up to this
 # A restart storm gives up, as systemd's StartLimitBurst/StartLimitIntervalSec do:
 # more than RESTART_BURST restarts of one instance within RESTART_WINDOW_S fail the run.
+STATUS_INTERVAL_S = 0.25  # how often the live status table is refreshed
 STACK_DUMP_WAIT_S = 0.3  # for the stacks of a deadlock to reach the output
 RESTART_BURST = 5
 RESTART_WINDOW_S = 10.0
@@ -142,6 +143,7 @@ class _Supervisor:
         self.board: Board | None = None
         if options.watch:
             self.board = Board(len(plan.instances), sum(1 for _ in plan.declared()))
+        self.next_status = 0.0
         self.quiet_since: float | None = None  # when everyone was first seen blocked
         self.quiet_progress = -1.0
         self.unstarted_pipe_users = {
@@ -267,6 +269,9 @@ class _Supervisor:
                         return
             if self.board is not None and self._deadlocked():
                 return
+            if self.options.status is not None and now >= self.next_status:
+                self.next_status = now + STATUS_INTERVAL_S
+                self.options.status(self.status_rows())
 
     def _can_start_more(self) -> bool:
         return any(self._deps_state(i) != "failed" for i in self.waiting)
@@ -443,6 +448,25 @@ class _Supervisor:
                     f"{self._how(code)}: {', '.join(waiting)} would wait for ever"
                 )
         return None
+
+    def status_rows(self) -> list[InstanceStatus]:
+        """Where every instance is: for the live table."""
+        snapshot = self.board.snapshot() if self.board is not None else None
+        names = self.primitives.names if self.primitives is not None else []
+        rows = []
+        for inst in self.plan.instances:
+            outcome = self.outcomes[inst.name]
+            state, operations = outcome.state, 0
+            if snapshot is not None:
+                slot = self.slots[inst.name]
+                operations = snapshot.operations(slot)
+                blocked = snapshot.blocked(slot) if inst.name in self.running else None
+                if blocked is not None:
+                    state = f"blocked in {blocked[0]}() on '{names[blocked[1]]}'"
+            if outcome.exit_code is not None and inst.name not in self.running:
+                state = f"{state} ({outcome.exit_code})"
+            rows.append(InstanceStatus(inst.name, outcome.pid, state, outcome.restarts, operations))
+        return rows
 
     # ----- deadlock detection ---------------------------------------------------------------
 

@@ -78,6 +78,10 @@ class Snapshot:
             return None
         return OPS[int(row[_OP])], int(row[_PRIM])
 
+    def operations(self, slot: int) -> int:
+        """Operations the instance in ``slot`` has completed."""
+        return int(self.rows[slot][_PROGRESS])
+
     @property
     def progress(self) -> float:
         return sum(row[_PROGRESS] for row in self.rows)
