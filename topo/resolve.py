@@ -109,6 +109,10 @@ def _walk(value: Any, fn: Any, loc: Loc = ()) -> Any:
     return value
 
 
+def _escape(text: str) -> str:
+    return text.replace("${", "$${")
+
+
 def _unescape(value: Any) -> Any:
     return _walk(value, lambda s, _loc: s.replace("$${", "${"))
 
@@ -120,7 +124,7 @@ def _document_lookup(params: Mapping[str, Any], environ: Mapping[str, str]) -> A
         if ref.startswith("env."):
             var, _, default = ref[4:].partition(":-")
             if var in environ:
-                return environ[var]
+                return _escape(environ[var])  # a variable's `${` is text, not a reference
             if ":-" in ref:
                 return default
             raise _Unresolved(
@@ -183,7 +187,13 @@ def prepare_document(
     data = _walk(data, interpolate)
     if problems:
         raise SpecError(problems)
+    # `$${` becomes `${` now, except where build_plan interpolates again per instance.
+    data = _walk(data, lambda s, loc: s if _per_instance(loc) else s.replace("$${", "${"))
     return Document(doc.path, doc.text, data, doc.positions, doc.key_positions)
+
+
+def _per_instance(loc: Loc) -> bool:
+    return len(loc) > 3 and loc[0] == "processes" and loc[2] in ("args", "env")
 
 
 # ----- the plan ---------------------------------------------------------------------------

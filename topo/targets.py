@@ -74,12 +74,13 @@ def signature_problem(fn: Callable[..., Any], names: Iterable[str]) -> str | Non
     unknown = sorted(names - accepted)
     if unknown:
         return f"takes no parameter {', '.join(map(repr, unknown))}"
+    # A positional-only parameter can never be given: targets get keywords only.
     missing = sorted(
         p.name
         for p in params
         if p.default is p.empty
-        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        and p.name not in names
+        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and (p.name not in names or p.kind is p.POSITIONAL_ONLY)
     )
     if missing:
         return f"needs {', '.join(map(repr, missing))}, which the spec does not give"

@@ -150,7 +150,7 @@ class _Builder:
                     "T002", f"key {key!r} is written twice in this mapping", key_node.start_mark
                 )
             explicit.add(key)
-            self.doc.key_positions[(*loc, key)] = _pos(key_node)
+            self.doc.key_positions.setdefault((*loc, key), _pos(key_node))
             result[key] = self.build(value_node, (*loc, key))
         # `<<: *defaults` merges keys the mapping does not set itself, as YAML 1.1 says.
         for source, at in merged:
@@ -173,8 +173,9 @@ def load_text(text: str, path: str = "<string>") -> Document:
         raise refuse("T003", f"the file is larger than {MAX_BYTES} bytes", None)
     if "\x00" in text:
         raise refuse("T001", "the file is binary, not YAML text", None)
-    loader = _GuardedLoader(text)
+    loader: _GuardedLoader | None = None
     try:
+        loader = _GuardedLoader(text)  # its reader refuses control characters at once
         root = loader.get_single_node()
         if root is None:
             raise refuse("T004", "the file is empty: a spec needs at least 'processes'", None)
@@ -192,7 +193,8 @@ def load_text(text: str, path: str = "<string>") -> Document:
     except RecursionError:
         raise refuse("T003", "the document nests too deeply", None) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(doc.data, dict):
         kind = "a list" if isinstance(doc.data, list) else "a single value"
         raise refuse("T004", f"the spec is {kind}; it must be a mapping of keys", root.start_mark)
