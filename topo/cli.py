@@ -279,6 +279,45 @@ def _summary(result: Any, console: Any) -> None:
 
 
 @app.command()
+def graph(
+    spec: Annotated[Path, typer.Argument(help="The spec file to draw.", show_default=False)],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key: dotted.path=value.")
+    ] = None,
+    format_: Annotated[
+        str, typer.Option("--format", "-f", help="mermaid or dot (for text output).")
+    ] = "mermaid",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Render to .svg, .png or .pdf with Graphviz."),
+    ] = None,
+) -> None:
+    """Print the topology as Mermaid or DOT, or render it to an image with Graphviz."""
+    from topo.api import load
+    from topo.errors import SpecError, TopoError
+    from topo.render import render_file, to_dot, to_mermaid
+
+    console = _stderr()
+    if format_ not in ("mermaid", "dot"):
+        console.print(f"topo: --format must be mermaid or dot, not {format_!r}")
+        raise typer.Exit(EXIT_INVALID)
+    try:
+        plan = load(spec, set_ or [], seed=0)
+    except SpecError as e:
+        _report(e.diagnostics, console)
+        raise typer.Exit(EXIT_INVALID) from None
+    if output is None:
+        print(to_mermaid(plan) if format_ == "mermaid" else to_dot(plan), end="")
+        return
+    try:
+        render_file(to_dot(plan), output)
+    except TopoError as e:
+        console.print(f"topo: {e}")
+        raise typer.Exit(1) from None
+    console.print(f"topo: wrote {output}")
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of the spec format (for editors)."""
     from topo.spec import json_schema
