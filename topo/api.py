@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,12 @@ def load(path: str | Path, overrides: Overrides | None = None, *, seed: int | No
 
     Only the document is checked here; ``check`` runs the reference and graph checks.
     """
-    document = prepare_document(load_path(path), _override_list(overrides))
+    sets = _override_list(overrides)
+    document = prepare_document(load_path(path), sets)
     spec = spec_from_document(document)
-    return build_plan(spec, document, seed=seed)
+    plan = build_plan(spec, document, seed=seed)
+    plan.overrides = tuple(sets)
+    return plan
 
 
 def check(
@@ -98,14 +102,46 @@ def run(
         raise SpecError(errors)
     for d in diagnostics:
         say("", str(d))
-    run_dir = None
-    if record:
-        run_dir = records.new_run_dir(plan.name, runs_dir)
-        records.write_start(run_dir, plan.document.text, resolved_spec(plan))
+    options = RunOptions(quiet=quiet, watch=watch, status=status)
+    if not record:
+        return _run(plan, options, say)
+    run_dir = records.new_run_dir(plan.name, runs_dir)
+    manifest = records.manifest(
+        spec_path=Path(plan.document.path),
+        spec_text=plan.document.text,
+        spec_dir=plan.spec_dir,
+        start_method=plan.spec.start_method,
+        seed=plan.seed,
+        seeds={i.name: i.seed for i in plan.instances},
+        params=dict(plan.params),
+        overrides=list(plan.overrides),
+        targets=[i.target for i in plan.instances],
+    )
+    records.write_start(run_dir, plan.document.text, resolved_spec(plan))
+    records.write_summary(
+        run_dir,
+        {
+            "name": plan.name,
+            "status": "running",
+            "exit_code": None,
+            "seed": plan.seed,
+            "params": dict(plan.params),
+            "run_dir": str(run_dir),
+            "manifest": manifest,
+        },
+    )
+    recorder = records.Recorder(run_dir)
+    options = replace(options, run_dir=run_dir, log=recorder.log, events=recorder.event)
+    try:
+        result = _run(plan, options, say)
+    finally:
+        recorder.close()
+    records.write_summary(run_dir, {**result.to_json(), "manifest": manifest})
+    return result
+
+
+def _run(plan: Plan, options: RunOptions, say: OutputSink) -> RunResult:
     started = time.monotonic()
-    options = RunOptions(run_dir=run_dir, quiet=quiet, watch=watch, status=status)
     result = get_backend("local").run(plan, options, say)
     result.duration_s = time.monotonic() - started
-    if run_dir is not None:
-        records.write_summary(run_dir, result.to_json())
     return result

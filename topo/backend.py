@@ -32,6 +32,8 @@ class InstanceStatus:
 
 
 StatusSink = Callable[[list[InstanceStatus]], None]
+# Run events for the record: (kind, **fields), e.g. ("exit", instance="w[0]", exit_code=0).
+EventSink = Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class RunOptions:
     quiet: bool = False  # hide the instances' own output on the terminal
     watch: bool = True  # instrument channels and locks for run-time deadlock detection
     status: StatusSink | None = None  # called about every STATUS_INTERVAL_S while running
+    log: OutputSink | None = None  # every line of every instance, even with quiet
+    events: EventSink | None = None
 
 
 class Backend(Protocol):

@@ -155,8 +155,14 @@ class _Supervisor:
     # ----- output ---------------------------------------------------------------------------
 
     def _instance_line(self, name: str, line: str) -> None:
+        if self.options.log is not None:
+            self.options.log(name, line)
         if not self.options.quiet:
             self.say(name, line)
+
+    def _event(self, kind: str, **fields: Any) -> None:
+        if self.options.events is not None:
+            self.options.events(kind, **fields)
 
     # ----- the run --------------------------------------------------------------------------
 
@@ -223,6 +229,7 @@ class _Supervisor:
     def _end(self, status: Status, message: str, exit_code: int | None = None) -> None:
         if self.status == "ok":
             self.status, self.message, self.exit_code = status, message, exit_code
+            self._event(status, message=message)
 
     def _supervise(self, deadline: float | None) -> None:
         while True:
@@ -334,6 +341,7 @@ class _Supervisor:
         now = time.monotonic()
         outcome = self.outcomes[inst.name]
         outcome.state, outcome.pid, outcome.exit_code = "running", proc.pid, None
+        self._event("restart" if outcome.restarts else "start", instance=inst.name, pid=proc.pid)
         self.running[inst.name] = _Handle(
             inst, proc, report_in, now, now + process.timeout if process.timeout else None, outcome
         )
@@ -381,6 +389,7 @@ class _Supervisor:
         code = handle.process.exitcode
         outcome.exit_code = code
         outcome.duration_s += time.monotonic() - handle.started
+        self._event("exit", instance=handle.instance.name, exit_code=code)
         if code == 0:
             outcome.state = "exited"
             return

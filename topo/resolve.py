@@ -235,6 +235,7 @@ class Plan:
     seed: int
     instances: list[Instance]
     barrier_parties: dict[str, int] = field(default_factory=dict)
+    overrides: tuple[str, ...] = ()  # the --set texts applied, for the record
 
     @property
     def params(self) -> dict[str, Any]:

@@ -40,6 +40,7 @@ class InstanceResult:
             "restarts": self.restarts,
             "duration_s": round(self.duration_s, 6),
             "state": self.state,
+            "pid": self.pid,
         }
         if self.error is not None:
             data["error"] = self.error

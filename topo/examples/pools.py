@@ -3,14 +3,18 @@
 ``ConnectionPool`` is an ordinary class. A spec shares one instance through
 ``kind: object``: the instance lives in a manager process and each user gets a proxy
 whose method calls run there, so every process sees the same pool.
+
+Proxies are annotated with the interface they offer: ``pool: ConnectionPool`` for
+the pool's proxy, and ``queue.Queue`` and ``threading.Lock`` for what ``via: manager``
+builds (as typeshed types ``manager.Queue()`` and ``manager.Lock()``).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import threading
 import time
-from typing import Any
 
 from topo.context import RunContext
 
@@ -59,7 +63,7 @@ class ConnectionPool:
             }
 
 
-def run_queries(pool: Any, queries: int, ctx: RunContext) -> list[int]:
+def run_queries(pool: ConnectionPool, queries: int, ctx: RunContext) -> list[int]:
     """Run ``queries`` pretend queries, each on a connection borrowed from ``pool``."""
     used: list[int] = []
     for _ in range(queries):
@@ -73,7 +77,7 @@ def run_queries(pool: Any, queries: int, ctx: RunContext) -> list[int]:
     return used
 
 
-def audit(pool: Any) -> dict[str, int]:
+def audit(pool: ConnectionPool) -> dict[str, int]:
     """Report the pool's counters once every user has finished."""
     return pool.stats()
 
@@ -81,7 +85,9 @@ def audit(pool: Any) -> dict[str, int]:
 # ----- manager_queue_lock: manager proxies can travel to Pool workers ----------------------
 
 
-def square_in_pool(out: Any, lock: Any, numbers: int, pool_size: int) -> int:
+def square_in_pool(
+    out: queue.Queue[int | None], lock: threading.Lock, numbers: int, pool_size: int
+) -> int:
     """Square 0..numbers-1 in a ``multiprocessing.Pool``; its workers put into ``out``.
 
     ``out`` and ``lock`` are manager proxies (``via: manager``), which can be passed to
@@ -93,13 +99,13 @@ def square_in_pool(out: Any, lock: Any, numbers: int, pool_size: int) -> int:
     return numbers
 
 
-def _square_into(out: Any, lock: Any, number: int) -> None:
+def _square_into(out: queue.Queue[int | None], lock: threading.Lock, number: int) -> None:
     with lock:
         print(f"pool worker squares {number}", flush=True)
     out.put(number * number)
 
 
-def sum_squares(inbox: Any, lock: Any) -> dict[str, int]:
+def sum_squares(inbox: queue.Queue[int | None], lock: threading.Lock) -> dict[str, int]:
     """Sum what arrives in ``inbox`` until the sentinel."""
     count = total = 0
     while (squared := inbox.get()) is not None:

@@ -8,7 +8,9 @@ process; each access is a round trip to it, and any picklable value fits.
 
 from __future__ import annotations
 
-from multiprocessing.managers import ArrayProxy, DictProxy, ListProxy, NamespaceProxy, ValueProxy
+from collections.abc import MutableSequence
+from ctypes import c_double
+from multiprocessing.managers import DictProxy, ListProxy, Namespace, ValueProxy
 from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
 from typing import Any
 
@@ -27,7 +29,7 @@ def add_up(total: Synchronized, hits: Synchronized, amount: float, times: int) -
     return times
 
 
-def average(total: Synchronized, hits: Synchronized, mean: Any) -> float:
+def average(total: Synchronized, hits: Synchronized, mean: c_double) -> float:
     """Store ``total / hits`` into ``mean`` (a value without a lock: this is its only writer)."""
     mean.value = total.value / hits.value
     print(f"{hits.value} additions, total {total.value}, mean {mean.value}")
@@ -53,7 +55,7 @@ def scale(weights: SynchronizedArray, factor: float) -> list[float]:
     with weights.get_lock():
         for index in range(len(weights)):
             weights[index] *= factor
-        return list(weights)
+        return weights[:]
 
 
 # ----- manager_state ----------------------------------------------------------------------
@@ -62,9 +64,9 @@ def scale(weights: SynchronizedArray, factor: float) -> list[float]:
 def record(
     scores: DictProxy,
     log: ListProxy,
-    info: NamespaceProxy,
+    info: Namespace,
     hits: ValueProxy,
-    grid: ArrayProxy,
+    grid: MutableSequence[int],
     ctx: RunContext,
 ) -> str:
     """Write to each kind of manager-backed state."""
@@ -79,7 +81,7 @@ def record(
 
 
 def snapshot(
-    scores: DictProxy, log: ListProxy, info: NamespaceProxy, hits: ValueProxy, grid: ArrayProxy
+    scores: DictProxy, log: ListProxy, info: Namespace, hits: ValueProxy, grid: MutableSequence[int]
 ) -> dict[str, Any]:
     """Read everything back as plain values: what this process sees of another's writes."""
     return {

@@ -8,6 +8,7 @@ up in the run's results or final state.
 from __future__ import annotations
 
 import time
+from ctypes import c_int
 from multiprocessing.managers import ListProxy
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import (
@@ -19,7 +20,6 @@ from multiprocessing.synchronize import (
     RLock,
     Semaphore,
 )
-from typing import Any
 
 from topo.context import RunContext
 
@@ -40,7 +40,7 @@ def speak(lock: Lock, transcript: ListProxy, lines: int, ctx: RunContext) -> int
 # ----- rlock: a lock the holder may take again ----------------------------------------------
 
 
-def deposit(lock: RLock, balance: Any, times: int) -> int:
+def deposit(lock: RLock, balance: c_int, times: int) -> int:
     """Deposit 1, ``times`` times; each deposit takes ``lock`` twice, once in ``_add``."""
     for _ in range(times):
         with lock:  # e.g. a transaction spanning several updates...
@@ -48,7 +48,7 @@ def deposit(lock: RLock, balance: Any, times: int) -> int:
     return times
 
 
-def _add(lock: RLock, balance: Any, amount: int) -> None:
+def _add(lock: RLock, balance: c_int, amount: int) -> None:
     with lock:  # ...each of which also locks: fine for an RLock, a deadlock with a Lock
         balance.value += amount
 
@@ -56,7 +56,7 @@ def _add(lock: RLock, balance: Any, amount: int) -> None:
 # ----- condition: wait until shared state says go -------------------------------------------
 
 
-def wait_for_stage(ready: Condition, stage: Any, wanted: int, ctx: RunContext) -> int:
+def wait_for_stage(ready: Condition, stage: c_int, wanted: int, ctx: RunContext) -> int:
     """Sleep on ``ready`` until ``stage`` reaches ``wanted``; return the stage seen."""
     with ready:
         # wait_for checks first, so a notification sent before we got here is not missed
@@ -67,7 +67,7 @@ def wait_for_stage(ready: Condition, stage: Any, wanted: int, ctx: RunContext) -
     return seen
 
 
-def advance(mutex: Lock, ready: Condition, stage: Any, to: int) -> int:
+def advance(mutex: Lock, ready: Condition, stage: c_int, to: int) -> int:
     """Set ``stage`` under ``mutex`` (the condition's own lock), then wake every waiter."""
     time.sleep(0.2)  # give the waiters time to start waiting
     with mutex:  # the same lock the waiters hold while they check stage
@@ -81,7 +81,7 @@ def advance(mutex: Lock, ready: Condition, stage: Any, to: int) -> int:
 
 
 def crowd_in(
-    gate: Semaphore, start: Barrier, inside: Synchronized, peak: Any, hold_s: float
+    gate: Semaphore, start: Barrier, inside: Synchronized, peak: c_int, hold_s: float
 ) -> int:
     """Everyone rushes ``gate`` at once; count who is inside and remember the peak."""
     start.wait()  # line everyone up first, so the gate is what keeps them apart

@@ -1,0 +1,214 @@
+"""topo.cli: the typer app through CliRunner, and ``python -m topo`` as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from topo.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+GOOD = REPO / "specs" / "pipeline.yaml"
+
+BAD = """\
+processes:
+  p:
+    target: os.path:join
+    replica: 2
+"""
+BAD_MESSAGE = (
+    "4:5: error[T010]: unknown key 'replica' in process 'p' (did you mean 'replicas'?): "
+    "topo does not know what to do with it"
+)
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner(env={"NO_COLOR": "1", "COLUMNS": "200"})
+
+
+@pytest.fixture
+def bad_spec(tmp_path: Path, write_spec: Callable[..., Path]) -> Path:
+    return write_spec(tmp_path, BAD, name="bad.yaml")
+
+
+def test_help(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("validate", "run", "schema"):
+        assert command in result.stdout
+
+
+def test_schema_prints_json(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["schema"])
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "topo spec"
+    assert "processes" in schema["properties"]
+    assert result.stderr == ""
+
+
+def test_validate_good_spec(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["validate", str(GOOD)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert result.stderr == "1 spec(s) valid.\n"
+
+
+def test_validate_bad_spec(runner: CliRunner, bad_spec: Path) -> None:
+    result = runner.invoke(app, ["validate", str(bad_spec)])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"{bad_spec}:{BAD_MESSAGE}"
+    assert lines[1] == "     4 |     replica: 2"
+    assert lines[2] == "       |     ^"
+    assert lines[-1] == "Found 1 error(s) and 0 warning(s) in 1 spec(s)."
+    assert "Traceback" not in result.output
+
+
+def test_validate_several_specs(runner: CliRunner, bad_spec: Path) -> None:
+    result = runner.invoke(app, ["validate", str(GOOD), str(bad_spec), str(bad_spec)])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == "Found 2 error(s) and 0 warning(s) in 3 spec(s)."
+
+
+def test_validate_json(runner: CliRunner, bad_spec: Path) -> None:
+    result = runner.invoke(app, ["validate", "--json", str(bad_spec)])
+    assert result.exit_code == 2
+    assert json.loads(result.stdout) == [
+        {
+            "path": str(bad_spec),
+            "line": 4,
+            "col": 5,
+            "severity": "error",
+            "code": "T010",
+            "message": BAD_MESSAGE.split(": ", 2)[2],
+        }
+    ]
+
+
+def test_validate_json_of_a_good_spec(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["validate", "--json", "--strict", str(GOOD)])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == []
+
+
+def test_validate_with_set(
+    runner: CliRunner,
+    tmp_path: Path,
+    write_spec: Callable[..., Path],
+    write_module: Callable[..., Path],
+) -> None:
+    write_module(tmp_path, "cli_targets", "def work():\n    pass\n")
+    path = write_spec(
+        tmp_path,
+        "params: {n: 1}\nprocesses:\n  p:\n    target: cli_targets:work\n"
+        "    replicas: '${params.n}'\n",
+    )
+    assert runner.invoke(app, ["validate", str(path), "--set", "params.n=2"]).exit_code == 0
+    result = runner.invoke(app, ["validate", str(path), "--set", "params.n=0"])
+    assert result.exit_code == 2
+    assert "error[T011]: process 'p', key 'replicas'" in result.stderr
+    result = runner.invoke(app, ["validate", str(path), "--set", "oops"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        f"{path}:1:1: error[T021]: --set 'oops' is not of the form dotted.key=value"
+    )
+
+
+def test_validate_missing_file(runner: CliRunner, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    result = runner.invoke(app, ["validate", str(missing)])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == (
+        f"{missing}:1:1: error[T000]: cannot read: No such file or directory"
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"a: \x07\n", b"\x00\x01binary", b"\xff\xfe\xfd", b"- a\n- b\n", b"", b"a: [1\n"],
+    ids=["control-char", "nul", "not-utf8", "list", "empty", "syntax"],
+)
+def test_validate_broken_input_has_no_traceback(
+    runner: CliRunner, tmp_path: Path, raw: bytes
+) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_bytes(raw)
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"{path}:")
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["validate", "--bogus", str(GOOD)],
+        ["validate"],
+        ["nosuchcommand"],
+        ["run"],
+        ["run", str(GOOD), "--seed", "notanint"],
+        [],
+    ],
+    ids=["unknown-option", "no-spec", "unknown-command", "run-no-spec", "bad-seed", "nothing"],
+)
+def test_bad_command_line_exits_2(runner: CliRunner, args: list[str]) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert result.stdout == "" or "Usage" in result.output
+
+
+def test_run_invalid_spec_json(runner: CliRunner, bad_spec: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["run", "--json", "--runs-dir", str(runs), str(bad_spec)])
+    assert result.exit_code == 2
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "invalid"
+    assert doc["exit_code"] == 2
+    assert doc["name"] == "bad"
+    assert [(d["line"], d["col"], d["code"]) for d in doc["diagnostics"]] == [(4, 5, "T010")]
+    assert result.stderr.splitlines()[0] == f"{bad_spec}:{BAD_MESSAGE}"
+    assert not runs.exists()  # nothing recorded, nothing started
+
+
+def _python_m_topo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "topo", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        env={**__import__("os").environ, "NO_COLOR": "1", "COLUMNS": "200"},
+    )
+
+
+def test_python_m_topo_help() -> None:
+    proc = _python_m_topo("--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "validate" in proc.stdout and "schema" in proc.stdout
+
+
+def test_python_m_topo_bad_command_line() -> None:
+    proc = _python_m_topo("validate", "--bogus", str(GOOD))
+    assert proc.returncode == 2
+    assert "No such option" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_python_m_topo_validate_control_characters(tmp_path: Path) -> None:
+    path = tmp_path / "ctl.yaml"
+    path.write_bytes(b"processes:\n  p: \x07\n")
+    proc = _python_m_topo("validate", str(path))
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"{path}:")
+    assert "error[T001]" in proc.stderr

@@ -1,0 +1,86 @@
+"""topo.record: run directories and atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from topo import record
+
+
+def test_runs_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(record.RUNS_DIR_ENV, raising=False)
+    assert record.runs_root() == Path("runs")
+    monkeypatch.setenv(record.RUNS_DIR_ENV, str(tmp_path / "env"))
+    assert record.runs_root() == tmp_path / "env"
+    assert record.runs_root(tmp_path / "given") == tmp_path / "given"  # the flag wins
+
+
+def test_new_run_dir_layout(tmp_path: Path) -> None:
+    path = record.new_run_dir("pipeline", tmp_path / "runs")
+    assert path.is_dir()
+    assert path.parent == tmp_path / "runs" / "pipeline"
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", path.name), path.name
+
+
+def test_new_run_dirs_are_distinct(tmp_path: Path) -> None:
+    paths = {record.new_run_dir("r", tmp_path) for _ in range(20)}
+    assert len(paths) == 20
+    assert all(p.is_dir() and p.parent == tmp_path / "r" for p in paths)
+
+
+def test_new_run_dir_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(record.RUNS_DIR_ENV, str(tmp_path / "from_env"))
+    assert record.new_run_dir("r").parent == tmp_path / "from_env" / "r"
+
+
+def test_write_atomic(tmp_path: Path) -> None:
+    target = tmp_path / "run.json"
+    record.write_atomic(target, "first")
+    record.write_atomic(target, "second\n")
+    assert target.read_text(encoding="utf-8") == "second\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary files left
+
+
+def test_write_atomic_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    target = tmp_path / "run.json"
+    record.write_atomic(target, "old")
+    with pytest.raises(UnicodeEncodeError):
+        record.write_atomic(target, "bad \udcff surrogate")
+    assert target.read_text(encoding="utf-8") == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
+def test_write_atomic_goes_through_a_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "run.json"
+    renames: list[tuple[str, str]] = []
+    real_replace = os.replace
+
+    def spy(src: str, dst: str) -> None:
+        renames.append((str(src), str(dst)))
+        assert not Path(dst).exists()  # the target appears only whole
+        real_replace(src, dst)
+
+    monkeypatch.setattr(record.os, "replace", spy)
+    record.write_atomic(target, "text")
+    [(src, dst)] = renames
+    assert dst == str(target)
+    assert Path(src).parent == tmp_path and Path(src).name.startswith(".run.json.")
+
+
+def test_write_start_and_summary(tmp_path: Path) -> None:
+    run_dir = record.new_run_dir("r", tmp_path)
+    record.write_start(run_dir, "processes: {}\n# as written\n", {"name": "r", "seed": 1})
+    record.write_summary(run_dir, {"status": "ok", "exit_code": 0})
+    assert (run_dir / "spec.yaml").read_text() == "processes: {}\n# as written\n"
+    assert yaml.safe_load((run_dir / "resolved.yaml").read_text()) == {"name": "r", "seed": 1}
+    assert (run_dir / "resolved.yaml").read_text().startswith("name: r\n")  # order kept
+    assert json.loads((run_dir / "run.json").read_text()) == {"status": "ok", "exit_code": 0}
+    assert sorted(p.name for p in run_dir.iterdir()) == ["resolved.yaml", "run.json", "spec.yaml"]
