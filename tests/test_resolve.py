@@ -491,3 +491,10 @@ def test_resolved_spec() -> None:
         "name": "s",
         "seed": 1,
     }
+
+
+def test_override_through_a_scalar_is_refused() -> None:
+    # `params.x` is 3: setting params.x.y would silently replace it with a mapping.
+    assert problems("params: {x: 3}\n" + PROCESS, ["params.x.y=1"]) == [
+        "s.yaml:1:1: error[T021]: --set params.x.y: params.x is 3, not a mapping"
+    ]

@@ -124,6 +124,7 @@ def test_run_result_to_json_shape() -> None:
                 "restarts": 0,
                 "duration_s": 0.4,
                 "state": "exited",
+                "pid": 10,
             },
             "worker[0]": {
                 "exit_code": 1,
@@ -131,6 +132,7 @@ def test_run_result_to_json_shape() -> None:
                 "restarts": 2,
                 "duration_s": 0.1,
                 "state": "failed",
+                "pid": None,
                 "error": "Traceback...",
             },
         },
@@ -155,4 +157,5 @@ def test_instance_result_defaults() -> None:
         "restarts": 0,
         "duration_s": 0.0,
         "state": "not started",
+        "pid": None,
     }

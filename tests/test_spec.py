@@ -152,7 +152,7 @@ def test_bad_timeout_is_located() -> None:
 
 def test_negative_timeout() -> None:
     assert problems("timeout: -1\n" + PROCESS) == [
-        "s.yaml:1:10: error[T011]: key 'timeout': input should be greater than 0 (got -1)"
+        "s.yaml:1:10: error[T011]: key 'timeout': a duration must be more than 0 seconds, not -1"
     ]
 
 
@@ -368,3 +368,18 @@ def test_json_schema_validates_a_spec() -> None:
     assert list(validator.iter_errors(good)) == []
     bad = {"channels": {"t": "queu"}, "processes": {"p": {"target": "m:f"}}}
     assert list(validator.iter_errors(bad))
+
+
+def test_booleans_and_floats_are_not_counts() -> None:
+    assert problems(PROCESS + "    replicas: true\n") == [
+        "s.yaml:4:15: error[T011]: process 'p', key 'replicas': input should be a valid "
+        "integer (got True)"
+    ]
+
+
+def test_schema_durations_accept_numbers_and_strings() -> None:
+    from topo.spec import json_schema
+
+    timeout = json_schema()["$defs"]["BarrierLock"]["properties"]["timeout"]
+    assert {"type": "number"} in timeout["anyOf"] and {"type": "string"} in timeout["anyOf"]
+    assert "gt" not in json.dumps(timeout)

@@ -321,3 +321,11 @@ def test_load_path_on_utf8_control_bytes(tmp_path: Path) -> None:
     [d] = info.value.diagnostics
     assert d.code == "T001"
     assert d.path == str(path)
+
+
+def test_a_lone_document_marker_is_empty() -> None:
+    with pytest.raises(SpecError) as info:
+        load_text("---\n", "e.yaml")
+    assert str(info.value) == (
+        "e.yaml:1:1: error[T004]: the file is empty: a spec needs at least 'processes'"
+    )

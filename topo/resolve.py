@@ -63,8 +63,11 @@ def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
         child = node.get(key)
         if isinstance(child, str) and depth == 1 and keys[0] in ("channels", "locks"):
             child = {"kind": child}  # short form: `tasks: queue` -> `{kind: queue}`
-        elif not isinstance(child, dict | list):
+        elif child is None:
             child = {}
+        elif not isinstance(child, dict | list):
+            where = ".".join(keys[: depth + 1])
+            raise ValueError(f"--set {'.'.join(keys)}: {where} is {child!r}, not a mapping")
         node[key] = child
         node = child
     if isinstance(node, list):

@@ -18,8 +18,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    NonNegativeInt,
-    PositiveInt,
     model_validator,
 )
 
@@ -62,10 +60,12 @@ def parse_duration(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like '90s' or '5m'")
     if isinstance(value, int | float):
+        if value <= 0:
+            raise ValueError(f"a duration must be more than 0 seconds, not {value!r}")
         return float(value)
     if isinstance(value, str):
         m = _DURATION.match(value)
-        if m:
+        if m and float(m.group(1)) > 0:
             return float(m.group(1)) * _UNITS[m.group(2) or "s"]
     raise ValueError(f"{value!r} is not a duration: write seconds, or a string like '90s' or '5m'")
 
@@ -73,9 +73,10 @@ def parse_duration(value: Any) -> Any:
 Name = Annotated[str, AfterValidator(_identifier)]
 Target = Annotated[str, AfterValidator(_target)]
 CType = Annotated[str, AfterValidator(_ctype)]
-Duration = Annotated[
-    float, BeforeValidator(parse_duration, json_schema_input_type=float | str), Field(gt=0)
-]
+Duration = Annotated[float, BeforeValidator(parse_duration, json_schema_input_type=float | str)]
+# YAML gives ints as ints: `replicas: true` or `maxsize: 2.5` are mistakes, not numbers.
+PositiveInt = Annotated[int, Field(strict=True, gt=0)]
+NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
 Via = Literal["manager"]
 
 

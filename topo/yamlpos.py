@@ -177,7 +177,7 @@ def load_text(text: str, path: str = "<string>") -> Document:
     try:
         loader = _GuardedLoader(text)  # its reader refuses control characters at once
         root = loader.get_single_node()
-        if root is None:
+        if root is None or (root.tag == "tag:yaml.org,2002:null" and not root.value):
             raise refuse("T004", "the file is empty: a spec needs at least 'processes'", None)
         doc.data = _Builder(loader, doc).build(root, ())
     except _Refused as e:
