@@ -23,6 +23,7 @@ from topo.errors import Diagnostic
 
 SPECS = sorted((Path(__file__).resolve().parents[1] / "specs").glob("*.yaml"))
 TEXTS = [p.read_text() for p in SPECS]
+FIXTURE_OK = [HealthCheck.function_scoped_fixture]  # tmp_path is only written to, then read
 
 yaml_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),

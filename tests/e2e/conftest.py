@@ -3,6 +3,10 @@
 Each run starts in a session of its own, so every process it starts (instances,
 manager, resource tracker, forkserver) can be found afterwards through /proc; a test
 fails if any of them outlives the run.
+
+``run_topo`` runs one command to its end; ``start_topo`` starts one and hands back a
+``LiveTopo``, to watch its stderr as it comes (``wait_for``) and to send it signals
+while its instances run.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +41,25 @@ class TopoRun:
     stdout: str
     stderr: str
     doc: Any
+    session: int = 0  # topo's pid, which is also the id of the session it runs in
+    started_at: float = 0.0  # time.monotonic() when topo was started...
+    ended_at: float = 0.0  # ...and when it exited
+
+    @property
+    def elapsed_s(self) -> float:
+        """Wall time from starting topo to its exit."""
+        return self.ended_at - self.started_at
+
+    def instance_pids(self) -> list[int]:
+        """The pid of every instance the JSON document names (the last one, if restarted)."""
+        if self.doc is None:
+            return []
+        return [r["pid"] for r in self.doc.get("processes", {}).values() if r.get("pid")]
+
+    def survivors(self, within: float = EXIT_GRACE_S) -> list[tuple[int, int, int, str]]:
+        """What this run started that is still alive after waiting up to ``within`` s:
+        any process of its session, and any instance pid from its JSON document."""
+        return wait_gone([self.session], self.instance_pids(), within)
 
     def ok(self) -> dict[str, Any]:
         """Assert the run exited 0 and printed one JSON document saying so; return it."""
@@ -76,10 +100,157 @@ def _leftovers(sessions: list[int]) -> list[tuple[int, int, int, str]]:
     return [p for p in _live_processes() if p[2] in sessions or p[1] == me]
 
 
+def wait_gone(
+    sessions: list[int], pids: list[int], within: float
+) -> list[tuple[int, int, int, str]]:
+    """Wait up to ``within`` s for every process of ``sessions`` and every one of ``pids``
+    to be gone (zombies count as gone); return those still alive then."""
+    deadline = time.monotonic() + within
+    while True:
+        alive = [p for p in _live_processes() if p[2] in sessions or p[0] in pids]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
+
+
 def _kill(processes: list[tuple[int, int, int, str]]) -> None:
     for pid, *_ in processes:
         with contextlib.suppress(OSError):  # already gone
             os.kill(pid, signal.SIGKILL)
+
+
+WAIT_S = 20.0  # longest wait for a line on stderr
+
+
+class LiveTopo:
+    """A ``python -m topo ...`` started in a session of its own, still running.
+
+    Two threads read its stdout and stderr as they come, a third waits for its exit,
+    so that a test can wait for a line a target prints before it sends a signal.
+    """
+
+    def __init__(self, args: tuple[str, ...]) -> None:
+        self.args = args
+        env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "topo", *args],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its session id is its pid: how we find what it started
+        )
+        self.pid = self.proc.pid
+        self.ended_at: float | None = None
+        self.changed = threading.Condition()
+        self.out: list[str] = []
+        self.err: list[str] = []
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.out), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.err), daemon=True),
+        ]
+        self.waiter = threading.Thread(target=self._wait, daemon=True)
+        for thread in (*self.readers, self.waiter):
+            thread.start()
+
+    def _read(self, stream: Any, into: list[str]) -> None:
+        # Lines, as they come; EOF only once every process holding the pipe is gone.
+        for line in stream:
+            with self.changed:
+                into.append(line)
+                self.changed.notify_all()
+        stream.close()
+
+    def _wait(self) -> None:
+        self.proc.wait()
+        with self.changed:
+            self.ended_at = time.monotonic()
+            self.changed.notify_all()
+
+    @property
+    def stderr(self) -> str:
+        with self.changed:
+            return "".join(self.err)
+
+    def wait_for(self, text: str, count: int = 1, timeout: float = WAIT_S) -> None:
+        """Wait until ``text`` has appeared ``count`` times on stderr; fail the test if
+        topo exits first or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while "".join(self.err).count(text) < count:
+                left = deadline - time.monotonic()
+                if self.ended_at is not None or left <= 0:
+                    why = (
+                        "exited"
+                        if self.ended_at is not None
+                        else f"still running after {timeout} s"
+                    )
+                    pytest.fail(
+                        f"topo {' '.join(self.args)} {why} before {count} x {text!r} on stderr\n"
+                        + "".join(self.err)
+                    )
+                self.changed.wait(min(left, 0.5))
+
+    def signal(self, signum: int, group: bool = False) -> float:
+        """Send ``signum`` to topo, or to its whole process group (as a terminal's
+        Ctrl-C does); return when it was sent (time.monotonic())."""
+        if group:
+            os.killpg(self.pid, signum)
+        else:
+            os.kill(self.pid, signum)
+        return time.monotonic()
+
+    def processes(self) -> list[tuple[int, int, int, str]]:
+        """(pid, ppid, session, command) of every live process of its session but topo."""
+        return [p for p in _leftovers([self.pid]) if p[2] == self.pid and p[0] != self.pid]
+
+    def finish(self, timeout: float = RUN_TIMEOUT_S) -> TopoRun:
+        """Wait for topo to exit and return the finished run (fail the test past
+        ``timeout`` s since it started)."""
+        left = self.started_at + timeout - time.monotonic()
+        self.waiter.join(max(0.0, left))
+        if self.waiter.is_alive():
+            _kill(_leftovers([self.pid]))
+            self.waiter.join()
+            pytest.fail(
+                f"topo {' '.join(self.args)} still running after {timeout} s\n{self.stderr}"
+            )
+        for reader in self.readers:  # the rest of the output, once helpers let go of the pipes
+            reader.join(EXIT_GRACE_S)
+        with self.changed:
+            stdout, stderr = "".join(self.out), "".join(self.err)
+        try:
+            doc = json.loads(stdout)
+        except ValueError:
+            doc = None
+        assert self.ended_at is not None
+        return TopoRun(
+            self.args,
+            self.proc.returncode,
+            stdout,
+            stderr,
+            doc,
+            session=self.pid,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+        )
+
+
+@contextlib.contextmanager
+def _no_leftovers(sessions: list[int]) -> Iterator[None]:
+    """After the test, fail it if a process of ``sessions``, or any child of the test
+    process, is still alive (and kill it)."""
+    yield
+    deadline = time.monotonic() + EXIT_GRACE_S
+    while (left := _leftovers(sessions)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if left:
+        _kill(left)
+        pytest.fail(f"processes outlived their topo run: {left}")
 
 
 @pytest.fixture
@@ -92,35 +263,24 @@ def run_topo() -> Iterator[Callable[..., TopoRun]]:
     sessions: list[int] = []
 
     def run(*args: str, timeout: float = RUN_TIMEOUT_S) -> TopoRun:
-        env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "topo", *args],
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # its session id is its pid: how we find what it started
-        )
-        sessions.append(proc.pid)
-        try:
-            stdout, stderr = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill(_leftovers([proc.pid]))
-            stdout, stderr = proc.communicate()
-            pytest.fail(f"topo {' '.join(args)} still running after {timeout} s\n{stderr}")
-        try:
-            doc = json.loads(stdout)
-        except ValueError:
-            doc = None
-        return TopoRun(tuple(args), proc.returncode, stdout, stderr, doc)
+        live = LiveTopo(args)
+        sessions.append(live.pid)
+        return live.finish(timeout)
 
-    yield run
+    with _no_leftovers(sessions):
+        yield run
 
-    deadline = time.monotonic() + EXIT_GRACE_S
-    while (left := _leftovers(sessions)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if left:
-        _kill(left)
-        pytest.fail(f"processes outlived their topo run: {left}")
+
+@pytest.fixture
+def start_topo() -> Iterator[Callable[..., LiveTopo]]:
+    """``start_topo(*args)`` starts ``python -m topo *args`` and returns a ``LiveTopo``;
+    the same check as ``run_topo`` after the test (and a topo still running is killed)."""
+    sessions: list[int] = []
+
+    def start(*args: str) -> LiveTopo:
+        live = LiveTopo(args)
+        sessions.append(live.pid)
+        return live
+
+    with _no_leftovers(sessions):
+        yield start
