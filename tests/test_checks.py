@@ -347,3 +347,18 @@ def test_good_specs_have_no_errors(spec: Path) -> None:
 
 def test_there_are_good_specs() -> None:
     assert len(SPECS) >= 10
+
+
+def test_ndarray_with_an_unknown_dtype_is_t060(
+    tmp_path: Path, write_spec: Callable[..., Path]
+) -> None:
+    path = write_spec(
+        tmp_path,
+        "channels:\n  img: {kind: ndarray, shape: [2], dtype: floaty}\n"
+        "processes:\n  p: {target: topo.examples.arrays:inspect, uses: {image: img}}\n",
+    )
+    found = [str(d) for d in validate(path) if d.code == "T060"]
+    assert found == [
+        f"{path}:2:43: error[T060]: ndarray 'img' has dtype 'floaty', which numpy does not "
+        "know (try float64, int32)"
+    ]

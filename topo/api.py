@@ -34,16 +34,26 @@ def _override_list(overrides: Overrides | None) -> list[str]:
     return list(overrides)
 
 
-def load(path: str | Path, overrides: Overrides | None = None, *, seed: int | None = None) -> Plan:
+def load(
+    path: str | Path,
+    overrides: Overrides | None = None,
+    *,
+    seed: int | None = None,
+    spec_dir: str | Path | None = None,
+) -> Plan:
     """Read, validate and resolve a spec into a Plan; raise ``SpecError`` if it is invalid.
 
     Only the document is checked here; ``check`` runs the reference and graph checks.
+    ``spec_dir`` is the folder targets are imported from (default: the spec file's);
+    ``topo rerun`` uses it to run a recorded spec with the original folder's modules.
     """
     sets = _override_list(overrides)
     document = prepare_document(load_path(path), sets)
     spec = spec_from_document(document)
     plan = build_plan(spec, document, seed=seed)
     plan.overrides = tuple(sets)
+    if spec_dir is not None:
+        plan.spec_dir = Path(spec_dir).resolve()
     return plan
 
 
@@ -86,16 +96,19 @@ def run(
     output: OutputSink | None = None,
     status: StatusSink | None = None,
     watch: bool = True,
+    spec_dir: str | Path | None = None,
 ) -> RunResult:
     """Run a spec to its end and return what happened.
 
-    Raises ``SpecError`` (before anything starts) when the spec has errors; warnings
-    go to ``output``. Failures of the instances are in the result, not raised.
+    ``spec`` is a spec file or a Plan from ``load`` (then ``overrides``, ``seed`` and
+    ``spec_dir`` are already in it). Raises ``SpecError`` (before anything starts)
+    when the spec has errors; warnings go to ``output``. Failures of the instances
+    are in the result, not raised.
     """
     from topo import record as records
 
     say = output or _stderr_sink
-    plan = spec if isinstance(spec, Plan) else load(spec, overrides, seed=seed)
+    plan = spec if isinstance(spec, Plan) else load(spec, overrides, seed=seed, spec_dir=spec_dir)
     diagnostics = check(plan)
     errors = [d for d in diagnostics if d.is_error]
     if errors:

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 
 from topo.errors import Diagnostic, Severity
 from topo.resolve import Plan
-from topo.spec import ConditionLock, ObjectChannel, PipeChannel, did_you_mean
+from topo.spec import (
+    ConditionLock,
+    NdarrayChannel,
+    ObjectChannel,
+    PipeChannel,
+    did_you_mean,
+)
 from topo.targets import TargetError, load_target, signature_problem
 from topo.yamlpos import Loc
 
@@ -228,6 +234,26 @@ def pipe_ends(plan: Plan) -> Iterator[Finding]:
                     "used by several processes at once corrupts data",
                     key=True,
                 )
+
+
+@check("T060", "error", "a shared-memory array that cannot be built")
+def ndarray_needs_numpy(plan: Plan) -> Iterator[Finding]:
+    arrays = [(n, c) for n, c in plan.spec.channels.items() if isinstance(c, NdarrayChannel)]
+    if not arrays:
+        return
+    try:
+        import numpy as np
+    except ImportError:
+        for name, _ in arrays:
+            yield Finding(("channels", name), f"ndarray {name!r} needs numpy, which is not "
+                          "installed: pip install 'topo[numpy]'", key=True)
+        return
+    for name, channel in arrays:
+        try:
+            np.dtype(channel.dtype)
+        except TypeError:
+            yield Finding(("channels", name, "dtype"), f"ndarray {name!r} has dtype "
+                          f"{channel.dtype!r}, which numpy does not know (try float64, int32)")
 
 
 @check("T051", "error", "a condition over a name that is not a lock or rlock")

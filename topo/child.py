@@ -19,6 +19,7 @@ from typing import Any
 from topo import watch
 from topo.context import RunContext
 from topo.result import to_jsonable
+from topo.shm import SharedArray
 from topo.targets import load_target, wants_ctx
 from topo.watch import Board
 
@@ -107,7 +108,10 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
         faulthandler.register(signal.SIGUSR1, all_threads=False)
     try:
         fn = load_target(job.target, job.context.spec_dir)
-        kwargs = {**job.args, **job.objects}
+        # Shared-memory arrays arrive as handles: the target gets the numpy view.
+        objects = {k: v.attach() if isinstance(v, SharedArray) else v
+                   for k, v in job.objects.items()}
+        kwargs = {**job.args, **objects}
         if wants_ctx(fn):
             kwargs["ctx"] = job.context
         _seed(job.context.seed)

@@ -165,30 +165,78 @@ def run(
         bool,
         typer.Option("--no-watch", help="Hand targets the raw primitives: no deadlock detection."),
     ] = False,
+    sweep: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sweep",
+            help="Run once per value: dotted.path=v1,v2,... (repeatable: the cartesian product).",
+        ),
+    ] = None,
+    repeat: Annotated[
+        int,
+        typer.Option(help="Run each sweep point this many times, seeds base+0, base+1, ...", min=1),
+    ] = 1,
+    keep_going: Annotated[
+        bool, typer.Option("--keep-going", help="Sweeps: go on after a run that fails.")
+    ] = False,
+    report: Annotated[
+        list[str] | None,
+        typer.Option(help="Sweeps: show the results of this process or instance (repeatable)."),
+    ] = None,
 ) -> None:
-    """Validate a spec, start every process, supervise them and report the outcome."""
+    """Validate a spec, start every process, supervise them and report the outcome.
+
+    With --sweep or --repeat, run every point of the sweep one after another, each
+    recorded under one sweep directory, and print a summary table (also summary.csv).
+    """
+    if sweep or repeat > 1:
+        if no_record:
+            _stderr().print("topo: sweeps are always recorded: drop --no-record")
+            raise typer.Exit(EXIT_INVALID)
+        _run_sweep(
+            spec,
+            sweep or [],
+            set_ or [],
+            repeat=repeat,
+            seed=seed,
+            runs_dir=runs_dir,
+            keep_going=keep_going,
+            report=report or [],
+            as_json=as_json,
+            quiet=quiet,
+            watch=not no_watch,
+        )
+        return
     from topo.api import run as run_spec
+
+    def start(printer: _Printer, status: Any) -> Any:
+        return run_spec(
+            spec,
+            set_ or [],
+            seed=seed,
+            runs_dir=runs_dir,
+            record=not no_record,
+            quiet=quiet,
+            output=printer,
+            status=status,
+            watch=not no_watch,
+        )
+
+    _run_and_report(start, spec.stem, as_json)
+
+
+def _run_and_report(start: Any, name: str, as_json: bool) -> None:
+    """Run ``start(printer, status)`` under the live status, print its outcome, exit."""
     from topo.errors import SpecError
 
     printer = _Printer()
     status = _LiveStatus(printer.console) if printer.console.is_terminal else _StatusLines(printer)
     try:
         with status:
-            result = run_spec(
-                spec,
-                set_ or [],
-                seed=seed,
-                runs_dir=runs_dir,
-                record=not no_record,
-                quiet=quiet,
-                output=printer,
-                status=status,
-                watch=not no_watch,
-            )
+            result = start(printer, status)
     except SpecError as e:
         _report(e.diagnostics, printer.console)
         if as_json:
-            name = spec.stem
             print(
                 json.dumps(
                     {
@@ -323,6 +371,359 @@ def schema() -> None:
     from topo.spec import json_schema
 
     print(json.dumps(json_schema(), indent=2))
+
+
+# ----- experiments: sweeps, runs, show, rerun, compare ---------------------------------------
+
+
+def _run_sweep(
+    spec: Path,
+    axes: list[str],
+    overrides: list[str],
+    *,
+    repeat: int,
+    seed: int | None,
+    runs_dir: Path | None,
+    keep_going: bool,
+    report: list[str],
+    as_json: bool,
+    quiet: bool,
+    watch: bool,
+) -> None:
+    from functools import partial
+
+    from topo.api import run as run_spec
+    from topo.errors import SpecError
+    from topo.experiments import Sweep, SweepRun, point_overrides, run_sweep
+
+    printer = _Printer()
+    console = printer.console
+
+    def run_one(plan: Any, **options: Any) -> Any:
+        status = _LiveStatus(console) if console.is_terminal else _StatusLines(printer)
+        with status:
+            return run_spec(
+                plan, **options, quiet=quiet, output=printer, status=status, watch=watch
+            )
+
+    def on_start(sweep: Sweep, entry: SweepRun, total: int) -> None:
+        point = " ".join(point_overrides(entry.point)) or "(no sweep axes)"
+        again = f", repeat {entry.repeat + 1}/{sweep.repeat}" if sweep.repeat > 1 else ""
+        seed_text = f", seed {entry.seed}" if entry.seed is not None else ", fresh seed"
+        console.print(f"topo: sweep run {entry.index}/{total}: {point}{again}{seed_text}")
+
+    def on_end(sweep: Sweep, entry: SweepRun) -> None:
+        if entry.invalid is not None:
+            _report(entry.invalid.diagnostics, console)
+        elif entry.result is not None:
+            r = entry.result
+            why = f": {r.message}" if r.message else ""
+            console.print(f"topo: sweep run {entry.index}: {r.status} in {r.duration_s:.2f}s{why}")
+
+    try:
+        sweep = run_sweep(
+            spec,
+            axes,
+            overrides,
+            repeat=repeat,
+            seed=seed,
+            runs_dir=runs_dir,
+            keep_going=keep_going,
+            report=report,
+            run=partial(run_one),
+            on_start=on_start,
+            on_end=on_end,
+        )
+    except ValueError as e:
+        console.print(f"topo: {e}")
+        raise typer.Exit(EXIT_INVALID) from None
+    except SpecError as e:
+        _report(e.diagnostics, console)
+        if as_json:
+            print(json.dumps({"name": spec.stem, "status": "invalid", "exit_code": EXIT_INVALID}))
+        raise typer.Exit(EXIT_INVALID) from None
+    _sweep_table(sweep, console)
+    if as_json:
+        print(json.dumps(sweep.to_json()))
+    raise typer.Exit(sweep.exit_code)
+
+
+def _sweep_table(sweep: Any, console: Any) -> None:
+    from rich.table import Table
+
+    header, rows = sweep.table()
+    seeds = "seeds base+repeat" if sweep.seeds == "base+repeat" else "fresh seeds"
+    done = sum(r.exit_code == 0 for r in sweep.runs)
+    table = Table(
+        title=f"sweep {sweep.name}: {done}/{len(sweep.runs)} ok ({seeds})", title_justify="left"
+    )
+    shown = [c for c in header if c != "run_dir"]
+    for column in shown:
+        table.add_column(column, justify="right" if column in ("run", "duration_s") else "left")
+    for row in rows:
+        values = dict(zip(header, row, strict=True))
+        style = None if values["status"] == "ok" else "bold red"
+        table.add_row(*(values[c] for c in shown), style=style)
+    console.print(table)
+    console.print(f"topo: sweep recorded in {sweep.sweep_dir} (summary.csv)")
+
+
+_RUNS_DIR_OPTION = typer.Option(help="Where run records are [default: $TOPO_RUNS_DIR or ./runs].")
+
+
+def _find(ref: str, runs_dir: Path | None) -> Any:
+    from topo.experiments import RunNotFound, find_run
+
+    try:
+        return find_run(ref, runs_dir)
+    except RunNotFound as e:
+        _stderr().print(f"topo: {e}")
+        raise typer.Exit(EXIT_INVALID) from None
+
+
+def _when(started_at: str) -> str:
+    import datetime as dt
+
+    try:
+        return dt.datetime.fromisoformat(started_at).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return started_at or "?"
+
+
+def _seconds(value: Any) -> str:
+    return f"{value:.2f}s" if isinstance(value, int | float) else "-"
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+@app.command()
+def runs(
+    name: Annotated[str | None, typer.Option(help="Only runs of this spec name.")] = None,
+    last: Annotated[int | None, typer.Option(help="Only the N most recent runs.", min=1)] = None,
+    runs_dir: Annotated[Path | None, _RUNS_DIR_OPTION] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
+) -> None:
+    """List past runs, oldest first: id, name, when, status, duration, changed params."""
+    from rich.table import Table
+
+    from topo.experiments import format_value, list_runs, run_changed_params
+
+    found = list_runs(runs_dir, name=name)
+    if last is not None:
+        found = found[-last:]
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": r.id,
+                        "run_dir": str(r.path),
+                        "name": r.name,
+                        "started_at": r.started_at,
+                        "status": r.status,
+                        "duration_s": r.duration_s,
+                        "changed_params": run_changed_params(r),
+                        "sweep": r.sweep,
+                    }
+                    for r in found
+                ],
+                indent=2,
+            )
+        )
+        return
+    console = _stderr()
+    if not found:
+        from topo.record import runs_root
+
+        console.print(f"topo: no runs recorded under {runs_root(runs_dir)}")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("id", "name", "when", "status", "duration", "params", "sweep"):
+        table.add_column(column, justify="right" if column == "duration" else "left")
+    for r in found:
+        changed = " ".join(f"{k}={format_value(v)}" for k, v in run_changed_params(r).items())
+        style = {"ok": None, "running": "yellow"}.get(r.status, "red")
+        table.add_row(
+            r.id,
+            r.name,
+            _when(r.started_at),
+            r.status,
+            _seconds(r.duration_s),
+            changed,
+            r.sweep or "",
+            style=style,
+        )
+    console.print(table)
+
+
+@app.command()
+def show(
+    run_ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN", help="A run directory, an id prefix, last or last~N.", show_default=False
+        ),
+    ],
+    runs_dir: Annotated[Path | None, _RUNS_DIR_OPTION] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run's run.json.")] = False,
+) -> None:
+    """One run's summary: status, params, each instance's exit code and result, final state."""
+    from rich.table import Table
+
+    from topo.experiments import flatten, format_value, run_changed_params
+    from topo.record import EVENTS, LOGS
+
+    rec = _find(run_ref, runs_dir)
+    if as_json:
+        print(json.dumps(rec.summary, indent=2))
+        return
+    console = _stderr()
+    s = rec.summary
+    m = rec.manifest
+    console.print(
+        f"[bold]{rec.name}[/bold] {rec.id}: {rec.status} (exit code {s.get('exit_code')})"
+    )
+    console.print(f"  started   {_when(rec.started_at)}, took {_seconds(rec.duration_s)}")
+    console.print(f"  seed      {s.get('seed')}")
+    changed = run_changed_params(rec)
+    params = " ".join(
+        f"{k}={format_value(v)}{'*' if k in changed else ''}"
+        for k, v in flatten(rec.params).items()
+    )
+    console.print(
+        f"  params    {params or '-'}" + ("   (* differs from the spec)" if changed else "")
+    )
+    if m.get("overrides"):
+        console.print(f"  overrides {' '.join(m['overrides'])}")
+    if m.get("spec_path"):
+        console.print(f"  spec      {m['spec_path']}")
+    if s.get("message"):
+        console.print(f"  message   {s['message']}")
+    table = Table(box=None, header_style="bold")
+    for column in ("instance", "state", "exit", "restarts", "seconds", "result"):
+        table.add_column(column)
+    for instance, r in (s.get("processes") or {}).items():
+        table.add_row(
+            instance,
+            str(r.get("state")),
+            str(r.get("exit_code")),
+            str(r.get("restarts")),
+            _seconds(r.get("duration_s")),
+            _short(r.get("result")),
+            style=None if r.get("exit_code") == 0 else "red",
+        )
+    console.print(table)
+    for key, value in (s.get("state") or {}).items():
+        console.print(f"  state {key} = {_short(value, 100)}")
+    console.print(f"  logs      {rec.path / LOGS}/<instance>.log, events in {rec.path / EVENTS}")
+
+
+@app.command()
+def rerun(
+    run_ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN", help="A run directory, an id prefix, last or last~N.", show_default=False
+        ),
+    ],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Change a key: dotted.path=value (repeatable)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the run's summary as one JSON document.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Hide the instances' own output.")
+    ] = False,
+    runs_dir: Annotated[Path | None, _RUNS_DIR_OPTION] = None,
+) -> None:
+    """Run a recorded run again: its resolved spec, the same seeds, targets from its folder.
+
+    Says on stderr when the code differs from the record (git commit, uncommitted
+    changes, target files). With --set, the spec as written is resolved again with the
+    recorded overrides followed by the new ones.
+    """
+    from topo.experiments import RunNotFound, prepare_rerun
+    from topo.experiments import rerun as rerun_record
+
+    rec = _find(run_ref, runs_dir)
+    console = _stderr()
+    try:
+        prepared = prepare_rerun(rec, set_ or [])
+    except RunNotFound as e:
+        console.print(f"topo: {e}")
+        raise typer.Exit(EXIT_INVALID) from None
+    console.print(f"topo: running {rec.id} again (seed {prepared.seed}) from {prepared.spec_path}")
+    for note in prepared.notes:
+        console.print(f"topo: warning: code differs from the record: {note}", style="yellow")
+
+    def start(printer: _Printer, status: Any) -> Any:
+        return rerun_record(
+            prepared,
+            runs_dir=runs_dir,
+            quiet=quiet,
+            output=printer,
+            status=status,
+        )
+
+    _run_and_report(start, rec.name, as_json)
+
+
+@app.command()
+def compare(
+    run_a: Annotated[
+        str, typer.Argument(metavar="RUN_A", help="The first run.", show_default=False)
+    ],
+    run_b: Annotated[
+        str, typer.Argument(metavar="RUN_B", help="The second run.", show_default=False)
+    ],
+    runs_dir: Annotated[Path | None, _RUNS_DIR_OPTION] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+) -> None:
+    """Two runs side by side: params, environment, status, durations, results, state."""
+    from rich.table import Table
+
+    from topo.experiments import compare as compare_runs
+
+    a, b = _find(run_a, runs_dir), _find(run_b, runs_dir)
+    rows = compare_runs(a.summary, b.summary)
+    differences = [r for r in rows if not r.same and not r.incidental]
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "a": str(a.path),
+                    "b": str(b.path),
+                    "differences": len(differences),
+                    "rows": [r.to_json() for r in rows],
+                },
+                indent=2,
+            )
+        )
+        return
+    console = _stderr()
+    table = Table(header_style="bold")
+    table.add_column("")
+    table.add_column("section")
+    table.add_column("field")
+    table.add_column(f"A {a.id}")
+    table.add_column(f"B {b.id}")
+    for r in rows:
+        if r.same:
+            mark, style = "", None
+        else:
+            mark, style = ("~" if r.incidental else "≠"), ("dim" if r.incidental else "bold yellow")
+        table.add_row(mark, r.section, r.key, _short(r.a, 50), _short(r.b, 50), style=style)
+    console.print(table)
+    console.print(
+        f"topo: {len(differences)} difference(s) (≠), besides times and durations (~)"
+        if differences
+        else "topo: no differences besides times and durations"
+    )
 
 
 def main() -> None:

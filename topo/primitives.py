@@ -20,6 +20,7 @@ from topo.child import die_with
 from topo.errors import RunError
 from topo.resolve import Instance, Plan
 from topo.result import to_jsonable
+from topo.shm import SharedArray, ShmQueue, free, read_array
 from topo.spec import (
     LOCK_KINDS,
     ArrayChannel,
@@ -30,6 +31,7 @@ from topo.spec import (
     JoinableQueueChannel,
     ListChannel,
     NamespaceChannel,
+    NdarrayChannel,
     ObjectChannel,
     PipeChannel,
     QueueChannel,
@@ -86,6 +88,8 @@ class Primitives:
         self.mp = mp
         self.manager: TopoManager | None = None
         self.objects: dict[str, Any] = {}
+        self.segments: list[Any] = []  # shared memory to unlink at the end, whatever happens
+        self.arrays: dict[str, Any] = {}  # ndarray channel -> its segment
         if needs_manager(plan):
             self._start_manager()
         # Conditions last: they wrap a lock built before them.
@@ -119,8 +123,17 @@ class Primitives:
     def _channel(self, name: str, c: Any) -> Any:
         mp, m = self.mp, self.manager
         via_manager = getattr(c, "via", None) == "manager"
+        if isinstance(c, QueueChannel) and c.transport == "shm":
+            queue = ShmQueue(mp, c.capacity, c.slot_size)
+            self.segments.append(queue)
+            return queue
         if isinstance(c, QueueChannel):
             return m.Queue(c.maxsize) if via_manager and m else mp.Queue(c.maxsize)
+        if isinstance(c, NdarrayChannel):
+            handle, segment = SharedArray.create(c.dims, c.dtype, c.init)
+            self.segments.append(segment)
+            self.arrays[name] = segment
+            return handle
         if isinstance(c, JoinableQueueChannel):
             return m.JoinableQueue(c.maxsize) if via_manager and m else mp.JoinableQueue(c.maxsize)
         if isinstance(c, SimpleQueueChannel):
@@ -205,6 +218,8 @@ class Primitives:
                     state[name] = to_jsonable(obj[:])
                 elif c.kind == "namespace":
                     state[name] = to_jsonable(vars(obj._getvalue()))
+                elif c.kind == "ndarray":
+                    state[name] = read_array(obj, self.arrays[name])
             except Exception as e:
                 state[name] = f"<unreadable: {type(e).__name__}: {e}>"
         return state
@@ -213,6 +228,10 @@ class Primitives:
         for name in self.plan.spec.channels:
             for end in self.pipe_ends(name):
                 end.close()
+        for segment in self.segments:
+            free(segment)
+        self.segments.clear()
+        self.arrays.clear()
         self.objects.clear()
         if self.manager is not None:
             self.manager.shutdown()

@@ -70,6 +70,21 @@ def parse_duration(value: Any) -> Any:
     raise ValueError(f"{value!r} is not a duration: write seconds, or a string like '90s' or '5m'")
 
 
+_BYTE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
+               "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+_BYTES = re.compile(r"^\s*(\d+)\s*([kmg]i?b|b)?\s*$", re.IGNORECASE)
+
+
+def parse_bytes(value: Any) -> Any:
+    """``1048576``, ``"1MiB"``, ``"64KiB"``, ``"2MB"`` -> a number of bytes."""
+    if isinstance(value, str):
+        m = _BYTES.match(value)
+        if not m:
+            raise ValueError(f"{value!r} is not a size: write bytes, or a string like '64KiB'")
+        return int(m.group(1)) * _BYTE_UNITS[(m.group(2) or "").lower()]
+    return value
+
+
 Name = Annotated[str, AfterValidator(_identifier)]
 Target = Annotated[str, AfterValidator(_target)]
 CType = Annotated[str, AfterValidator(_ctype)]
@@ -77,6 +92,9 @@ Duration = Annotated[float, BeforeValidator(parse_duration, json_schema_input_ty
 # YAML gives ints as ints: `replicas: true` or `maxsize: 2.5` are mistakes, not numbers.
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
 NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
+ByteSize = Annotated[
+    int, BeforeValidator(parse_bytes, json_schema_input_type=int | str), Field(strict=True, gt=0)
+]
 Via = Literal["manager"]
 
 
@@ -91,6 +109,22 @@ class QueueChannel(Model):
     kind: Literal["queue"]
     maxsize: NonNegativeInt = 0
     via: Via | None = None
+    # transport: shm copies bytes and numpy arrays through shared-memory slots instead of
+    # pickling them through a pipe: for big payloads (see docs/performance.md).
+    transport: Literal["pipe", "shm"] = "pipe"
+    slot_size: ByteSize = 1 << 20  # bytes per message, with transport: shm
+    slots: PositiveInt | None = None  # messages in flight, with transport: shm (maxsize or 8)
+
+    @model_validator(mode="after")
+    def _shm_alone(self) -> QueueChannel:
+        if self.transport == "shm" and self.via == "manager":
+            raise ValueError("transport: shm and via: manager cannot go together")
+        return self
+
+    @property
+    def capacity(self) -> int:
+        """Slots of a shared-memory queue."""
+        return self.slots or self.maxsize or 8
 
 
 class SimpleQueueChannel(Model):
@@ -153,6 +187,19 @@ class ArrayChannel(Model):
     @property
     def length(self) -> int:
         return self.size if self.size is not None else len(self.init or [])
+
+
+class NdarrayChannel(Model):
+    """A numpy array in shared memory, handed to every user as a zero-copy view."""
+
+    kind: Literal["ndarray"]
+    shape: list[PositiveInt] | PositiveInt
+    dtype: str = "float64"
+    init: int | float | bool = 0  # every element starts with this value
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return tuple(self.shape) if isinstance(self.shape, list) else (self.shape,)
 
 
 class DictChannel(Model):
@@ -236,6 +283,7 @@ ChannelModel = (
     | ListChannel
     | NamespaceChannel
     | ObjectChannel
+    | NdarrayChannel
 )
 
 LockModel = (
@@ -258,6 +306,7 @@ ChannelKind = Literal[
     "list",
     "namespace",
     "object",
+    "ndarray",
 ]
 LockKind = Literal[
     "lock", "rlock", "semaphore", "bounded_semaphore", "condition", "event", "barrier"
@@ -275,7 +324,7 @@ Lock = Annotated[
     Field(discriminator="kind"),
     BeforeValidator(_short_form, json_schema_input_type=LockKind | LockModel),
 ]
-STATE_KINDS = frozenset({"value", "array", "dict", "list", "namespace"})
+STATE_KINDS = frozenset({"value", "array", "dict", "list", "namespace", "ndarray"})
 
 
 # ----- processes and the whole spec -------------------------------------------------------

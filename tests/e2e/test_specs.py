@@ -216,6 +216,18 @@ def expect_manager_queue_lock(doc: Doc) -> None:
 # ----- tests ----------------------------------------------------------------------------
 
 
+@expect
+def expect_shm_frames(doc: Doc) -> None:
+    # 50 uniform random frames summed: every pixel's mean is close to 0.5.
+    assert results(doc)["camera"] == 50
+    assert results(doc)["integrator"]["frames"] == 50
+    assert abs(results(doc)["integrator"]["mean"] - 0.5) < 0.01
+    assert results(doc)["inspector"] == [512, 256]
+    image = doc["state"]["image"]
+    assert len(image) == 512 and len(image[0]) == 256
+    assert 15 < image[0][0] < 35  # a sum of 50 uniform draws
+
+
 def spec_id(spec: Path) -> str:
     return spec.stem
 

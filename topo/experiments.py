@@ -1,0 +1,738 @@
+"""Experiments over run records: sweeps, finding and listing runs, rerunning, comparing.
+
+Everything here works on the run directories that ``topo.record`` writes (see its
+docstring for the layout); nothing prints, the CLI does.
+
+- ``expand_sweep`` turns ``--sweep params.workers=1,2,4`` axes into the cartesian
+  product of ``--set`` overrides; ``run_sweep`` runs the points one after another
+  inside one sweep directory and writes ``summary.csv``.
+- ``list_runs`` and ``find_run`` read the records under a runs folder; a run is named
+  by a path, an id prefix, ``last`` or ``last~N``.
+- ``changed_params`` says which params of a run differ from its spec's defaults.
+- ``rerun`` runs a record's resolved spec again with the same seeds; ``code_changes``
+  says how the code differs from what the record saw.
+- ``compare`` lines two runs up field by field.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from topo import record as records
+from topo.errors import SpecError, TopoError
+from topo.result import EXIT_CODES, RunResult
+
+SWEEP_PREFIX = "sweep-"
+SWEEP_SUMMARY = "summary.csv"
+SWEEP_JSON = "sweep.json"
+# A run folder is named <YYYYmmdd-HHMMSS>-<hex id> (see record.new_run_dir).
+_RUN_ID = re.compile(r"\d{8}-\d{6}-([0-9a-f]+)")
+_LAST = re.compile(r"last(?:~(\d+))?")
+
+
+class RunNotFound(TopoError):
+    """A RUN reference (path, id prefix, ``last``) names no run, or more than one."""
+
+
+# ----- sweeps -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One ``--sweep key=v1,v2,...``: a dotted key and the values it takes, in order."""
+
+    key: str
+    values: tuple[Any, ...]
+
+
+def parse_axis(text: str) -> Axis:
+    """``params.workers=1,2,4`` -> Axis("params.workers", (1, 2, 4)).
+
+    Values are YAML scalars, as for ``--set``; a value list written as a YAML flow
+    sequence (``params.mode=[a, "b,c"]``) may hold commas inside quoted values.
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or not raw.strip():
+        raise ValueError(f"--sweep {text!r} is not of the form dotted.key=value1,value2,...")
+    if raw.strip().startswith("["):
+        try:
+            values = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ValueError(f"--sweep {text!r}: the value list is not valid YAML") from None
+    else:
+        values = [_scalar(part) for part in raw.split(",")]
+    if not isinstance(values, list) or not values:
+        raise ValueError(f"--sweep {text!r}: give at least one value")
+    for v in values:
+        if isinstance(v, dict | list):
+            raise ValueError(f"--sweep {text!r}: each value must be a single value")
+    return Axis(key, tuple(values))
+
+
+def _scalar(raw: str) -> Any:
+    raw = raw.strip()
+    if not raw:
+        return ""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    return raw if isinstance(value, dict | list) else value
+
+
+def format_value(value: Any) -> str:
+    """A value as ``--set`` would read it back (YAML scalar text)."""
+    if isinstance(value, str):
+        # quote only when YAML would read the text as something else (a number, true...)
+        return value if _scalar(value) == value and value.strip() == value else json.dumps(value)
+    return json.dumps(value)
+
+
+def expand_sweep(axes: Iterable[Axis | str]) -> list[dict[str, Any]]:
+    """The cartesian product of the axes, the last axis varying fastest.
+
+    Each point maps every axis key to one of its values; no axes give one empty point.
+    """
+    parsed = [a if isinstance(a, Axis) else parse_axis(a) for a in axes]
+    seen: set[str] = set()
+    for a in parsed:
+        if a.key in seen:
+            raise ValueError(f"--sweep {a.key} is given twice; put all its values in one")
+        seen.add(a.key)
+    keys = [a.key for a in parsed]
+    return [
+        dict(zip(keys, combo, strict=True))
+        for combo in itertools.product(*(a.values for a in parsed))
+    ]
+
+
+def point_overrides(point: Mapping[str, Any]) -> list[str]:
+    return [f"{k}={format_value(v)}" for k, v in point.items()]
+
+
+def new_sweep_dir(name: str, runs_dir: str | Path | None = None) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = records.runs_root(runs_dir) / name / f"{SWEEP_PREFIX}{stamp}-{secrets.token_hex(3)}"
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+@dataclass
+class SweepRun:
+    """One run of a sweep: its point, repeat index and seed, and how it went."""
+
+    index: int
+    point: dict[str, Any]
+    repeat: int
+    seed: int | None
+    result: RunResult | None = None
+    invalid: SpecError | None = None
+
+    @property
+    def status(self) -> str:
+        return "invalid" if self.result is None else self.result.status
+
+    @property
+    def exit_code(self) -> int:
+        if self.result is None:
+            return EXIT_CODES["invalid"]
+        return self.result.exit_code or 0
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"point": self.point, "repeat": self.repeat}
+        if self.result is not None:
+            data.update(self.result.to_json())
+        else:
+            data.update({"status": "invalid", "exit_code": self.exit_code, "seed": self.seed})
+            if self.invalid is not None:
+                data["diagnostics"] = [d.to_json() for d in self.invalid.diagnostics]
+        return data
+
+
+@dataclass
+class Sweep:
+    """A whole sweep: where it is recorded, its axes and every run made so far."""
+
+    name: str
+    sweep_dir: Path
+    axes: list[Axis]
+    repeat: int
+    seeds: str  # "base+repeat": seed = base seed + repeat index; "fresh": a new one each run
+    base_seed: int | None
+    report: list[str] = field(default_factory=list)
+    runs: list[SweepRun] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every run is ok, else the first failing run's exit code."""
+        return next((r.exit_code for r in self.runs if r.exit_code != 0), 0)
+
+    @property
+    def status(self) -> str:
+        return next((r.status for r in self.runs if r.exit_code != 0), "ok")
+
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        """The summary: header and rows of text (what summary.csv holds)."""
+        keys = [a.key for a in self.axes]
+        rows = []
+        for r in self.runs:
+            row: dict[str, str] = {"run": str(r.index)}
+            row.update({k: format_value(r.point[k]) for k in keys})
+            if self.repeat > 1:
+                row["repeat"] = str(r.repeat)
+            row["seed"] = "" if r.seed is None else str(r.seed)
+            row["status"] = r.status
+            duration = r.result.duration_s if r.result is not None else 0.0
+            row["duration_s"] = f"{duration:.3f}"
+            if r.result is not None:
+                row.update(reported(r.result.processes, self.report))
+            row["run_dir"] = (r.result.run_dir or "") if r.result is not None else ""
+            rows.append(row)
+        header: list[str] = []
+        for row in rows:
+            header += [c for c in row if c not in header]
+        # run_dir last, whatever the report columns are
+        if "run_dir" in header:
+            header.remove("run_dir")
+            header.append("run_dir")
+        return header, [[row.get(c, "") for c in header] for row in rows]
+
+    def csv_text(self) -> str:
+        header, rows = self.table()
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return out.getvalue()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "sweep_dir": str(self.sweep_dir),
+            "axes": {a.key: list(a.values) for a in self.axes},
+            "repeat": self.repeat,
+            "seeds": self.seeds,
+            "base_seed": self.base_seed,
+            "runs": [r.to_json() for r in self.runs],
+        }
+
+    def save(self) -> None:
+        records.write_atomic(self.sweep_dir / SWEEP_SUMMARY, self.csv_text())
+        records.write_atomic(
+            self.sweep_dir / SWEEP_JSON, json.dumps(self.to_json(), indent=2) + "\n"
+        )
+
+
+def reported(processes: Mapping[str, Any], names: Iterable[str]) -> dict[str, str]:
+    """Result columns for ``--report``: a process name gives every instance of it.
+
+    A mapping result is spread over one column per key (``collector.sum``); other
+    results are one column of JSON text.
+    """
+    columns: dict[str, str] = {}
+    for name in names:
+        instances = [
+            i for i in processes if i == name or (i.startswith(name + "[") and i.endswith("]"))
+        ]
+        for instance in instances:
+            r = processes[instance]
+            value = r.result if hasattr(r, "result") else r.get("result")
+            columns.update(_flatten(instance, value))
+    return columns
+
+
+def _flatten(prefix: str, value: Any) -> dict[str, str]:
+    if isinstance(value, dict) and value:
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            out.update(_flatten(f"{prefix}.{k}", v))
+        return out
+    if isinstance(value, str):
+        return {prefix: value}
+    return {prefix: json.dumps(value)}
+
+
+def run_sweep(
+    spec: str | Path,
+    axes: Iterable[Axis | str],
+    overrides: Iterable[str] = (),
+    *,
+    repeat: int = 1,
+    seed: int | None = None,
+    runs_dir: str | Path | None = None,
+    keep_going: bool = False,
+    report: Iterable[str] = (),
+    run: Callable[..., RunResult] | None = None,
+    on_start: Callable[[Sweep, SweepRun, int], None] | None = None,
+    on_end: Callable[[Sweep, SweepRun], None] | None = None,
+) -> Sweep:
+    """Run every point of the sweep (``repeat`` times each), one after another.
+
+    Each run is recorded in its own run directory under one sweep directory
+    ``<runs>/<name>/sweep-<stamp>-<id>/``, which also receives ``summary.csv`` and
+    ``sweep.json`` (rewritten after every run, so they are complete whenever it stops).
+    Stops after the first run that is not ok unless ``keep_going``; an interrupted run
+    (Ctrl-C, SIGTERM) always stops the sweep. Raises ``SpecError`` when the spec with
+    the base overrides is invalid, ``ValueError`` for a bad axis, before anything runs.
+    ``run`` is ``topo.api.run`` (replaceable in tests); ``on_start(sweep, run, total)``
+    and ``on_end(sweep, run)`` report progress.
+    """
+    from topo import api
+
+    run_fn = run or api.run
+    if repeat < 1:
+        raise ValueError(f"--repeat must be at least 1, not {repeat}")
+    parsed = [a if isinstance(a, Axis) else parse_axis(a) for a in axes]
+    points = expand_sweep(parsed)
+    base = list(overrides)
+    plan = api.load(spec, base, seed=seed)  # the name, and whether the spec has a seed
+    base_seed = seed if seed is not None else plan.spec.seed
+    sweep = Sweep(
+        name=plan.name,
+        sweep_dir=new_sweep_dir(plan.name, runs_dir),
+        axes=parsed,
+        repeat=repeat,
+        seeds="fresh" if base_seed is None else "base+repeat",
+        base_seed=base_seed,
+        report=list(report),
+    )
+    total = len(points) * repeat
+    for point in points:
+        for r in range(repeat):
+            sets = base + point_overrides(point)
+            run_seed = None if base_seed is None else base_seed + r
+            entry = SweepRun(len(sweep.runs) + 1, point, r, run_seed)
+            sweep.runs.append(entry)
+            if on_start is not None:
+                on_start(sweep, entry, total)
+            try:
+                point_plan = api.load(spec, sets, seed=run_seed)
+                entry.seed = point_plan.seed
+                entry.result = run_fn(point_plan, runs_dir=sweep.sweep_dir)
+            except SpecError as e:
+                entry.invalid = e
+            if entry.result is not None and entry.result.run_dir:
+                _annotate(
+                    Path(entry.result.run_dir),
+                    {
+                        "sweep": {
+                            "dir": str(sweep.sweep_dir),
+                            "index": entry.index,
+                            "point": point,
+                            "repeat": r,
+                            "seeds": sweep.seeds,
+                        }
+                    },
+                )
+            sweep.save()
+            if on_end is not None:
+                on_end(sweep, entry)
+            if entry.status == "interrupted" or (entry.exit_code != 0 and not keep_going):
+                return sweep
+    return sweep
+
+
+def _annotate(run_dir: Path, extra: Mapping[str, Any]) -> None:
+    """Add keys to a finished run's manifest (which sweep it belongs to, what it reruns)."""
+    try:
+        summary = records.read_summary(run_dir)
+    except (OSError, ValueError):
+        return
+    manifest = summary.setdefault("manifest", {})
+    manifest.update(extra)
+    records.write_summary(run_dir, summary)
+
+
+# ----- finding runs -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run directory and its ``run.json``."""
+
+    path: Path
+    summary: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def name(self) -> str:
+        return str(self.summary.get("name") or self.path.parent.name)
+
+    @property
+    def status(self) -> str:
+        return str(self.summary.get("status", "unknown"))
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        m = self.summary.get("manifest")
+        return m if isinstance(m, dict) else {}
+
+    @property
+    def started_at(self) -> str:
+        return str(self.manifest.get("started_at") or "")
+
+    @property
+    def duration_s(self) -> float | None:
+        d = self.summary.get("duration_s")
+        return float(d) if isinstance(d, int | float) else None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        p = self.summary.get("params")
+        return p if isinstance(p, dict) else {}
+
+    @property
+    def sweep(self) -> str | None:
+        """The sweep folder's name when the run is part of a sweep."""
+        parent = self.path.parent.parent
+        return parent.name if parent.name.startswith(SWEEP_PREFIX) else None
+
+    def sort_key(self) -> tuple[str, str]:
+        return (self.started_at, _stamp(self.id))
+
+    def spec_defaults(self) -> dict[str, Any] | None:
+        """The params of ``spec.yaml`` as written (interpolated, without overrides).
+
+        None when the file cannot be read."""
+        from topo.resolve import prepare_document
+        from topo.yamlpos import load_path
+
+        path = self.path / "spec.yaml"
+        source = self.manifest.get("rerun_of")
+        if isinstance(source, dict) and (Path(str(source.get("run_dir"))) / "spec.yaml").is_file():
+            # a rerun ran the resolved spec: its defaults are those of the spec it reran
+            path = Path(str(source["run_dir"])) / "spec.yaml"
+        try:
+            doc = load_path(path)
+        except SpecError:
+            return None
+        try:
+            data = prepare_document(doc).data
+        except SpecError:
+            data = doc.data  # e.g. an ${env.X} unset now: compare with the text as written
+        params = data.get("params") if isinstance(data, dict) else None
+        return params if isinstance(params, dict) else {}
+
+
+def _stamp(run_id: str) -> str:
+    return run_id.removeprefix(SWEEP_PREFIX)[:15]
+
+
+def _load_record(path: Path) -> RunRecord | None:
+    try:
+        return RunRecord(path, records.read_summary(path))
+    except (OSError, ValueError, AssertionError):
+        return None
+
+
+def list_runs(runs_dir: str | Path | None = None, *, name: str | None = None) -> list[RunRecord]:
+    """Every recorded run under the runs folder (sweeps included), oldest first."""
+    root = records.runs_root(runs_dir)
+    found: list[RunRecord] = []
+    patterns = [f"*/*/{records.SUMMARY}", f"*/{SWEEP_PREFIX}*/*/*/{records.SUMMARY}"]
+    for pattern in patterns:
+        for summary in root.glob(pattern):
+            rec = _load_record(summary.parent)
+            if rec is not None and (name is None or rec.name == name):
+                found.append(rec)
+    return sorted(found, key=RunRecord.sort_key)
+
+
+def find_run(ref: str | Path, runs_dir: str | Path | None = None) -> RunRecord:
+    """The run named by ``ref``: a run directory (or its run.json), ``last``, ``last~N``
+    (the one N before the last), or a unique prefix of a run id (the folder name
+    ``20240501-120000-3fa2c1``, or its hex part ``3fa2c1``)."""
+    text = str(ref)
+    path = Path(text)
+    if path.name == records.SUMMARY and path.is_file():
+        path = path.parent
+    if (path / records.SUMMARY).is_file():
+        rec = _load_record(path)
+        if rec is None:
+            raise RunNotFound(f"{path / records.SUMMARY} is not a readable run record")
+        return rec
+    root = records.runs_root(runs_dir)
+    runs = list_runs(runs_dir)
+    if m := _LAST.fullmatch(text):
+        back = int(m.group(1) or 0)
+        if back >= len(runs):
+            have = f"only {len(runs)} run(s)" if runs else "no runs"
+            raise RunNotFound(f"{text!r}: there are {have} under {root}")
+        return runs[-1 - back]
+    if not text or "/" in text or path.exists():
+        raise RunNotFound(f"{text!r} is not a run directory (it has no {records.SUMMARY})")
+    matches = [r for r in runs if r.id.startswith(text) or _hex_id(r.id).startswith(text)]
+    if not matches:
+        raise RunNotFound(f"no run under {root} has an id starting with {text!r}")
+    if len(matches) > 1:
+        shown = ", ".join(r.id for r in matches[:10]) + (" ..." if len(matches) > 10 else "")
+        raise RunNotFound(
+            f"{text!r} matches {len(matches)} runs ({shown}); give more of the id, or a path"
+        )
+    return matches[0]
+
+
+def _hex_id(run_id: str) -> str:
+    m = _RUN_ID.fullmatch(run_id)
+    return m.group(1) if m else run_id
+
+
+# ----- params that differ -----------------------------------------------------------------
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and empty mappings stay values."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+_MISSING = object()
+
+
+def changed_params(params: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The (dotted) params whose value differs from the spec's default, or that it lacks.
+
+    A param the run does not have at all (an override cannot remove one) is left out.
+    """
+    got, base = flatten(params), flatten(defaults)
+    return {k: v for k, v in got.items() if base.get(k, _MISSING) != v or _type_differs(v, base[k])}
+
+
+def _type_differs(a: Any, b: Any) -> bool:
+    # 1 == True == 1.0 in Python, but `workers: true` is not `workers: 1`
+    return (
+        type(a) is not type(b)
+        and isinstance(a, bool | int | float)
+        and isinstance(b, bool | int | float)
+    )
+
+
+def run_changed_params(rec: RunRecord) -> dict[str, Any]:
+    defaults = rec.spec_defaults()
+    return changed_params(rec.params, defaults or {}) if defaults is not None else {}
+
+
+# ----- rerun ------------------------------------------------------------------------------
+
+
+def code_changes(manifest: Mapping[str, Any]) -> list[str]:
+    """How the code now differs from what the recorded run saw, one sentence each."""
+    notes: list[str] = []
+    spec_dir = Path(str(manifest.get("spec_dir") or "."))
+    if not spec_dir.is_dir():
+        return [f"the spec's folder {spec_dir} is gone: targets cannot be imported from it"]
+    was = manifest.get("git")
+    now = records.git_state(spec_dir)
+    if isinstance(was, dict):
+        if now is None:
+            notes.append(
+                f"{spec_dir} is no longer in a git repository "
+                f"(the run was at commit {was.get('commit')})"
+            )
+        else:
+            if now["commit"] != was.get("commit"):
+                notes.append(
+                    f"git commit is now {str(now['commit'])[:12]}, the run was made at "
+                    f"{str(was.get('commit'))[:12]}"
+                )
+            if was.get("dirty"):
+                notes.append("the run was made with uncommitted changes in its repository")
+            if now["dirty"]:
+                notes.append(f"the repository {now.get('root')} has uncommitted changes now")
+    elif now is not None:
+        notes.append(f"{spec_dir} is now in a git repository; it was not when the run was made")
+    targets = manifest.get("targets")
+    for module, info in (targets if isinstance(targets, dict) else {}).items():
+        if not isinstance(info, dict):
+            continue
+        file_now = records.module_file(module, spec_dir)
+        sha_now = records.sha256_file(file_now) if file_now else None
+        if file_now is None and info.get("file"):
+            notes.append(f"target module {module!r} is not found any more")
+        elif file_now is not None and info.get("file") and file_now != info.get("file"):
+            notes.append(
+                f"target module {module!r} now comes from {file_now}, not {info.get('file')}"
+            )
+        elif sha_now != info.get("sha256"):
+            notes.append(
+                f"target module {module!r} ({file_now}) has changed since the run (sha256 differs)"
+            )
+    return notes
+
+
+@dataclass
+class Rerun:
+    """What ``rerun`` is about to run: the record, the spec file used and the notes."""
+
+    source: RunRecord
+    spec_path: Path
+    overrides: list[str]
+    seed: int | None
+    spec_dir: Path
+    notes: list[str]
+
+
+def prepare_rerun(rec: RunRecord, overrides: Iterable[str] = ()) -> Rerun:
+    """Decide how to run ``rec`` again.
+
+    Without overrides: its ``resolved.yaml`` (params, overrides and replicas applied),
+    with the recorded base seed. With overrides: its ``spec.yaml`` as written with the
+    recorded overrides and then the new ones (so that ``--set params.workers=8`` flows
+    through ``${params.workers}`` again). Targets are imported from the recorded spec
+    folder either way.
+    """
+    sets = list(overrides)
+    manifest = rec.manifest
+    seed = manifest.get("seed", rec.summary.get("seed"))
+    spec_dir = Path(str(manifest.get("spec_dir") or rec.path))
+    if sets:
+        # spec.yaml may have no name (it defaults to the file's stem): keep the recorded one
+        recorded = [f"name={format_value(rec.name)}"]
+        recorded += [str(o) for o in manifest.get("overrides") or []]
+        spec_path, sets = rec.path / "spec.yaml", recorded + sets
+    else:
+        spec_path = rec.path / "resolved.yaml"
+    if not spec_path.is_file():
+        raise RunNotFound(f"{rec.path} has no {spec_path.name}: it cannot be run again")
+    return Rerun(
+        rec,
+        spec_path,
+        sets,
+        seed if isinstance(seed, int) else None,
+        spec_dir,
+        code_changes(manifest),
+    )
+
+
+def rerun(prepared: Rerun, **run_options: Any) -> RunResult:
+    """Run ``prepared`` (see ``prepare_rerun``); ``run_options`` go to ``topo.api.run``."""
+    from topo import api
+
+    result = api.run(
+        prepared.spec_path,
+        prepared.overrides,
+        seed=prepared.seed,
+        spec_dir=prepared.spec_dir,
+        **run_options,
+    )
+    if result.run_dir:
+        _annotate(
+            Path(result.run_dir),
+            {"rerun_of": {"run_dir": str(prepared.source.path), "id": prepared.source.id}},
+        )
+    return result
+
+
+# ----- compare ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One compared field: section (params, environment, run, results, state), key, values."""
+
+    section: str
+    key: str
+    a: Any
+    b: Any
+
+    @property
+    def same(self) -> bool:
+        return self.a == self.b and type(self.a) is type(self.b)
+
+    @property
+    def incidental(self) -> bool:
+        """A field that differs between any two runs (times and durations)."""
+        return self.section == "durations" or self.key in INCIDENTAL_KEYS
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "section": self.section,
+            "key": self.key,
+            "a": self.a,
+            "b": self.b,
+            "same": self.same,
+            "incidental": self.incidental,
+        }
+
+
+# fields that differ between any two runs, or say where a run comes from: shown, not counted
+INCIDENTAL_KEYS = ("duration_s", "started_at", "rerun of", "sweep")
+MISSING = None  # what a side shows for a field it does not have
+
+
+def environment(summary: Mapping[str, Any]) -> dict[str, Any]:
+    m = summary.get("manifest") or {}
+    python = m.get("python") or {}
+    git = m.get("git") or {}
+    return {
+        "topo": m.get("topo_version"),
+        "python": " ".join(str(python.get(k, "")) for k in ("implementation", "version")).strip()
+        or None,
+        "platform": m.get("platform"),
+        "host": m.get("host"),
+        "cpu_count": m.get("cpu_count"),
+        "start_method": m.get("start_method"),
+        "git commit": git.get("commit"),
+        "git dirty": git.get("dirty"),
+        "spec sha256": m.get("spec_sha256"),
+    }
+
+
+def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Row]:
+    """Two ``run.json`` documents side by side, field by field, in a stable order."""
+    rows: list[Row] = []
+
+    def section(name: str, left: Mapping[str, Any], right: Mapping[str, Any]) -> None:
+        keys = list(left) + [k for k in right if k not in left]
+        rows.extend(Row(name, k, left.get(k, MISSING), right.get(k, MISSING)) for k in keys)
+
+    section("run", _run_fields(a), _run_fields(b))
+    section("params", flatten(a.get("params") or {}), flatten(b.get("params") or {}))
+    section("environment", environment(a), environment(b))
+    pa, pb = a.get("processes") or {}, b.get("processes") or {}
+    for instance in list(pa) + [k for k in pb if k not in pa]:
+        left, right = pa.get(instance) or {}, pb.get(instance) or {}
+        for key in ("exit_code", "result"):
+            rows.append(Row("instances", f"{instance} {key}", left.get(key), right.get(key)))
+        rows.append(Row("durations", instance, left.get("duration_s"), right.get("duration_s")))
+    section("state", a.get("state") or {}, b.get("state") or {})
+    return rows
+
+
+def _run_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
+    m = summary.get("manifest") or {}
+    return {
+        "name": summary.get("name"),
+        "status": summary.get("status"),
+        "exit_code": summary.get("exit_code"),
+        "seed": summary.get("seed"),
+        "duration_s": summary.get("duration_s"),
+        "started_at": m.get("started_at"),
+        "overrides": m.get("overrides"),
+        "rerun of": (m.get("rerun_of") or {}).get("id"),
+        "sweep": (m.get("sweep") or {}).get("dir"),
+    }
