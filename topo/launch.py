@@ -27,6 +27,7 @@ from topo.context import RunContext
 from topo.errors import RunError
 from topo.primitives import Primitives
 from topo.resolve import Instance, Plan
+from topo.targets import add_to_path
 from topo.result import EXIT_SIGTERM, InstanceResult, RunResult, Status
 from topo.watch import OWNED_KINDS, QUIET_S, Board, Waiter, find_deadlock
 
@@ -127,6 +128,12 @@ class _Supervisor:
         self.options = options
         self.say = output
         self.mp: Any = multiprocessing.get_context(plan.spec.start_method)
+        if plan.spec.start_method == "forkserver":
+            # The fork server imports these once; every instance forks with them loaded.
+            # (It starts on first use, with this process's sys.path, spec folder included.)
+            add_to_path(plan.spec_dir)
+            modules = sorted({i.target.partition(":")[0] for i in plan.instances})
+            self.mp.set_forkserver_preload(["topo.child", *modules])
         self.outcomes: dict[str, InstanceResult] = {
             i.name: InstanceResult() for i in plan.instances
         }

@@ -56,6 +56,12 @@ class TopoRun:
             return []
         return [r["pid"] for r in self.doc.get("processes", {}).values() if r.get("pid")]
 
+    def instances_alive(self) -> list[int]:
+        """The instance pids of the JSON document still alive now (topo joins each
+        instance before it exits, so: none)."""
+        pids = self.instance_pids()
+        return [pid for pid, *_ in _live_processes() if pid in pids]
+
     def survivors(self, within: float = EXIT_GRACE_S) -> list[tuple[int, int, int, str]]:
         """What this run started that is still alive after waiting up to ``within`` s:
         any process of its session, and any instance pid from its JSON document."""
@@ -203,6 +209,10 @@ class LiveTopo:
         else:
             os.kill(self.pid, signum)
         return time.monotonic()
+
+    def survivors(self, pids: list[int], within: float) -> list[tuple[int, int, int, str]]:
+        """Those of ``pids``, or of topo's session, still alive after up to ``within`` s."""
+        return wait_gone([self.pid], pids, within)
 
     def processes(self) -> list[tuple[int, int, int, str]]:
         """(pid, ppid, session, command) of every live process of its session but topo."""
