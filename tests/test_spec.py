@@ -25,7 +25,8 @@ from topo.yamlpos import load_text
 
 PROCESS = "processes:\n  p:\n    target: m:f\n"
 CHANNEL_KINDS = (
-    "queue, simple_queue, joinable_queue, pipe, value, array, dict, list, namespace, object"
+    "queue, simple_queue, joinable_queue, pipe, value, array, dict, list, namespace, object, "
+    "ndarray"
 )
 LOCK_KINDS = "lock, rlock, semaphore, bounded_semaphore, condition, event, barrier"
 

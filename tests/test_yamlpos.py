@@ -220,14 +220,16 @@ def test_control_characters_are_a_located_error(char: str) -> None:
 
 def test_syntax_error_is_located() -> None:
     d = refused("a: [1, 2\n")
-    assert str(d) == (
-        "s.yaml:2:1: error[T001]: invalid YAML: expected ',' or ']', but got '<stream end>'"
-    )
+    # libyaml words it "did not find expected ',' or ']'", PyYAML "expected ',' or ']', ..."
+    assert str(d).startswith("s.yaml:2:1: error[T001]: invalid YAML: ")
+    assert "expected ',' or ']'" in str(d)
 
 
 def test_mapping_value_where_not_allowed() -> None:
     d = refused("a: b: c\n")
-    assert str(d) == "s.yaml:1:5: error[T001]: invalid YAML: mapping values are not allowed here"
+    assert str(d).startswith(
+        "s.yaml:1:5: error[T001]: invalid YAML: mapping values are not allowed"
+    )
 
 
 def test_complex_key_is_refused() -> None:

@@ -100,7 +100,8 @@ def process_view(g: nx.MultiDiGraph) -> nx.MultiDiGraph:
         elif merged(node) in view:
             view.nodes[merged(node)]["replicas"] += 1
         else:
-            view.add_node(merged(node), replicas=1)
+            # Declaration order: nodes come in the order the plan lists instances.
+            view.add_node(merged(node), replicas=1, order=len(view))
     seen: set[tuple[Node, Node, str, str | None]] = set()
     for u, v, data in g.edges(data=True):
         edge = (merged(u), merged(v), data["rel"], data.get("param"))
@@ -144,8 +145,8 @@ def bound_by(view: nx.MultiDiGraph, node: Node) -> list[Bound]:
     for _, v, data in view.out_edges(node, data=True):
         if v[0] == "process" and data["rel"] == "input":
             found.add(Bound(v[1], "input", data["param"]))
-    order = {n[1]: i for i, n in enumerate(view) if n[0] == "process"}
-    return sorted(found, key=lambda b: (order[b.process], b.role, b.param))
+    nodes = view.nodes
+    return sorted(found, key=lambda b: (nodes[("process", b.process)]["order"], b.role, b.param))
 
 
 def processes_of(bindings: Iterable[Bound], roles: Iterable[str]) -> list[str]:

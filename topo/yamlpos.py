@@ -59,8 +59,27 @@ class Document:
         return Diagnostic(self.path, line, col, severity, code, message)  # type: ignore[arg-type]
 
 
-class _GuardedLoader(yaml.SafeLoader):
-    """SafeLoader that refuses deep nesting and alias floods while composing."""
+if yaml.__with_libyaml__:
+    # libyaml scans and parses (fast, and without recursion); the composer stays
+    # PyYAML's Python one, because the C composer recurses without limit and crashes
+    # the interpreter on deep nesting, while this one is guarded below.
+    from yaml.cyaml import CParser
+
+    class _Base(  # type: ignore[misc]
+        yaml.composer.Composer, CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver
+    ):
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+else:  # pragma: no cover - PyYAML built without libyaml
+    _Base = yaml.SafeLoader  # type: ignore[misc,assignment]
+
+
+class _GuardedLoader(_Base):
+    """A safe loader that refuses deep nesting and alias floods while composing."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
