@@ -63,9 +63,9 @@ if yaml.__with_libyaml__:
     # libyaml scans and parses (fast, and without recursion); the composer stays
     # PyYAML's Python one, because the C composer recurses without limit and crashes
     # the interpreter on deep nesting, while this one is guarded below.
-    from yaml.cyaml import CParser
+    from yaml._yaml import CParser
 
-    class _Base(  # type: ignore[misc]
+    class _Base(
         yaml.composer.Composer, CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver
     ):
         def __init__(self, stream: str) -> None:
@@ -90,12 +90,12 @@ class _GuardedLoader(_Base):
         if self.check_event(yaml.AliasEvent):
             self._aliases += 1
             if self._aliases > MAX_ALIASES:
-                event = self.peek_event()
-                raise _Refused("T003", f"more than {MAX_ALIASES} aliases", event.start_mark)
+                mark = self.peek_event().start_mark  # type: ignore[union-attr]
+                raise _Refused("T003", f"more than {MAX_ALIASES} aliases", mark)
         self._depth += 1
         if self._depth > MAX_DEPTH:
-            event = self.peek_event()
-            raise _Refused("T003", f"nesting deeper than {MAX_DEPTH} levels", event.start_mark)
+            mark = self.peek_event().start_mark  # type: ignore[union-attr]
+            raise _Refused("T003", f"nesting deeper than {MAX_DEPTH} levels", mark)
         try:
             return super().compose_node(parent, index)
         finally:
@@ -103,7 +103,7 @@ class _GuardedLoader(_Base):
 
 
 class _Refused(Exception):
-    def __init__(self, code: str, message: str, mark: yaml.Mark | None) -> None:
+    def __init__(self, code: str, message: str, mark: Any) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -117,7 +117,7 @@ def _pos(node: Node) -> Pos:
 class _Builder:
     """Turns a composed node graph into plain values, recording positions."""
 
-    def __init__(self, loader: yaml.SafeLoader, doc: Document) -> None:
+    def __init__(self, loader: Any, doc: Document) -> None:
         self.loader = loader
         self.doc = doc
         self.produced = 0
