@@ -27,8 +27,8 @@ from topo.context import RunContext
 from topo.errors import RunError
 from topo.primitives import Primitives
 from topo.resolve import Instance, Plan
-from topo.targets import add_to_path
 from topo.result import EXIT_SIGTERM, InstanceResult, RunResult, Status
+from topo.targets import add_to_path
 from topo.watch import OWNED_KINDS, QUIET_S, Board, Waiter, find_deadlock
 
 GRACE_PERIOD_S = 3.0  # between SIGTERM and SIGKILL when topo stops an instance
