@@ -109,8 +109,9 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
     try:
         fn = load_target(job.target, job.context.spec_dir)
         # Shared-memory arrays arrive as handles: the target gets the numpy view.
-        objects = {k: v.attach() if isinstance(v, SharedArray) else v
-                   for k, v in job.objects.items()}
+        objects = {
+            k: v.attach() if isinstance(v, SharedArray) else v for k, v in job.objects.items()
+        }
         kwargs = {**job.args, **objects}
         if wants_ctx(fn):
             kwargs["ctx"] = job.context
@@ -131,3 +132,4 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
         sys.exit(1)
     report.send(("result", to_jsonable(result)))
     report.close()
+    watch.exiting()

@@ -29,7 +29,17 @@ from topo.primitives import Primitives
 from topo.resolve import Instance, Plan
 from topo.result import EXIT_SIGTERM, InstanceResult, RunResult, Status
 from topo.targets import add_to_path
-from topo.watch import OWNED_KINDS, QUIET_S, Board, Waiter, find_deadlock
+from topo.watch import (
+    EXITING,
+    OWNED_KINDS,
+    QUIET_S,
+    Board,
+    Waiter,
+    describe,
+    find_deadlock,
+)
+
+QUEUE_KINDS = frozenset({"queue", "joinable_queue", "simple_queue"})
 
 GRACE_PERIOD_S = 3.0  # between SIGTERM and SIGKILL when topo stops an instance
 POLL_INTERVAL_S = 0.1  # longest sleep of the supervisor between checks
@@ -478,7 +488,7 @@ class _Supervisor:
                 operations = snapshot.operations(slot)
                 blocked = snapshot.blocked(slot) if inst.name in self.running else None
                 if blocked is not None:
-                    state = f"blocked in {blocked[0]}() on '{names[blocked[1]]}'"
+                    state = describe(blocked, names)
             if outcome.exit_code is not None and inst.name not in self.running:
                 state = f"{state} ({outcome.exit_code})"
             rows.append(InstanceStatus(inst.name, outcome.pid, state, outcome.restarts, operations))
@@ -532,9 +542,26 @@ class _Supervisor:
             return "is gone"
         return self._how(outcome.exit_code)
 
-    def _wakers(self, prim: int, op: str, waiter: str) -> list[str]:
+    def _wakers(self, prim: int, op: str, waiter: str) -> list[str] | None:
         """The instances that could end ``waiter``'s wait in ``op`` on primitive ``prim``."""
         assert self.primitives is not None
+        if prim == EXITING:  # flushing queues at exit: their readers can help
+            inst = self.plan.instances[self.slots[waiter]]
+            queues = {
+                b.name
+                for b in inst.bindings
+                if "input" not in b.roles and self._kind(b.name) in QUEUE_KINDS
+            }
+            if not queues:
+                return None  # a slow exit for some other reason: not provably stuck
+            return sorted(
+                {
+                    i.name
+                    for q in queues
+                    for i, b in self.plan.users_of(q)
+                    if i.name != waiter and ("input" in b.roles or "use" in b.roles)
+                }
+            )
         name = self.primitives.names[prim]
         users = [(i.name, b) for i, b in self.plan.users_of(name) if i.name != waiter]
         channel = self.plan.spec.channels.get(name)
@@ -545,6 +572,10 @@ class _Supervisor:
             return [n for n, _ in users]  # locks and duplex pipes: every other user
         role = {"get": "output", "put": "input", "join": "input"}.get(op, "output")
         return [n for n, b in users if role in b.roles or "use" in b.roles]
+
+    def _kind(self, name: str) -> str | None:
+        model = self.plan.spec.channels.get(name) or self.plan.spec.locks.get(name)
+        return model.kind if model is not None else None
 
     def _dump_stacks(self) -> None:
         """Ask each blocked instance for its Python stack (faulthandler, on SIGUSR1)."""

@@ -27,7 +27,8 @@ QUIET_S = 1.0  # no progress for this long, with everyone blocked, is a deadlock
 _STATE, _OP, _PRIM, _SINCE, _PROGRESS = range(5)
 _FIELDS = 5
 RUNNING, BLOCKED = 0.0, 1.0
-OPS = ("get", "put", "join", "recv", "send", "poll", "acquire", "wait", "wait_for")
+OPS = ("get", "put", "join", "recv", "send", "poll", "acquire", "wait", "wait_for", "exit")
+EXITING = -1  # the "primitive" of an instance whose target returned, still flushing queues
 
 # Set in each instance by ``attach``; None elsewhere (the parent, a Pool worker), where
 # the wrappers do nothing but delegate.
@@ -120,7 +121,17 @@ def _own(prim: int, owner: bool) -> None:
         _board[_owners_base + prim] = _slot + 1 if owner else 0
 
 
-_GET, _PUT, _JOIN, _RECV, _SEND, _POLL, _ACQUIRE, _WAIT, _WAIT_FOR = range(len(OPS))
+_GET, _PUT, _JOIN, _RECV, _SEND, _POLL, _ACQUIRE, _WAIT, _WAIT_FOR, _EXIT = range(len(OPS))
+
+
+def exiting() -> None:
+    """The target returned: until the process is gone, it only flushes its queues.
+
+    A queue's feeder thread must push every item into its pipe before the process
+    can exit; if nobody reads that pipe any more, the process never exits. Marked as
+    blocked, that case is caught by the deadlock detector like any other wait.
+    """
+    _blocked(_EXIT, EXITING)
 
 
 def _call(op: int, prim: int, forever: bool, fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
@@ -329,8 +340,17 @@ class Waiter:
     ended: str | None = None  # "exited 0", "was killed by SIGKILL"... when not alive
 
 
-# (primitive, operation, waiting instance) -> the instances that could wake it up
-Wakers = Callable[[int, str, str], list[str]]
+# (primitive, operation, waiting instance) -> the instances that could wake it up, or
+# None when that cannot be told (then it is no deadlock).
+Wakers = Callable[[int, str, str], list[str] | None]
+
+
+def describe(where: tuple[str, int], names: list[str]) -> str:
+    """``blocked in get() on 'tasks'`` for a Snapshot.blocked() answer."""
+    op, prim = where
+    if prim == EXITING:
+        return "exiting, flushing its queues"
+    return f"blocked in {op}() on '{names[prim]}'"
 
 
 def find_deadlock(
@@ -357,7 +377,10 @@ def find_deadlock(
         if where is None:
             continue
         op, prim = where
-        others = [by_name[n] for n in wakers(prim, op, w.name) if n in by_name]
+        candidates = wakers(prim, op, w.name)
+        if candidates is None:
+            return None
+        others = [by_name[n] for n in candidates if n in by_name]
         if any(o.alive and blocked.get(o.name) is None for o in others):
             return None  # someone who can wake it is still running
         owner = snapshot.owners[prim] if 0 <= prim < len(snapshot.owners) else -1
@@ -378,11 +401,18 @@ def _explain(
     def status(o: Waiter) -> str:
         where = blocked.get(o.name)
         if o.alive and where is not None:
-            return f"'{o.name}' (blocked in {where[0]}() on '{names[where[1]]}')"
+            return f"'{o.name}' ({describe(where, names)})"
         if o.alive:
             return f"'{o.name}'"
         return f"'{o.name}' ({o.ended or 'gone'})"
 
+    if op == "exit":
+        queues = "its queues"
+        readers = ", ".join(status(o) for o in others) or "nobody"
+        return (
+            f"{w.name} returned but cannot exit until {queues} are flushed into pipes "
+            f"that nobody reads any more (readers: {readers})"
+        )
     text = f"{w.name} waits in {op}() on '{names[prim]}'"
     if op == "acquire" and owner >= 0:
         holder = next((o for o in waiters if o.slot == owner), None)
