@@ -498,3 +498,20 @@ def test_override_through_a_scalar_is_refused() -> None:
     assert problems("params: {x: 3}\n" + PROCESS, ["params.x.y=1"]) == [
         "s.yaml:1:1: error[T021]: --set params.x.y: params.x is 3, not a mapping"
     ]
+
+
+def test_resolved_spec_reads_back_the_same(tmp_path: Path) -> None:
+    import yaml
+
+    from topo.resolve import resolved_spec
+
+    first = plan(
+        "params: {s: 'cost $${x}', n: 2}\n"
+        "channels:\n  d: {kind: dict, init: {k: 'v $${y}'}}\n"
+        + PROCESS
+        + "    args: {a: '${replica} $${z}', n: '${params.n}'}\n    uses: {d: d}\n"
+    )
+    again = plan(yaml.safe_dump(resolved_spec(first)))
+    assert again.params == first.params == {"s": "cost ${x}", "n": 2}
+    assert again.spec.channels == first.spec.channels
+    assert [i.args for i in again.instances] == [{"a": "0 ${z}", "n": 2}]

@@ -27,6 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: rich's help renderer costs ~0.2 s to import
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -280,6 +281,9 @@ class _LiveStatus:
         self.live.update(table, refresh=True)
 
 
+_ENDED = frozenset({"exited", "failed", "killed", "stopped", "timeout"})
+
+
 class _StatusLines:
     """Elsewhere: one plain line each time an instance changes state."""
 
@@ -295,12 +299,14 @@ class _StatusLines:
 
     def __call__(self, rows: list[InstanceStatus]) -> None:
         for r in rows:
-            coarse = "running" if r.state.startswith("blocked") else r.state
+            ended = r.state.split(" (")[0] in _ENDED
+            coarse = r.state if ended or r.state == "not started" else "running"
             if self.seen.get(r.name) != coarse:
                 self.seen[r.name] = coarse
-                if coarse != "not started":
-                    pid = f" (pid {r.pid})" if r.pid and r.state == "running" else ""
-                    self.printer("", f"{r.name} {r.state}{pid}")
+                if coarse == "running":
+                    self.printer("", f"{r.name} running (pid {r.pid})")
+                elif coarse != "not started":
+                    self.printer("", f"{r.name} {r.state}")
 
 
 def _summary(result: Any, console: Any) -> None:
@@ -542,7 +548,11 @@ def runs(
         return
     table = Table(box=None, header_style="bold")
     for column in ("id", "name", "when", "status", "duration", "params", "sweep"):
-        table.add_column(column, justify="right" if column == "duration" else "left")
+        table.add_column(
+            column,
+            justify="right" if column == "duration" else "left",
+            overflow="fold" if column == "params" else "ellipsis",
+        )
     for r in found:
         changed = " ".join(f"{k}={format_value(v)}" for k, v in run_changed_params(r).items())
         style = {"ok": None, "running": "yellow"}.get(r.status, "red")
@@ -553,7 +563,7 @@ def runs(
             r.status,
             _seconds(r.duration_s),
             changed,
-            r.sweep or "",
+            r.sweep.rsplit("-", 1)[-1] if r.sweep else "",  # the sweep folder's short id
             style=style,
         )
     console.print(table)

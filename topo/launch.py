@@ -634,5 +634,6 @@ class _Supervisor:
         self.running.pop(handle.instance.name, None)
         handle.outcome.exit_code = handle.process.exitcode
         handle.outcome.duration_s += time.monotonic() - handle.started
+        self._event("exit", instance=handle.instance.name, exit_code=handle.outcome.exit_code)
         if handle.outcome.exit_code == 0:
             handle.outcome.state = "exited"

@@ -390,4 +390,6 @@ def resolved_spec(plan: Plan) -> dict[str, Any]:
     data = plan.spec.model_dump(mode="json", exclude_defaults=True)
     data["name"] = plan.name
     data["seed"] = plan.seed
-    return data
+    # Read again, the text must mean the same: a literal `${` is written `$${` (args and
+    # env keep their per-instance references and escapes as they are).
+    return dict(_walk(data, lambda s, loc: s if _per_instance(loc) else _escape(s)))
