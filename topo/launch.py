@@ -14,8 +14,10 @@ import multiprocessing
 import os
 import selectors
 import signal
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -65,6 +67,30 @@ class _Handle:
     started: float
     deadline: float | None
     outcome: InstanceResult = field(default_factory=InstanceResult)
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start processes without re-running the parent's ``__main__`` in them.
+
+    Under spawn and forkserver, multiprocessing re-imports the main script in every
+    child: for the ``topo`` command that is the whole CLI (typer, rich...). Targets are
+    importable modules and never need it.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved: dict[str, Any] = {
+        k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__
+    }
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 class OutputPump(threading.Thread):
@@ -351,7 +377,8 @@ class _Supervisor:
         proc = self.mp.Process(
             target=child_main, name=inst.name, args=(job, report_out, output_out)
         )
-        proc.start()
+        with _main_module_hidden():
+            proc.start()
         report_out.close()
         output_out.close()
         self.pump.add(inst.name, output_in)

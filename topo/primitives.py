@@ -40,7 +40,7 @@ from topo.spec import (
     ValueChannel,
 )
 from topo.targets import add_to_path, load_target
-from topo.watch import WRAPPERS
+from topo.watch import WRAPPERS, WatchedUnboundedQueue
 
 _MANAGER_KINDS = frozenset({"dict", "list", "namespace", "object"})
 
@@ -193,6 +193,8 @@ class Primitives:
             obj = obj[b.end] if b.end is not None else obj
             model = models[b.name]
             wrapper = WRAPPERS.get(model.kind)
+            if getattr(model, "maxsize", None) == 0 and getattr(model, "transport", "") != "shm":
+                wrapper = WatchedUnboundedQueue
             if watch and wrapper and getattr(model, "timeout", None) is None:
                 obj = wrapper(obj, index[b.name])
             bound[b.param] = obj

@@ -15,7 +15,6 @@ or other I/O, is not blocked: no false alarms.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import RawArray
@@ -23,37 +22,49 @@ from typing import Any
 
 QUIET_S = 1.0  # no progress for this long, with everyone blocked, is a deadlock
 
-# Per-instance fields on the board.
-_STATE, _OP, _PRIM, _SINCE, _PROGRESS = range(5)
-_FIELDS = 5
-RUNNING, BLOCKED = 0.0, 1.0
+# Each instance has two cells on the board: WAIT (0 while running; else what it waits
+# in, encoded by _code) and PROGRESS (completed blocking calls). One write before a
+# blocking call and two after it keep the cost far below the call itself.
+_WAIT, _PROGRESS = 0, 1
+_FIELDS = 2
 OPS = ("get", "put", "join", "recv", "send", "poll", "acquire", "wait", "wait_for", "exit")
+_GET, _PUT, _JOIN, _RECV, _SEND, _POLL, _ACQUIRE, _WAIT_OP, _WAIT_FOR, _EXIT = range(len(OPS))
 EXITING = -1  # the "primitive" of an instance whose target returned, still flushing queues
+_PRIMS = 1 << 20
+
+
+def _code(op: int, prim: int) -> float:
+    return float((op + 1) * _PRIMS + prim + 1)
+
+
+def _decode(code: float) -> tuple[str, int]:
+    op, prim = divmod(int(code), _PRIMS)
+    return OPS[op - 1], prim - 1
+
 
 # Set in each instance by ``attach``; None elsewhere (the parent, a Pool worker), where
 # the wrappers do nothing but delegate.
-_board: Any = None
-_base = 0
-_owners_base = 0
+_cells: Any = None  # a memoryview of doubles over the board: faster than the ctypes array
+_at = 0  # this instance's WAIT cell
+_owners_at = 0
 _slot = 0
 _depth: dict[int, int] = {}  # rlock recursion depth per primitive, in this process
 
 
 class Board:
-    """The shared table: one row per instance, one owner cell per primitive."""
+    """The shared table: two cells per instance, one owner cell per primitive."""
 
-    def __init__(self, instances: int, primitives: int, array: Any = None) -> None:
+    def __init__(self, instances: int, primitives: int) -> None:
         self.instances = instances
         self.primitives = primitives
-        size = instances * _FIELDS + primitives
-        self.array = array if array is not None else RawArray("d", size)
+        self.array = RawArray("d", instances * _FIELDS + primitives)
 
     def reset(self, slot: int) -> None:
-        base = slot * _FIELDS
-        self.array[base + _STATE] = RUNNING
+        self.array[slot * _FIELDS + _WAIT] = 0.0
+        base = self.instances * _FIELDS
         for p in range(self.primitives):
-            if self.array[self.instances * _FIELDS + p] == slot + 1:
-                self.array[self.instances * _FIELDS + p] = 0
+            if self.array[base + p] == slot + 1:
+                self.array[base + p] = 0
 
     def snapshot(self) -> Snapshot:
         values = self.array[:]
@@ -74,13 +85,11 @@ class Snapshot:
 
     def blocked(self, slot: int) -> tuple[str, int] | None:
         """(operation, primitive) the instance is blocked in, or None."""
-        row = self.rows[slot]
-        if row[_STATE] != BLOCKED:
-            return None
-        return OPS[int(row[_OP])], int(row[_PRIM])
+        code = self.rows[slot][_WAIT]
+        return _decode(code) if code else None
 
     def operations(self, slot: int) -> int:
-        """Operations the instance in ``slot`` has completed."""
+        """Blocking calls the instance in ``slot`` has completed."""
         return int(self.rows[slot][_PROGRESS])
 
     @property
@@ -90,38 +99,33 @@ class Snapshot:
 
 def attach(board: Board, slot: int) -> None:
     """Called in an instance before its target: the wrappers write to ``board``."""
-    global _board, _base, _owners_base, _slot
-    _board, _slot = board.array, slot
-    _base = slot * _FIELDS
-    _owners_base = board.instances * _FIELDS
+    global _cells, _at, _owners_at, _slot
+    _cells = memoryview(board.array).cast("B").cast("d")
+    _slot = slot
+    _at = slot * _FIELDS
+    _owners_at = board.instances * _FIELDS
 
 
 # ----- instance side: the wrappers ----------------------------------------------------------
 
 
-def _blocked(op: int, prim: int) -> None:
-    b = _board
-    if b is not None:
-        base = _base
-        b[base + _OP] = op
-        b[base + _PRIM] = prim
-        b[base + _SINCE] = time.monotonic()
-        b[base + _STATE] = BLOCKED
-
-
-def _done() -> None:
-    b = _board
-    if b is not None:
-        b[_base + _STATE] = RUNNING
-        b[_base + _PROGRESS] += 1
+def _call(code: float, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn``, which may wait for ever, with the instance marked as waiting."""
+    cells = _cells
+    if cells is None:
+        return fn(*args)
+    at = _at
+    cells[at] = code
+    try:
+        return fn(*args)
+    finally:
+        cells[at] = 0.0
+        cells[at + 1] += 1.0
 
 
 def _own(prim: int, owner: bool) -> None:
-    if _board is not None:
-        _board[_owners_base + prim] = _slot + 1 if owner else 0
-
-
-_GET, _PUT, _JOIN, _RECV, _SEND, _POLL, _ACQUIRE, _WAIT, _WAIT_FOR, _EXIT = range(len(OPS))
+    if _cells is not None:
+        _cells[_owners_at + prim] = _slot + 1 if owner else 0
 
 
 def exiting() -> None:
@@ -129,22 +133,13 @@ def exiting() -> None:
 
     A queue's feeder thread must push every item into its pipe before the process
     can exit; if nobody reads that pipe any more, the process never exits. Marked as
-    blocked, that case is caught by the deadlock detector like any other wait.
+    waiting, that case is caught by the deadlock detector like any other.
     """
-    _blocked(_EXIT, EXITING)
+    if _cells is not None:
+        _cells[_at] = _code(_EXIT, EXITING)
 
 
-def _call(op: int, prim: int, forever: bool, fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
-    """Run ``fn``; mark the instance blocked while it runs if it may wait for ever."""
-    if forever:
-        _blocked(op, prim)
-    try:
-        return fn(*a, **kw)
-    finally:
-        _done()
-
-
-def _forever(block: Any = True, timeout: Any = None) -> bool:
+def _forever(block: Any, timeout: Any) -> bool:
     return bool(block) and (timeout is None or timeout < 0)
 
 
@@ -176,48 +171,61 @@ class WatchedQueue(Watched):
     __slots__ = ()
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        return _call(_GET, self._prim, _forever(block, timeout), self._raw.get, block, timeout)
+        if _forever(block, timeout):
+            return _call(_code(_GET, self._prim), self._raw.get)
+        return self._raw.get(block, timeout)
 
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
-        _call(_PUT, self._prim, _forever(block, timeout), self._raw.put, obj, block, timeout)
+        if _forever(block, timeout):
+            _call(_code(_PUT, self._prim), self._raw.put, obj)
+        else:
+            self._raw.put(obj, block, timeout)
 
     def join(self) -> None:
-        _call(_JOIN, self._prim, True, self._raw.join)
+        _call(_code(_JOIN, self._prim), self._raw.join)
 
-    def task_done(self) -> None:
-        _call(_JOIN, self._prim, False, self._raw.task_done)
+
+class WatchedUnboundedQueue(WatchedQueue):
+    """A queue without maxsize never blocks in put: a thread feeds its pipe."""
+
+    __slots__ = ()
+
+    def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
+        self._raw.put(obj, block, timeout)
 
 
 class WatchedSimpleQueue(Watched):
     __slots__ = ()
 
     def get(self) -> Any:
-        return _call(_GET, self._prim, True, self._raw.get)
+        return _call(_code(_GET, self._prim), self._raw.get)
 
     def put(self, obj: Any) -> None:
-        _call(_PUT, self._prim, True, self._raw.put, obj)
+        _call(_code(_PUT, self._prim), self._raw.put, obj)
 
 
 class WatchedConnection(Watched):
     __slots__ = ()
 
     def recv(self) -> Any:
-        return _call(_RECV, self._prim, True, self._raw.recv)
+        return _call(_code(_RECV, self._prim), self._raw.recv)
 
     def recv_bytes(self, maxlength: int | None = None) -> bytes:
-        return _call(_RECV, self._prim, True, self._raw.recv_bytes, maxlength)
+        return _call(_code(_RECV, self._prim), self._raw.recv_bytes, maxlength)
 
     def recv_bytes_into(self, buf: Any, offset: int = 0) -> int:
-        return _call(_RECV, self._prim, True, self._raw.recv_bytes_into, buf, offset)
+        return _call(_code(_RECV, self._prim), self._raw.recv_bytes_into, buf, offset)
 
     def send(self, obj: Any) -> None:
-        _call(_SEND, self._prim, True, self._raw.send, obj)
+        _call(_code(_SEND, self._prim), self._raw.send, obj)
 
     def send_bytes(self, buf: Any, offset: int = 0, size: int | None = None) -> None:
-        _call(_SEND, self._prim, True, self._raw.send_bytes, buf, offset, size)
+        _call(_code(_SEND, self._prim), self._raw.send_bytes, buf, offset, size)
 
     def poll(self, timeout: float | None = 0.0) -> bool:
-        return _call(_POLL, self._prim, timeout is None, self._raw.poll, timeout)
+        if timeout is None:
+            return _call(_code(_POLL, self._prim), self._raw.poll, None)
+        return self._raw.poll(timeout)
 
     def fileno(self) -> int:
         return self._raw.fileno()
@@ -229,8 +237,10 @@ class WatchedLock(Watched):
     __slots__ = ()
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        args = (block,) if timeout is None else (block, timeout)
-        got = _call(_ACQUIRE, self._prim, _forever(block, timeout), self._raw.acquire, *args)
+        if _forever(block, timeout):
+            got = _call(_code(_ACQUIRE, self._prim), self._raw.acquire)
+        else:
+            got = self._raw.acquire(block) if timeout is None else self._raw.acquire(block, timeout)
         if got:
             _depth[self._prim] = _depth.get(self._prim, 0) + 1
             _own(self._prim, True)
@@ -255,35 +265,34 @@ class WatchedCondition(WatchedLock):
     def wait(self, timeout: float | None = None) -> bool:
         _own(self._prim, False)  # wait() releases the lock until it wakes up
         try:
-            return _call(_WAIT, self._prim, timeout is None, self._raw.wait, timeout)
+            if timeout is None:
+                return bool(_call(_code(_WAIT_OP, self._prim), self._raw.wait))
+            return bool(self._raw.wait(timeout))
         finally:
             _own(self._prim, True)
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
         _own(self._prim, False)
         try:
-            return _call(
-                _WAIT_FOR, self._prim, timeout is None, self._raw.wait_for, predicate, timeout
-            )
+            if timeout is None:
+                return _call(_code(_WAIT_FOR, self._prim), self._raw.wait_for, predicate)
+            return self._raw.wait_for(predicate, timeout)
         finally:
             _own(self._prim, True)
-
-    def notify(self, n: int = 1) -> None:
-        _call(_WAIT, self._prim, False, self._raw.notify, n)
-
-    def notify_all(self) -> None:
-        _call(_WAIT, self._prim, False, self._raw.notify_all)
 
 
 class WatchedSemaphore(Watched):
     __slots__ = ()
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        args = (block,) if timeout is None else (block, timeout)
-        return bool(_call(_ACQUIRE, self._prim, _forever(block, timeout), self._raw.acquire, *args))
+        if _forever(block, timeout):
+            return bool(_call(_code(_ACQUIRE, self._prim), self._raw.acquire))
+        if timeout is None:
+            return bool(self._raw.acquire(block))
+        return bool(self._raw.acquire(block, timeout))
 
     def release(self) -> None:
-        _call(_ACQUIRE, self._prim, False, self._raw.release)
+        self._raw.release()
 
     def __enter__(self) -> bool:
         return self.acquire()
@@ -296,10 +305,9 @@ class WatchedEvent(Watched):
     __slots__ = ()
 
     def wait(self, timeout: float | None = None) -> bool:
-        return bool(_call(_WAIT, self._prim, timeout is None, self._raw.wait, timeout))
-
-    def set(self) -> None:
-        _call(_WAIT, self._prim, False, self._raw.set)
+        if timeout is None:
+            return bool(_call(_code(_WAIT_OP, self._prim), self._raw.wait))
+        return bool(self._raw.wait(timeout))
 
 
 class WatchedBarrier(Watched):
@@ -307,7 +315,9 @@ class WatchedBarrier(Watched):
 
     def wait(self, timeout: float | None = None) -> int:
         # A barrier built with a timeout is not wrapped (see Primitives.bind).
-        return _call(_WAIT, self._prim, timeout is None, self._raw.wait, timeout)
+        if timeout is None:
+            return int(_call(_code(_WAIT_OP, self._prim), self._raw.wait))
+        return int(self._raw.wait(timeout))
 
 
 WRAPPERS: Mapping[str, type[Watched]] = {
