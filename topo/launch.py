@@ -187,6 +187,8 @@ class _Supervisor:
         if options.watch:
             self.board = Board(len(plan.instances), sum(1 for _ in plan.declared()))
         self.next_status = 0.0
+        self.stopping = False  # set once teardown begins (or the first signal came)
+        self.hurry = False  # a second signal: no more grace period
         self.quiet_since: float | None = None  # when everyone was first seen blocked
         self.quiet_progress = -1.0
         self.unstarted_pipe_users = {
@@ -255,13 +257,21 @@ class _Supervisor:
         if threading.current_thread() is not threading.main_thread():
             return None
 
-        def on_sigterm(signum: int, frame: Any) -> None:
-            raise _Stopped()
+        def on_signal(signum: int, frame: Any) -> None:
+            # The first signal breaks out of supervision; once topo is stopping, a
+            # second one only cuts the grace period short: teardown is never interrupted.
+            if self.stopping:
+                if not self.hurry:
+                    self.hurry = True
+                    self.say("", "stopping at once")
+                return
+            self.stopping = True
+            raise KeyboardInterrupt if signum == signal.SIGINT else _Stopped()
 
         # SIGINT explicitly too: a shell starts background jobs with SIGINT ignored.
         return (
-            signal.signal(signal.SIGTERM, on_sigterm),
-            signal.signal(signal.SIGINT, signal.default_int_handler),
+            signal.signal(signal.SIGTERM, on_signal),
+            signal.signal(signal.SIGINT, on_signal),
         )
 
     def _restore_signal_handlers(self, previous: Any) -> None:
@@ -627,6 +637,7 @@ class _Supervisor:
         self._stop_handles([handle], state)
 
     def _stop_all(self) -> None:
+        self.stopping = True
         self._stop_handles(list(self.running.values()), "stopped")
         for inst in self.waiting:
             self.outcomes[inst.name].state = (
@@ -639,11 +650,11 @@ class _Supervisor:
             if h.process.is_alive():
                 h.process.terminate()
         end = time.monotonic() + GRACE_PERIOD_S
-        try:
-            for h in handles:
-                h.process.join(max(0.0, end - time.monotonic()))
-        except (KeyboardInterrupt, _Stopped):
-            self.say("", "stopping at once")  # a second Ctrl-C: no more grace
+        while not self.hurry and time.monotonic() < end:
+            alive = [h.process.sentinel for h in handles if h.process.is_alive()]
+            if not alive:
+                break
+            wait(alive, min(POLL_INTERVAL_S, max(0.0, end - time.monotonic())))
         for h in handles:
             if h.process.is_alive():
                 h.process.kill()

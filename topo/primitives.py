@@ -210,10 +210,14 @@ class Primitives:
         for name, c in self.plan.spec.channels.items():
             obj: Any = self.objects.get(name)
             try:
+                # Shared ctypes are read without their lock: a stopped instance may
+                # have died holding it, and every writer has ended by now.
                 if c.kind == "value":
-                    state[name] = to_jsonable(obj.value)
+                    raw = obj.get_obj() if hasattr(obj, "get_obj") else obj
+                    state[name] = to_jsonable(raw.value)
                 elif c.kind == "array":
-                    state[name] = to_jsonable(obj[:])
+                    raw = obj.get_obj() if hasattr(obj, "get_obj") else obj
+                    state[name] = to_jsonable(raw[:])
                 elif c.kind == "dict":
                     state[name] = to_jsonable(obj.copy())
                 elif c.kind == "list":

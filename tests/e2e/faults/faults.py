@@ -1,0 +1,164 @@
+"""Small targets for the fault-injection suite (tests/e2e/test_supervision.py).
+
+Each spec beside this module names them as ``faults:<function>``. A target that the
+test must wait for prints a line first (``ready``...), which the test watches for on
+topo's stderr instead of sleeping for a fixed time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+FOREVER_S = 600.0  # longer than any test: only topo can end such an instance
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def answer(value: Any = 42) -> Any:
+    """Finish at once with ``value``."""
+    return value
+
+
+def sleep_forever() -> None:
+    say("ready")
+    time.sleep(FOREVER_S)
+
+
+def ignore_sigterm() -> None:
+    """Survive SIGTERM (saying so), so that only SIGKILL ends this instance."""
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        say("ignoring SIGTERM")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    say("ready")
+    end = time.monotonic() + FOREVER_S
+    while time.monotonic() < end:
+        time.sleep(0.05)
+
+
+def raise_error(message: str = "kaboom") -> None:
+    say("about to raise")
+    raise ValueError(message)
+
+
+def kill_self() -> None:
+    say("about to die")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hold_lock_and_die(lock: Any, held: Any) -> None:
+    """Take ``lock``, tell the others (event ``held``), then get killed holding it."""
+    lock.acquire()
+    held.set()
+    say("holding the lock")
+    time.sleep(0.2)  # let the waiter block on the lock
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def wait_for_lock(lock: Any, held: Any) -> str:
+    held.wait()
+    say("waiting for the lock")
+    with lock:
+        return "got the lock"
+
+
+def meet(start: Any, arrived: Any) -> int:
+    """Tell the quitter that this party is about to wait, then wait at the barrier."""
+    arrived.release()
+    return int(start.wait())
+
+
+def quit_before_meeting(start: Any, arrived: Any, parties: int) -> None:
+    """A party of barrier ``start`` that dies once the other ``parties`` wait there."""
+    for _ in range(parties):
+        arrived.acquire()
+    time.sleep(0.3)  # from arrived.release() into start.wait()
+    say("quitting")
+    os._exit(3)
+
+
+def fail_once(ctx: Any) -> str:
+    """Exit 1 on the first attempt, succeed on the next (a marker in the run's folder)."""
+    marker = Path(ctx.run_dir) / f"{ctx.name}.tried"
+    if not marker.exists():
+        marker.write_text("tried\n")
+        say("first attempt fails")
+        raise SystemExit(1)
+    say("second attempt succeeds")
+    return "second try"
+
+
+def always_fail() -> None:
+    say("failing")
+    raise SystemExit(1)
+
+
+def recv_first(conn: Any) -> Any:
+    say("receiving")
+    return conn.recv()
+
+
+def get_one(inbox: Any) -> Any:
+    say("getting")
+    return inbox.get()
+
+
+def write_nothing(out: Any) -> str:
+    say("leaving without writing")
+    return "wrote nothing"
+
+
+def put_later(out: Any, delay: float, value: Any) -> Any:
+    time.sleep(delay)
+    out.put(value)
+    return value
+
+
+def lock_in_order(first: Any, second: Any, both: Any) -> str:
+    """Take ``first``, meet the other instance, then take ``second``."""
+    with first:
+        both.wait()
+        say("taking the second lock")
+        with second:
+            return "took both"
+
+
+def serve_forever(hits: Any) -> None:
+    say("serving")
+    while True:
+        hits.value += 1
+        time.sleep(0.05)
+
+
+def short_task(hits: Any) -> str:
+    end = time.monotonic() + 10.0
+    while hits.value < 3 and time.monotonic() < end:  # the daemon is up and looping
+        time.sleep(0.05)
+    return "done"
+
+
+def hold_manager_dict(seen: Any) -> None:
+    seen[os.getpid()] = "here"
+    say("ready")
+    time.sleep(FOREVER_S)
+
+
+def hold_value_lock(hits: Any, holding: Any) -> None:
+    """Take the lock of the synchronized value ``hits`` and keep it until stopped."""
+    with hits.get_lock():
+        hits.value += 1
+        holding.set()
+        say("holding the value's lock")
+        time.sleep(FOREVER_S)
+
+
+def wait_for_event(event: Any) -> str:
+    event.wait()
+    return "done"

@@ -1,0 +1,381 @@
+"""Fault injection: the real CLI on runs whose instances fail, hang, deadlock or are
+interrupted, each ending with a clear verdict, in bounded time, leaving nothing behind.
+
+The specs and their targets are in faults/ (``faults:<function>``, the spec's folder
+being first on sys.path). Every test asserts the exit code, the JSON status and
+message, a bound on the wall time, and that every process the run started is gone
+afterwards (the ``run_topo``/``start_topo`` fixtures check it once more after the test).
+Signals are sent only once the instances say on stderr that they are running.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from topo.launch import GRACE_PERIOD_S, RESTART_BURST, RESTART_WINDOW_S
+from topo.watch import QUIET_S
+
+if TYPE_CHECKING:
+    from conftest import LiveTopo, TopoRun
+
+FAULTS = Path(__file__).resolve().parent / "faults"
+
+# Starting an interpreter per instance (spawn) on a loaded two-core machine: the slack
+# allowed on top of what a scenario needs by itself.
+STARTUP_S = 5.0
+# After a signal: the grace period at most, plus the same slack.
+STOP_BOUND_S = GRACE_PERIOD_S + STARTUP_S
+# Once topo has exited, its helpers (resource tracker) follow within this.
+GONE_WITHIN_S = 3.0
+
+Doc = dict[str, Any]
+RunTopo = Callable[..., "TopoRun"]
+StartTopo = Callable[..., "LiveTopo"]
+
+
+def topo_args(spec: str, runs_dir: Path) -> tuple[str, ...]:
+    return ("run", "--json", "--runs-dir", str(runs_dir), str(FAULTS / f"{spec}.yaml"))
+
+
+def run_fault(run_topo: RunTopo, tmp_path: Path, spec: str) -> TopoRun:
+    return run_topo(*topo_args(spec, tmp_path))
+
+
+def finished(run: TopoRun, code: int, status: str, *, within: float, at_least: float = 0.0) -> Doc:
+    """Assert how the run ended and how long it took, and that it left nothing running;
+    return its JSON document."""
+    assert run.doc is not None, f"stdout is not one JSON document\n{run}"
+    doc: Doc = run.doc
+    assert run.returncode == code, str(run)
+    assert doc["exit_code"] == code, str(run)
+    assert doc["status"] == status, str(run)
+    assert at_least <= run.elapsed_s < within, f"took {run.elapsed_s:.2f} s\n{run}"
+    assert "KeyboardInterrupt" not in run.stderr, str(run)
+    # a traceback of topo's own, not one of an instance's (those are under its name)
+    assert not any(line.startswith("Traceback") for line in run.stderr.splitlines()), str(run)
+    # Every instance was joined before topo exited; helpers follow it shortly.
+    assert run.instances_alive() == [], str(run)
+    assert run.survivors(within=GONE_WITHIN_S) == [], str(run)
+    return doc
+
+
+def states(doc: Doc) -> dict[str, tuple[str, int | None]]:
+    """instance -> (state, exit code)"""
+    return {n: (r["state"], r["exit_code"]) for n, r in doc["processes"].items()}
+
+
+# ----- failures -----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_instance_that_raises(run_topo: RunTopo, tmp_path: Path) -> None:
+    run = run_fault(run_topo, tmp_path, "raises")
+    doc = finished(run, 1, "failed", within=STARTUP_S + 2)
+    assert doc["message"] == "boom exited with code 1"
+    assert states(doc) == {
+        "finisher": ("exited", 0),
+        "sleeper": ("stopped", -signal.SIGTERM),
+        "boom": ("failed", 1),
+    }
+    assert doc["processes"]["finisher"]["result"] == 42  # kept
+    assert "ValueError: kaboom" in doc["processes"]["boom"]["error"]
+    # the traceback, under the instance's name
+    assert "boom | Traceback (most recent call last):" in run.stderr
+    assert "boom | ValueError: kaboom" in run.stderr
+
+
+@pytest.mark.timeout(60)
+def test_instance_killed_by_sigkill(run_topo: RunTopo, tmp_path: Path) -> None:
+    run = run_fault(run_topo, tmp_path, "killed")
+    doc = finished(run, 1, "failed", within=STARTUP_S + 2)
+    assert doc["message"] == "victim was killed by SIGKILL"
+    assert states(doc) == {
+        "sleeper": ("stopped", -signal.SIGTERM),
+        "victim": ("killed", -signal.SIGKILL),
+    }
+
+
+@pytest.mark.timeout(60)
+def test_instance_killed_while_holding_a_lock(run_topo: RunTopo, tmp_path: Path) -> None:
+    run = run_fault(run_topo, tmp_path, "lock_holder_dies")
+    # at once: no waiting for the deadlock detector's quiet second
+    doc = finished(run, 1, "failed", within=STARTUP_S + 1)
+    assert doc["message"].startswith(
+        "lock 'print_lock' was held by holder, which was killed by SIGKILL"
+    ), doc["message"]
+    assert states(doc) == {
+        "holder": ("killed", -signal.SIGKILL),
+        "waiter": ("stopped", -signal.SIGTERM),
+    }
+    assert "waiter | waiting for the lock" in run.stderr
+
+
+@pytest.mark.timeout(60)
+def test_barrier_party_dies_while_others_wait(run_topo: RunTopo, tmp_path: Path) -> None:
+    run = run_fault(run_topo, tmp_path, "barrier_party_dies")
+    doc = finished(run, 1, "failed", within=STARTUP_S + 1)
+    assert doc["message"] == (
+        "barrier 'start' lost its party quitter, which exited with code 3: "
+        "runner[0], runner[1] would wait for ever"
+    )
+    assert states(doc) == {
+        "runner[0]": ("stopped", -signal.SIGTERM),
+        "runner[1]": ("stopped", -signal.SIGTERM),
+        "quitter": ("failed", 3),
+    }
+
+
+# ----- restarts -----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_restart_that_succeeds(run_topo: RunTopo, tmp_path: Path) -> None:
+    run = run_fault(run_topo, tmp_path, "restart_succeeds")
+    doc = finished(run, 0, "ok", within=STARTUP_S + 2)
+    assert "message" not in doc
+    flaky = doc["processes"]["flaky"]
+    assert (flaky["state"], flaky["exit_code"], flaky["restarts"]) == ("exited", 0, 1)
+    assert flaky["result"] == "second try"
+    assert "flaky | first attempt fails" in run.stderr
+    assert "flaky exited with code 1; restart 1 of 3 in 0.1s" in run.stderr
+    assert "flaky | second attempt succeeds" in run.stderr
+
+
+@pytest.mark.timeout(60)
+def test_restart_storm_gives_up(run_topo: RunTopo, tmp_path: Path) -> None:
+    run = run_fault(run_topo, tmp_path, "restart_storm")
+    # backoff 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s before the last failure, far from max_restarts
+    backoff = sum(0.1 * 2**i for i in range(RESTART_BURST))
+    doc = finished(run, 1, "failed", within=backoff + 2 * STARTUP_S, at_least=backoff)
+    assert doc["message"] == (
+        f"crasher exited with code 1 and was restarted {RESTART_BURST} times within "
+        f"{RESTART_WINDOW_S:g}s: giving up on a restart storm"
+    )
+    crasher = doc["processes"]["crasher"]
+    assert (crasher["state"], crasher["exit_code"]) == ("failed", 1)
+    assert crasher["restarts"] == RESTART_BURST
+    assert run.stderr.count("crasher | failing") == RESTART_BURST + 1
+
+
+# ----- time limits --------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_run_timeout(run_topo: RunTopo, tmp_path: Path) -> None:
+    run = run_fault(run_topo, tmp_path, "run_timeout")
+    doc = finished(run, 4, "timeout", within=1.5 + STOP_BOUND_S, at_least=1.5)
+    assert doc["message"] == "the run's timeout of 1.5s passed; still running: sleeper"
+    assert states(doc) == {
+        "finisher": ("exited", 0),
+        "sleeper": ("stopped", -signal.SIGTERM),
+    }
+    assert doc["processes"]["finisher"]["result"] == 42
+
+
+@pytest.mark.timeout(60)
+def test_process_timeout(run_topo: RunTopo, tmp_path: Path) -> None:
+    run = run_fault(run_topo, tmp_path, "process_timeout")
+    doc = finished(run, 4, "timeout", within=1.5 + STOP_BOUND_S, at_least=1.5)
+    assert doc["message"] == "slow ran past its timeout of 1.5s"
+    assert states(doc) == {
+        "slow": ("timeout", -signal.SIGTERM),
+        "other": ("stopped", -signal.SIGTERM),
+    }
+    assert doc["processes"]["slow"]["duration_s"] >= 1.5
+
+
+# ----- signals ------------------------------------------------------------------------
+
+
+def interrupt(start_topo: StartTopo, tmp_path: Path, signum: int, group: bool) -> Doc:
+    """Start two instances that use a manager's dict, wait until both run, send
+    ``signum``; check the stop is quick and clean, and return the run's document."""
+    live = start_topo(*topo_args("manager_dict", tmp_path))
+    live.wait_for("holder[0] | ready")
+    live.wait_for("holder[1] | ready")
+    sent = live.signal(signum, group=group)
+    run = live.finish()
+    assert run.ended_at - sent < GRACE_PERIOD_S, f"{run.ended_at - sent:.2f} s\n{run}"
+    assert "Traceback" not in run.stderr, str(run)
+    code, message = (
+        (130, "interrupted by Ctrl-C (SIGINT)")
+        if signum == signal.SIGINT
+        else (143, "stopped by SIGTERM")
+    )
+    doc = finished(run, code, "interrupted", within=STARTUP_S + STOP_BOUND_S)
+    assert doc["message"] == message
+    # one line says so, not one per instance
+    assert run.stderr.count(message) == 1, str(run)
+    assert states(doc) == {
+        "holder[0]": ("stopped", -signal.SIGTERM),
+        "holder[1]": ("stopped", -signal.SIGTERM),
+    }
+    # the manager outlived the signal long enough for the final state to be read
+    assert sorted(doc["state"]["seen"].values()) == ["here", "here"]
+    return doc
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("group", [True, False], ids=["group", "topo_alone"])
+def test_sigint(start_topo: StartTopo, tmp_path: Path, group: bool) -> None:
+    interrupt(start_topo, tmp_path, signal.SIGINT, group)
+
+
+@pytest.mark.timeout(60)
+def test_sigterm(start_topo: StartTopo, tmp_path: Path) -> None:
+    interrupt(start_topo, tmp_path, signal.SIGTERM, group=False)
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_ignored_by_an_instance_is_followed_by_sigkill(
+    start_topo: StartTopo, tmp_path: Path
+) -> None:
+    live = start_topo(*topo_args("stubborn", tmp_path))
+    live.wait_for("stubborn | ready")
+    live.wait_for("sleeper | ready")
+    sent = live.signal(signal.SIGTERM)
+    run = live.finish()
+    doc = finished(run, 143, "interrupted", within=STARTUP_S + STOP_BOUND_S)
+    stopped_in = run.ended_at - sent
+    assert GRACE_PERIOD_S <= stopped_in < STOP_BOUND_S, f"{stopped_in:.2f} s\n{run}"
+    assert "stubborn | ignoring SIGTERM" in run.stderr
+    assert states(doc) == {
+        "stubborn": ("stopped", -signal.SIGKILL),
+        "sleeper": ("stopped", -signal.SIGTERM),
+    }
+
+
+@pytest.mark.timeout(60)
+def test_second_sigint_kills_at_once(start_topo: StartTopo, tmp_path: Path) -> None:
+    live = start_topo(*topo_args("stubborn", tmp_path))
+    live.wait_for("stubborn | ready")
+    live.wait_for("sleeper | ready")
+    first = live.signal(signal.SIGINT, group=True)
+    live.wait_for("stubborn | ignoring SIGTERM", timeout=GRACE_PERIOD_S)  # topo is stopping
+    second = live.signal(signal.SIGINT, group=True)
+    run = live.finish(timeout=15.0)  # a hang fails well before the suite's time is up
+    doc = finished(run, 130, "interrupted", within=STARTUP_S + STOP_BOUND_S)
+    times = f"second SIGINT after {second - first:.2f} s, exit after {run.ended_at - first:.2f} s"
+    assert run.ended_at - first < GRACE_PERIOD_S, f"{times}\n{run}"
+    assert run.ended_at - second < 1.5, f"{times}\n{run}"
+    assert "topo: stopping at once" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert states(doc)["stubborn"] == ("stopped", -signal.SIGKILL)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_sigkill_of_topo_leaves_nothing(
+    start_topo: StartTopo, tmp_path: Path, start_method: str
+) -> None:
+    # spawn: a parent-death signal in each child; forkserver: a pidfd watch on topo
+    live = start_topo(*topo_args("manager_dict", tmp_path), "--set", f"start_method={start_method}")
+    live.wait_for("holder[0] | ready")
+    live.wait_for("holder[1] | ready")
+    started = live.processes()  # the instances, the manager, the resource tracker
+    assert len(started) >= 3, started  # two instances and the manager at least
+    sent = live.signal(signal.SIGKILL)
+    run = live.finish()
+    assert run.returncode == -signal.SIGKILL
+    left = live.survivors([pid for pid, *_ in started], within=2.0)
+    assert left == [], (
+        f"{time.monotonic() - sent:.1f} s after topo's SIGKILL, of {started} "
+        f"these are still alive: {left}\n{run}"
+    )
+
+
+# ----- run-time deadlock detection ----------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_duplex_pipe_both_sides_recv_first(run_topo: RunTopo, tmp_path: Path) -> None:
+    run = run_fault(run_topo, tmp_path, "pipe_both_recv")
+    doc = finished(run, 3, "deadlock", within=QUIET_S + STARTUP_S + 2, at_least=QUIET_S)
+    assert doc["message"] == (
+        "deadlock: alice waits in recv() on 'link'; its only peer is 'bob' "
+        "(blocked in recv() on 'link'); bob waits in recv() on 'link'; its only peer is "
+        "'alice' (blocked in recv() on 'link')"
+    )
+    assert states(doc) == {
+        "alice": ("stopped", -signal.SIGTERM),
+        "bob": ("stopped", -signal.SIGTERM),
+    }
+    # each blocked instance's stack, under its name
+    for name in ("alice", "bob"):
+        assert f"{name} | Stack (most recent call first):" in run.stderr, str(run)
+        assert "in recv_first" in run.stderr
+
+
+@pytest.mark.timeout(60)
+def test_reader_whose_only_writer_exits(run_topo: RunTopo, tmp_path: Path) -> None:
+    run = run_fault(run_topo, tmp_path, "writer_leaves")
+    doc = finished(run, 3, "deadlock", within=QUIET_S + STARTUP_S + 2, at_least=QUIET_S)
+    assert doc["message"] == (
+        "deadlock: reader waits in get() on 'q'; its only peer 'feeder' exited with code 0"
+    )
+    assert states(doc) == {
+        "feeder": ("exited", 0),
+        "reader": ("stopped", -signal.SIGTERM),
+    }
+    assert doc["processes"]["feeder"]["result"] == "wrote nothing"
+
+
+@pytest.mark.timeout(60)
+def test_two_locks_taken_in_opposite_orders(run_topo: RunTopo, tmp_path: Path) -> None:
+    run = run_fault(run_topo, tmp_path, "lock_order")
+    doc = finished(run, 3, "deadlock", within=QUIET_S + STARTUP_S + 2, at_least=QUIET_S)
+    assert doc["message"] == (
+        "deadlock: left waits in acquire() on 'b', held by 'right' "
+        "(blocked in acquire() on 'a'); right waits in acquire() on 'a', held by 'left' "
+        "(blocked in acquire() on 'b')"
+    )
+    assert states(doc) == {
+        "left": ("stopped", -signal.SIGTERM),
+        "right": ("stopped", -signal.SIGTERM),
+    }
+
+
+@pytest.mark.timeout(60)
+def test_no_false_alarm_on_a_slow_writer(run_topo: RunTopo, tmp_path: Path) -> None:
+    run = run_fault(run_topo, tmp_path, "slow_writer")
+    doc = finished(run, 0, "ok", within=2.0 + STARTUP_S + 2, at_least=2.0)
+    assert states(doc) == {"writer": ("exited", 0), "reader": ("exited", 0)}
+    assert doc["processes"]["reader"]["result"] == "late"
+    assert "deadlock" not in run.stderr
+
+
+# ----- daemons ------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_daemon_stopped_when_the_others_finish(run_topo: RunTopo, tmp_path: Path) -> None:
+    run = run_fault(run_topo, tmp_path, "daemon")
+    doc = finished(run, 0, "ok", within=STARTUP_S + 2)
+    assert "message" not in doc
+    assert states(doc) == {
+        "server": ("stopped", -signal.SIGTERM),
+        "client": ("exited", 0),
+    }
+    assert doc["processes"]["client"]["result"] == "done"
+    assert doc["state"]["hits"] >= 3
+
+
+@pytest.mark.timeout(60)
+def test_teardown_does_not_hang_on_a_value_lock_held_by_a_stopped_daemon(
+    run_topo: RunTopo, tmp_path: Path
+) -> None:
+    # The daemon holds the lock of a synchronized value when topo stops it; reading the
+    # value back afterwards must not wait for that lock for ever ("teardown never hangs").
+    run = run_topo(*topo_args("value_lock_held", tmp_path), timeout=10.0)
+    doc = finished(run, 0, "ok", within=STARTUP_S + 2)
+    assert states(doc) == {
+        "server": ("stopped", -signal.SIGTERM),
+        "client": ("exited", 0),
+    }
+    assert "hits" in doc["state"]
