@@ -11,8 +11,10 @@ documented in docs/checks.md:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from topo.errors import Diagnostic, Severity
 from topo.resolve import Plan
@@ -162,27 +164,42 @@ def shared_name(plan: Plan) -> Iterator[Finding]:
         )
 
 
+_LOADED: dict[int, tuple[weakref.ref[Plan], dict[str, Any]]] = {}
+
+
+def _load(plan: Plan, target: str) -> Any:
+    """``load_target`` once per distinct target of a plan: the callable or its TargetError."""
+    cached = _LOADED.get(id(plan))
+    if cached is None or cached[0]() is not plan:
+        _LOADED.clear()  # checks run one plan at a time
+        cached = _LOADED[id(plan)] = (weakref.ref(plan), {})
+    found = cached[1]
+    if target not in found:
+        try:
+            found[target] = load_target(target, plan.spec_dir)
+        except TargetError as e:
+            found[target] = e
+    return found[target]
+
+
 @check("T040", "error", "a target cannot be imported or called")
 def target_imports(plan: Plan) -> Iterator[Finding]:
     for pname, process in plan.spec.processes.items():
-        try:
-            load_target(process.target, plan.spec_dir)
-        except TargetError as e:
-            yield Finding(("processes", pname, "target"), f"target of {pname!r}: {e}")
+        loaded = _load(plan, process.target)
+        if isinstance(loaded, TargetError):
+            yield Finding(("processes", pname, "target"), f"target of {pname!r}: {loaded}")
     for name, channel in plan.spec.channels.items():
         if isinstance(channel, ObjectChannel):
-            try:
-                load_target(channel.factory, plan.spec_dir)
-            except TargetError as e:
-                yield Finding(("channels", name, "factory"), f"factory of {name!r}: {e}")
+            loaded = _load(plan, channel.factory)
+            if isinstance(loaded, TargetError):
+                yield Finding(("channels", name, "factory"), f"factory of {name!r}: {loaded}")
 
 
 @check("T041", "error", "a target's signature cannot take what the spec binds")
 def target_signature(plan: Plan) -> Iterator[Finding]:
     for pname, process in plan.spec.processes.items():
-        try:
-            fn = load_target(process.target, plan.spec_dir)
-        except TargetError:
+        fn = _load(plan, process.target)
+        if isinstance(fn, TargetError):
             continue  # T040 says it
         names = [*process.args, *process.inputs, *process.outputs, *process.uses]
         problem = signature_problem(fn, names)
@@ -193,9 +210,8 @@ def target_signature(plan: Plan) -> Iterator[Finding]:
             )
     for name, channel in plan.spec.channels.items():
         if isinstance(channel, ObjectChannel):
-            try:
-                fn = load_target(channel.factory, plan.spec_dir)
-            except TargetError:
+            fn = _load(plan, channel.factory)
+            if isinstance(fn, TargetError):
                 continue
             problem = signature_problem(fn, channel.args)
             if problem:

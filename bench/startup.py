@@ -1,0 +1,141 @@
+"""Start-up: from `topo run` to all of 1, 8 and 32 instances running, against by hand.
+
+A generated spec runs N replicas of a target that returns time.time() at its start.
+For each run, "to all running" is the latest of those stamps minus the moment the
+benchmark launched the command; "wall" is launch to exit. The hand-written baseline
+(bench/hand_startup.py) starts the same target N times with the same start method.
+The 1-instance case is also the fixed cost of topo: a one-process spec whose target
+returns at once, wall clock against the same by hand (target: at most 0.2 s more).
+
+    python bench/startup.py [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import (
+    PYTHON,
+    ROOT,
+    Comparison,
+    comparison_rows,
+    interleave,
+    save,
+    standalone,
+    table,
+    topo_cmd,
+)
+
+TARGET_MODULE = """
+import time
+
+
+def stamp():
+    return time.time()
+"""
+
+SPEC = """\
+topo: 1
+name: startup
+start_method: {method}
+processes:
+  probe:
+    target: startup_target:stamp
+    replicas: {n}
+"""
+
+
+def _launch(argv: list[str]) -> tuple[float, float, str]:
+    """(launch time.time(), wall seconds, stdout) of one run."""
+    launched = time.time()
+    started = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+    return launched, wall, proc.stdout
+
+
+def topo_run(spec: Path) -> tuple[float, float]:
+    launched, wall, out = _launch(topo_cmd("run", "--json", "-q", "--no-record", str(spec)))
+    results = [p["result"] for p in json.loads(out)["processes"].values()]
+    return max(results) - launched, wall
+
+
+def hand_run(folder: Path, n: int, method: str) -> tuple[float, float]:
+    argv = [PYTHON, str(ROOT / "bench" / "hand_startup.py"), "--dir", str(folder)]
+    argv += ["--target", "startup_target:stamp", "-n", str(n), "--start-method", method]
+    launched, wall, out = _launch(argv)
+    return float(out.strip()) - launched, wall
+
+
+def run(quick: bool = False, pairs: int = 5) -> dict[str, Any]:
+    if quick:
+        cases = [(n, m) for m in ("spawn", "fork") for n in (1, 8)]
+    else:
+        cases = [(n, m) for m in ("spawn", "fork", "forkserver") for n in (1, 8, 32)]
+    running: list[Comparison] = []
+    walls: list[Comparison] = []
+    with tempfile.TemporaryDirectory(prefix="topo-bench-startup-") as tmp:
+        folder = Path(tmp)
+        (folder / "startup_target.py").write_text(TARGET_MODULE)
+        for n, method in cases:
+            spec = folder / f"startup_{method}_{n}.yaml"
+            spec.write_text(SPEC.format(method=method, n=n))
+            wall: dict[str, list[float]] = {"topo": [], "hand": []}
+
+            def measure(
+                variant: str, fn: Any, *args: Any, _wall: dict[str, list[float]] = wall
+            ) -> float:
+                to_running, seconds = fn(*args)
+                _wall[variant].append(seconds)
+                return to_running
+
+            label = f"{n} instance{'s' if n > 1 else ''}, {method}"
+            samples = interleave(
+                {
+                    "topo": lambda s=spec: measure("topo", topo_run, s),
+                    "hand": lambda n=n, m=method: measure("hand", hand_run, folder, n, m),
+                },
+                pairs,
+                progress=label,
+            )
+            # drop the warm-up round's wall times, as interleave drops its samples
+            wall = {k: v[-pairs:] for k, v in wall.items()}
+            running.append(Comparison("startup", label, "s", samples, "hand"))
+            walls.append(Comparison("startup-wall", label, "s", wall, "hand"))
+    tables = []
+    headers, rows = comparison_rows(running)
+    tables.append(table("start-up: launch to all instances running", headers, rows))
+    headers, rows = comparison_rows(walls)
+    for c, row in zip([w for w in walls for _ in w.samples], rows, strict=True):
+        if row[1] == "topo":
+            diffs = [a - b for a, b in zip(c.samples["topo"], c.samples["hand"], strict=True)]
+            med = statistics.median(diffs)
+            row.append(f"{med:+.3f} s [{min(diffs):+.3f}..{max(diffs):+.3f}]")
+        else:
+            row.append("")
+    headers.append("topo - hand, pair by pair: median [min..max]")
+    tables.append(
+        table("start-up: wall clock, launch to exit (1 instance = fixed cost)", headers, rows)
+    )
+    save(
+        "startup",
+        {
+            "comparisons": [c.to_json() for c in running],
+            "wall": [c.to_json() for c in walls],
+            "quick": quick,
+        },
+    )
+    return {"tables": tables, "comparisons": running, "wall": walls}
+
+
+if __name__ == "__main__":
+    sys.exit(standalone(run, __doc__))
