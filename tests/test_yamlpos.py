@@ -117,8 +117,8 @@ def test_python_tag_on_the_whole_document(tmp_path: Path) -> None:
 def test_python_name_scalar_tag_is_refused() -> None:
     d = refused("a: !!python/name:os.system\n")
     assert str(d) == (
-        "s.yaml:1:4: error[T003]: could not determine a constructor for the tag "
-        "'tag:yaml.org,2002:python/name:os.system': only plain YAML is allowed"
+        "s.yaml:1:4: error[T003]: tag 'tag:yaml.org,2002:python/name:os.system' is not "
+        "allowed: only plain YAML is allowed"
     )
 
 
@@ -151,10 +151,10 @@ def test_many_aliases_are_refused() -> None:
     assert d.message == "more than 1000 aliases"
 
 
-@pytest.mark.parametrize("text", ["a: &a [*a]\n", "a: &a {b: *a}\n"])
-def test_recursive_alias_is_refused(text: str) -> None:
-    d = refused(text)
-    assert str(d) == "s.yaml:1:4: error[T003]: an alias refers to a node that contains it"
+@pytest.mark.parametrize(("text", "col"), [("a: &a [*a]\n", 8), ("a: &a {b: *a}\n", 11)])
+def test_recursive_alias_is_refused(text: str, col: int) -> None:
+    d = refused(text)  # located at the alias itself
+    assert str(d) == f"s.yaml:1:{col}: error[T003]: an alias refers to a node that contains it"
 
 
 @pytest.mark.parametrize(

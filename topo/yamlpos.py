@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from topo.errors import Diagnostic, SpecError
 
@@ -60,46 +59,9 @@ class Document:
 
 
 if yaml.__with_libyaml__:
-    # libyaml scans and parses (fast, and without recursion); the composer stays
-    # PyYAML's Python one, because the C composer recurses without limit and crashes
-    # the interpreter on deep nesting, while this one is guarded below.
-    from yaml._yaml import CParser
-
-    class _Base(
-        yaml.composer.Composer, CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver
-    ):
-        def __init__(self, stream: str) -> None:
-            CParser.__init__(self, stream)
-            yaml.composer.Composer.__init__(self)
-            yaml.constructor.SafeConstructor.__init__(self)
-            yaml.resolver.Resolver.__init__(self)
-
+    from yaml._yaml import CParser as _Parser  # libyaml: fast, and not recursive
 else:  # pragma: no cover - PyYAML built without libyaml
-    _Base = yaml.SafeLoader  # type: ignore[misc,assignment]
-
-
-class _GuardedLoader(_Base):
-    """A safe loader that refuses deep nesting and alias floods while composing."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-        self._aliases = 0
-
-    def compose_node(self, parent: Node | None, index: int) -> Node | None:
-        if self.check_event(yaml.AliasEvent):
-            self._aliases += 1
-            if self._aliases > MAX_ALIASES:
-                mark = self.peek_event().start_mark  # type: ignore[union-attr]
-                raise _Refused("T003", f"more than {MAX_ALIASES} aliases", mark)
-        self._depth += 1
-        if self._depth > MAX_DEPTH:
-            mark = self.peek_event().start_mark  # type: ignore[union-attr]
-            raise _Refused("T003", f"nesting deeper than {MAX_DEPTH} levels", mark)
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
+    _Parser = yaml.SafeLoader  # type: ignore[misc,assignment]
 
 
 class _Refused(Exception):
@@ -110,113 +72,220 @@ class _Refused(Exception):
         self.mark = mark
 
 
-def _pos(node: Node) -> Pos:
-    return (node.start_mark.line + 1, node.start_mark.column + 1)
+def _pos(mark: Any) -> Pos:
+    return (mark.line + 1, mark.column + 1)
+
+
+_STR, _SEQ, _MAP = "tag:yaml.org,2002:str", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
+_CONSTRUCT = yaml.constructor.SafeConstructor.yaml_constructors
+
+
+@dataclass
+class _Frame:
+    """A sequence or mapping being built: its value, where it is, and what is pending."""
+
+    value: Any
+    loc: Loc
+    anchor: str | None
+    mark: Any  # where it starts
+    size: int = 1  # values in it, counting what aliases expand to
+    key: Any = None  # mappings: the key waiting for its value
+    key_mark: Any = None
+    has_key: bool = False
+    merges: list[Any] = field(default_factory=list)  # mappings merged in by `<<`
+    explicit: set[Any] = field(default_factory=set)
 
 
 class _Builder:
-    """Turns a composed node graph into plain values, recording positions."""
+    """Builds plain values straight from parser events, recording positions.
 
-    def __init__(self, loader: Any, doc: Document) -> None:
-        self.loader = loader
+    No node graph is composed (PyYAML's composer recurses, and libyaml's crashes the
+    interpreter on deep nesting): an explicit stack bounds the depth, and each alias
+    adds the size of what it stands for to a running total, so a "billion laughs"
+    document is refused before anything walks it.
+    """
+
+    def __init__(self, text: str, doc: Document) -> None:
+        self.parser = _Parser(text)
+        self.resolver = yaml.resolver.Resolver()
+        self.constructor = yaml.constructor.SafeConstructor()
         self.doc = doc
-        self.produced = 0
-        self.on_path: set[int] = set()
+        self.anchors: dict[str, tuple[Any, int]] = {}  # anchor -> (value, size)
+        self.open_anchors: set[str] = set()
+        self.total = 0
 
-    def build(self, node: Node, loc: Loc) -> Any:
-        self.produced += 1
-        if self.produced > MAX_NODES:
-            raise _Refused(
-                "T003", f"the document expands to more than {MAX_NODES} values", node.start_mark
-            )
-        self.doc.positions.setdefault(loc, _pos(node))
-        if isinstance(node, ScalarNode):
-            return self.loader.construct_object(node, deep=True)
-        if id(node) in self.on_path:
-            raise _Refused("T003", "an alias refers to a node that contains it", node.start_mark)
-        self.on_path.add(id(node))
-        try:
-            if isinstance(node, SequenceNode):
-                self._check_tag(node, "tag:yaml.org,2002:seq")
-                return [self.build(item, (*loc, i)) for i, item in enumerate(node.value)]
-            if isinstance(node, MappingNode):
-                self._check_tag(node, "tag:yaml.org,2002:map")
-                return self._mapping(node, loc)
-        finally:
-            self.on_path.discard(id(node))
-        raise _Refused("T003", "unsupported YAML node", node.start_mark)  # pragma: no cover
+    def load(self) -> tuple[Any, Any]:
+        """(the document's value, the mark of its root), or (None, None) when empty."""
+        p: Any = self.parser
+        p.get_event()  # stream start
+        if p.check_event(yaml.StreamEndEvent):
+            return None, None
+        p.get_event()  # document start
+        root_mark = p.peek_event().start_mark
+        value = self._value()
+        p.get_event()  # document end
+        if not p.check_event(yaml.StreamEndEvent):
+            mark = p.peek_event().start_mark
+            raise _Refused("T001", "invalid YAML: a spec is one document, not several", mark)
+        return value, root_mark
 
-    def _check_tag(self, node: Node, expected: str) -> None:
-        if node.tag != expected:
-            raise _Refused("T003", f"tag {node.tag!r} is not allowed", node.start_mark)
+    def _count(self, n: int, mark: Any) -> None:
+        self.total += n
+        if self.total > MAX_NODES:
+            raise _Refused("T003", f"the document expands to more than {MAX_NODES} values", mark)
 
-    def _mapping(self, node: MappingNode, loc: Loc) -> dict[Any, Any]:
-        result: dict[Any, Any] = {}
-        explicit: set[Any] = set()
-        merged: list[tuple[Node, Loc]] = []
-        for key_node, value_node in node.value:
-            if key_node.tag == _MERGE_TAG:
-                sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
-                merged.extend((s, loc) for s in sources)
-                continue
-            if not isinstance(key_node, ScalarNode):
-                raise _Refused("T003", "a mapping key must be a plain scalar", key_node.start_mark)
-            key = self.loader.construct_object(key_node, deep=True)
-            if isinstance(key, bool | float) or key is None:
-                key = str(key_node.value)
-            if key in explicit:
-                raise _Refused(
-                    "T002", f"key {key!r} is written twice in this mapping", key_node.start_mark
-                )
-            explicit.add(key)
-            self.doc.key_positions.setdefault((*loc, key), _pos(key_node))
-            result[key] = self.build(value_node, (*loc, key))
+    def _value(self) -> Any:
+        stack: list[_Frame] = []
+        aliases = 0
+        while True:
+            event: Any = self.parser.get_event()
+            if isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
+                frame = stack.pop()
+                value, size, start = self._close(frame), frame.size, frame.mark
+            else:
+                loc = self._child_loc(stack, event)
+                start = event.start_mark
+                if isinstance(event, yaml.AliasEvent):
+                    aliases += 1
+                    if aliases > MAX_ALIASES:
+                        raise _Refused("T003", f"more than {MAX_ALIASES} aliases", event.start_mark)
+                    if event.anchor in self.open_anchors:
+                        raise _Refused(
+                            "T003", "an alias refers to a node that contains it", event.start_mark
+                        )
+                    if event.anchor not in self.anchors:
+                        raise _Refused(
+                            "T001",
+                            f"invalid YAML: found undefined alias {event.anchor!r}",
+                            event.start_mark,
+                        )
+                    value, size = self.anchors[event.anchor]
+                    self._count(size, event.start_mark)
+                    if loc is not None:
+                        self.doc.positions.setdefault(loc, _pos(event.start_mark))
+                elif isinstance(event, yaml.ScalarEvent):
+                    value, size = self._scalar(event), 1
+                    self._count(1, event.start_mark)
+                    if event.anchor:
+                        self.anchors[event.anchor] = (value, 1)
+                    if loc is not None:
+                        self.doc.positions.setdefault(loc, _pos(event.start_mark))
+                else:  # a sequence or mapping starts
+                    is_map = isinstance(event, yaml.MappingStartEvent)
+                    tag = event.tag
+                    if tag not in (None, "!", _MAP if is_map else _SEQ):
+                        raise _Refused("T003", f"tag {tag!r} is not allowed", event.start_mark)
+                    if len(stack) >= MAX_DEPTH:
+                        raise _Refused(
+                            "T003", f"nesting deeper than {MAX_DEPTH} levels", event.start_mark
+                        )
+                    self._count(1, event.start_mark)
+                    if loc is not None:
+                        self.doc.positions.setdefault(loc, _pos(event.start_mark))
+                    if event.anchor:
+                        self.open_anchors.add(event.anchor)
+                    stack.append(_Frame({} if is_map else [], loc or (), event.anchor, start))
+                    continue
+            if not stack:
+                return value
+            self._add(stack[-1], value, size, event, start)
+
+    def _child_loc(self, stack: list[_Frame], event: Any) -> Loc | None:
+        """Where the value starting with ``event`` goes; None for a mapping key."""
+        if not stack:
+            return ()
+        top = stack[-1]
+        if isinstance(top.value, list):
+            return (*top.loc, len(top.value))
+        return (*top.loc, top.key) if top.has_key else None
+
+    def _add(self, top: _Frame, value: Any, size: int, event: Any, start: Any) -> None:
+        """Put ``value`` (which began at mark ``start``) into the open container ``top``."""
+        top.size += size
+        if isinstance(top.value, list):
+            top.value.append(value)
+            return
+        if not top.has_key:  # this value is a key
+            if isinstance(value, dict | list):
+                raise _Refused("T003", "a mapping key must be a plain scalar", start)
+            if isinstance(value, bool | float) or value is None:
+                # `yes:`, `1.5:` or `~:` as a key: the name as written, not its value
+                value = event.value if isinstance(event, yaml.ScalarEvent) else str(value)
+            top.key, top.key_mark, top.has_key = value, start, True
+            return
+        key, top.has_key = top.key, False
+        if key is _MERGE:
+            sources = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, dict) for v in sources):
+                raise _Refused("T003", "'<<' merges only mappings", start)
+            top.merges.extend(sources)
+            return
+        if key in top.explicit:
+            raise _Refused("T002", f"key {key!r} is written twice in this mapping", top.key_mark)
+        top.explicit.add(key)
+        self.doc.key_positions.setdefault((*top.loc, key), _pos(top.key_mark))
+        top.value[key] = value
+
+    def _close(self, frame: _Frame) -> Any:
         # `<<: *defaults` merges keys the mapping does not set itself, as YAML 1.1 says.
-        for source, at in merged:
-            if not isinstance(source, MappingNode):
-                raise _Refused("T003", "'<<' merges only mappings", source.start_mark)
-            for key, value in self.build(source, at).items():
-                result.setdefault(key, value)
-        return result
+        for source in frame.merges:
+            for key, value in source.items():
+                frame.value.setdefault(key, value)
+        if frame.anchor:
+            self.open_anchors.discard(frame.anchor)
+            self.anchors[frame.anchor] = (frame.value, frame.size)
+        return frame.value
+
+    def _scalar(self, event: Any) -> Any:
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
+        if tag == _STR:
+            return event.value
+        if tag == _MERGE_TAG:
+            return _MERGE
+        construct = _CONSTRUCT.get(tag)
+        if construct is None:
+            raise _Refused(
+                "T003", f"tag {tag!r} is not allowed: only plain YAML is allowed", event.start_mark
+            )
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        return construct(self.constructor, node)
+
+
+_MERGE = object()  # the `<<` key
 
 
 def load_text(text: str, path: str = "<string>") -> Document:
     """Parse ``text``; raise ``SpecError`` with a located diagnostic on any problem."""
     doc = Document(path=path, text=text, data=None)
 
-    def refuse(code: str, message: str, mark: yaml.Mark | None) -> SpecError:
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    def refuse(code: str, message: str, mark: Any) -> SpecError:
+        line, col = _pos(mark) if mark else (1, 1)
         return SpecError([Diagnostic(path, line, col, "error", code, message)])
 
     if len(text) > MAX_BYTES:
         raise refuse("T003", f"the file is larger than {MAX_BYTES} bytes", None)
     if "\x00" in text:
         raise refuse("T001", "the file is binary, not YAML text", None)
-    loader: _GuardedLoader | None = None
     try:
-        loader = _GuardedLoader(text)  # its reader refuses control characters at once
-        root = loader.get_single_node()
-        if root is None or (root.tag == "tag:yaml.org,2002:null" and not root.value):
-            raise refuse("T004", "the file is empty: a spec needs at least 'processes'", None)
-        doc.data = _Builder(loader, doc).build(root, ())
+        data, root_mark = _Builder(text, doc).load()
     except _Refused as e:
         raise refuse(e.code, e.message, e.mark) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         problem = e.problem or e.context or "invalid YAML"
-        if isinstance(e, yaml.constructor.ConstructorError) and "tag" in problem:
-            raise refuse("T003", f"{problem.strip()}: only plain YAML is allowed", mark) from None
         raise refuse("T001", f"invalid YAML: {problem}", mark) from None
     except yaml.YAMLError as e:  # reader errors: bad bytes or encodings
         raise refuse("T001", f"invalid YAML: {e}", getattr(e, "problem_mark", None)) from None
-    except RecursionError:
-        raise refuse("T003", "the document nests too deeply", None) from None
-    finally:
-        if loader is not None:
-            loader.dispose()
-    if not isinstance(doc.data, dict):
-        kind = "a list" if isinstance(doc.data, list) else "a single value"
-        raise refuse("T004", f"the spec is {kind}; it must be a mapping of keys", root.start_mark)
+    if data is None:
+        raise refuse("T004", "the file is empty: a spec needs at least 'processes'", None)
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else "a single value"
+        raise refuse("T004", f"the spec is {kind}; it must be a mapping of keys", root_mark)
+    if any(k is _MERGE for k in data):  # pragma: no cover - merged away in _close
+        raise refuse("T003", "'<<' merges only mappings", root_mark)
+    doc.data = data
     return doc
 
 
