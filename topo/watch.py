@@ -146,11 +146,14 @@ def _forever(block: Any, timeout: Any) -> bool:
 class Watched:
     """Base of the wrappers: delegates everything, pickles as itself."""
 
-    __slots__ = ("_prim", "_raw")
+    __slots__ = ("_get", "_prim", "_put", "_raw")
 
     def __init__(self, raw: Any, prim: int) -> None:
         self._raw = raw
         self._prim = prim
+        # The codes of the hottest calls, computed once: see WatchedQueue.
+        self._get = _code(_RECV if isinstance(self, WatchedConnection) else _GET, prim)
+        self._put = _code(_SEND if isinstance(self, WatchedConnection) else _PUT, prim)
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._raw, attr)
@@ -170,16 +173,33 @@ class Watched:
 class WatchedQueue(Watched):
     __slots__ = ()
 
+    # get and put are the hottest calls of most topologies: _call is inlined here, which
+    # brings the wrapper's cost to a few hundred nanoseconds per call.
+
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        if _forever(block, timeout):
-            return _call(_code(_GET, self._prim), self._raw.get)
-        return self._raw.get(block, timeout)
+        cells = _cells
+        if cells is None or not block or timeout is not None:
+            return self._raw.get(block, timeout)
+        at = _at
+        cells[at] = self._get
+        try:
+            return self._raw.get()
+        finally:
+            cells[at] = 0.0
+            cells[at + 1] += 1.0
 
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
-        if _forever(block, timeout):
-            _call(_code(_PUT, self._prim), self._raw.put, obj)
-        else:
+        cells = _cells
+        if cells is None or not block or timeout is not None:
             self._raw.put(obj, block, timeout)
+            return
+        at = _at
+        cells[at] = self._put
+        try:
+            self._raw.put(obj)
+        finally:
+            cells[at] = 0.0
+            cells[at + 1] += 1.0
 
     def join(self) -> None:
         _call(_code(_JOIN, self._prim), self._raw.join)
@@ -198,17 +218,26 @@ class WatchedSimpleQueue(Watched):
     __slots__ = ()
 
     def get(self) -> Any:
-        return _call(_code(_GET, self._prim), self._raw.get)
+        return _call(self._get, self._raw.get)
 
     def put(self, obj: Any) -> None:
-        _call(_code(_PUT, self._prim), self._raw.put, obj)
+        _call(self._put, self._raw.put, obj)
 
 
 class WatchedConnection(Watched):
     __slots__ = ()
 
     def recv(self) -> Any:
-        return _call(_code(_RECV, self._prim), self._raw.recv)
+        cells = _cells
+        if cells is None:
+            return self._raw.recv()
+        at = _at
+        cells[at] = self._get
+        try:
+            return self._raw.recv()
+        finally:
+            cells[at] = 0.0
+            cells[at + 1] += 1.0
 
     def recv_bytes(self, maxlength: int | None = None) -> bytes:
         return _call(_code(_RECV, self._prim), self._raw.recv_bytes, maxlength)
@@ -217,7 +246,17 @@ class WatchedConnection(Watched):
         return _call(_code(_RECV, self._prim), self._raw.recv_bytes_into, buf, offset)
 
     def send(self, obj: Any) -> None:
-        _call(_code(_SEND, self._prim), self._raw.send, obj)
+        cells = _cells
+        if cells is None:
+            self._raw.send(obj)
+            return
+        at = _at
+        cells[at] = self._put
+        try:
+            self._raw.send(obj)
+        finally:
+            cells[at] = 0.0
+            cells[at + 1] += 1.0
 
     def send_bytes(self, buf: Any, offset: int = 0, size: int | None = None) -> None:
         _call(_code(_SEND, self._prim), self._raw.send_bytes, buf, offset, size)
