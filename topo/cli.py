@@ -31,6 +31,16 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+# Options several commands share.
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a key: dotted.path=value (repeatable)."),
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Hide the instances' own output.")]
+RunJsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the run's summary as one JSON document.")
+]
+
 _COLOURS = [
     "cyan",
     "magenta",
@@ -106,9 +116,7 @@ def _report(diagnostics: list[Diagnostic], console: Any) -> None:
 @app.command()
 def validate(
     specs: Annotated[list[Path], typer.Argument(help="Spec files to check.", show_default=False)],
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a key: dotted.path=value.")
-    ] = None,
+    set_: SetOption = None,
     strict: Annotated[bool, typer.Option(help="Treat warnings as errors.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print diagnostics as JSON.")] = False,
     select: Annotated[
@@ -144,16 +152,9 @@ def validate(
 @app.command()
 def run(
     spec: Annotated[Path, typer.Argument(help="The spec file to run.", show_default=False)],
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a key: dotted.path=value (repeatable)."),
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the run's summary as one JSON document.")
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Hide the instances' own output.")
-    ] = False,
+    set_: SetOption = None,
+    as_json: RunJsonOption = False,
+    quiet: QuietOption = False,
     seed: Annotated[int | None, typer.Option(help="Base seed (overrides the spec's).")] = None,
     runs_dir: Annotated[
         Path | None,
@@ -335,9 +336,7 @@ def _summary(result: Any, console: Any) -> None:
 @app.command()
 def graph(
     spec: Annotated[Path, typer.Argument(help="The spec file to draw.", show_default=False)],
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a key: dotted.path=value.")
-    ] = None,
+    set_: SetOption = None,
     format_: Annotated[
         str, typer.Option("--format", "-f", help="mermaid or dot (for text output).")
     ] = "mermaid",
@@ -639,16 +638,9 @@ def rerun(
             metavar="RUN", help="A run directory, an id prefix, last or last~N.", show_default=False
         ),
     ],
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Change a key: dotted.path=value (repeatable)."),
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the run's summary as one JSON document.")
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Hide the instances' own output.")
-    ] = False,
+    set_: SetOption = None,
+    as_json: RunJsonOption = False,
+    quiet: QuietOption = False,
     runs_dir: Annotated[Path | None, _RUNS_DIR_OPTION] = None,
 ) -> None:
     """Run a recorded run again: its resolved spec, the same seeds, targets from its folder.
