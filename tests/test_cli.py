@@ -218,7 +218,7 @@ def test_graph_prints_mermaid_and_dot(runner: CliRunner) -> None:
     mermaid = runner.invoke(app, ["graph", str(GOOD)])
     assert mermaid.exit_code == 0
     assert mermaid.stdout.startswith("flowchart LR\n")
-    assert 'p_worker["worker ×4"]' in mermaid.stdout
+    assert 'p_worker["worker \u00d74"]' in mermaid.stdout  # x4 as a multiplication sign
     dot = runner.invoke(app, ["graph", str(GOOD), "--format", "dot"])
     assert dot.exit_code == 0
     assert dot.stdout.startswith("digraph")
