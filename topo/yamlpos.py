@@ -275,6 +275,8 @@ def load_text(text: str, path: str = "<string>") -> Document:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         problem = e.problem or e.context or "invalid YAML"
+        if "nesting depth" in problem:  # libyaml's own limit, met while it reads ahead
+            raise refuse("T003", f"nesting deeper than {MAX_DEPTH} levels", mark) from None
         raise refuse("T001", f"invalid YAML: {problem}", mark) from None
     except yaml.YAMLError as e:  # reader errors: bad bytes or encodings
         raise refuse("T001", f"invalid YAML: {e}", getattr(e, "problem_mark", None)) from None
