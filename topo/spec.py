@@ -324,7 +324,6 @@ Lock = Annotated[
     Field(discriminator="kind"),
     BeforeValidator(_short_form, json_schema_input_type=LockKind | LockModel),
 ]
-STATE_KINDS = frozenset({"value", "array", "dict", "list", "namespace", "ndarray"})
 
 
 # ----- processes and the whole spec -------------------------------------------------------
