@@ -551,6 +551,7 @@ def runs(
             column,
             justify="right" if column == "duration" else "left",
             overflow="fold" if column == "params" else "ellipsis",
+            no_wrap=column in ("id", "when"),  # the id is what people copy into show/rerun
         )
     for r in found:
         changed = " ".join(f"{k}={format_value(v)}" for k, v in run_changed_params(r).items())
