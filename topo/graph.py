@@ -137,7 +137,17 @@ class Bound(NamedTuple):
 
 
 def bound_by(view: nx.MultiDiGraph, node: Node) -> list[Bound]:
-    """Every binding of ``node`` by a process, in the order processes are declared."""
+    """Every binding of ``node`` by a process, in the order processes are declared.
+
+    Several checks ask for the same node: answers are kept on the view itself.
+    """
+    cache: dict[Node, list[Bound]] = view.graph.setdefault("bound_by", {})
+    if node not in cache:
+        cache[node] = _bound_by(view, node)
+    return cache[node]
+
+
+def _bound_by(view: nx.MultiDiGraph, node: Node) -> list[Bound]:
     found: set[Bound] = set()
     for u, _, data in view.in_edges(node, data=True):
         if u[0] == "process" and data["rel"] in ("output", "use"):
