@@ -32,6 +32,7 @@ import yaml
 
 from topo import record as records
 from topo.errors import SpecError, TopoError
+from topo.resolve import yaml_scalar
 from topo.result import EXIT_CODES, RunResult
 
 SWEEP_PREFIX = "sweep-"
@@ -83,14 +84,8 @@ def parse_axis(text: str) -> Axis:
 
 
 def _scalar(raw: str) -> Any:
-    raw = raw.strip()
-    if not raw:
-        return ""
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        return raw
-    return raw if isinstance(value, dict | list) else value
+    value = yaml_scalar(raw.strip())
+    return raw.strip() if isinstance(value, dict | list) else value
 
 
 def format_value(value: Any) -> str:

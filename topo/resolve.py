@@ -39,15 +39,23 @@ Role = Literal["input", "output", "use"]
 # ----- overrides --------------------------------------------------------------------------
 
 
+def yaml_scalar(raw: str) -> Any:
+    """A command-line value read as YAML would read it (``8``, ``true``, ``1e-3``, ``"8"``);
+    the text itself when it is not valid YAML, and ``""`` for nothing."""
+    if not raw.strip():
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``params.workers=8`` -> (["params", "workers"], 8); the value is a YAML scalar."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"--set {text!r} is not of the form dotted.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+    value = yaml_scalar(raw)
     if isinstance(value, dict | list):
         raise ValueError(f"--set {text!r}: the value must be a single value, not a collection")
     return [part for part in key.strip().split(".")], value
