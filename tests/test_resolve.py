@@ -515,3 +515,22 @@ def test_resolved_spec_reads_back_the_same(tmp_path: Path) -> None:
     assert again.params == first.params == {"s": "cost ${x}", "n": 2}
     assert again.spec.channels == first.spec.channels
     assert [i.args for i in again.instances] == [{"a": "0 ${z}", "n": 2}]
+
+
+def test_each_replica_can_bind_its_own_channel() -> None:
+    p = plan(
+        "channels: {q0: queue, q1: queue}\n"
+        "processes:\n  w:\n    target: m:f\n    replicas: 2\n"
+        "    inputs: {inbox: 'q${replica}'}\n"
+    )
+    assert [[(b.param, b.name) for b in i.bindings] for i in p.instances] == [
+        [("inbox", "q0")],
+        [("inbox", "q1")],
+    ]
+
+
+def test_an_instance_reference_outside_a_process_is_t020() -> None:
+    assert problems("channels:\n  q: {kind: queue, maxsize: '${replica}'}\n" + PROCESS) == [
+        "s.yaml:2:29: error[T020]: '${replica}' has a value only in a process's args, env, "
+        "inputs, outputs, uses"
+    ]

@@ -97,15 +97,22 @@ def _load_graph_checks() -> None:
 
 # ----- references -------------------------------------------------------------------------
 
-_SECTIONS = ("inputs", "outputs", "uses")
+_SECTION_OF_ROLE = {"input": "inputs", "output": "outputs", "use": "uses"}
 
 
 def _bindings(plan: Plan) -> Iterator[tuple[str, str, str, str]]:
-    """(process, section, param, name) for every binding written in the spec."""
-    for pname, process in plan.spec.processes.items():
-        for section in _SECTIONS:
-            for param, name in getattr(process, section).items():
-                yield pname, section, param, name
+    """(process, section, param, name) for every binding, once per process.
+
+    Read from the instances: ``q${replica}`` names a different channel in each.
+    """
+    seen: set[tuple[str, str, str, str]] = set()
+    for inst in plan.instances:
+        for b in inst.bindings:
+            for role in sorted(b.roles):
+                found = (inst.process, _SECTION_OF_ROLE[role], b.param, b.name)
+                if found not in seen:
+                    seen.add(found)
+                    yield found
 
 
 @check("T030", "error", "a binding names no channel or lock")
@@ -261,15 +268,21 @@ def ndarray_needs_numpy(plan: Plan) -> Iterator[Finding]:
         import numpy as np
     except ImportError:
         for name, _ in arrays:
-            yield Finding(("channels", name), f"ndarray {name!r} needs numpy, which is not "
-                          "installed: pip install 'topo[numpy]'", key=True)
+            yield Finding(
+                ("channels", name),
+                f"ndarray {name!r} needs numpy, which is not installed: pip install 'topo[numpy]'",
+                key=True,
+            )
         return
     for name, channel in arrays:
         try:
             np.dtype(channel.dtype)
         except TypeError:
-            yield Finding(("channels", name, "dtype"), f"ndarray {name!r} has dtype "
-                          f"{channel.dtype!r}, which numpy does not know (try float64, int32)")
+            yield Finding(
+                ("channels", name, "dtype"),
+                f"ndarray {name!r} has dtype "
+                f"{channel.dtype!r}, which numpy does not know (try float64, int32)",
+            )
 
 
 @check("T051", "error", "a condition over a name that is not a lock or rlock")

@@ -198,13 +198,34 @@ def prepare_document(
     data = _walk(data, interpolate)
     if problems:
         raise SpecError(problems)
+
     # `$${` becomes `${` now, except where build_plan interpolates again per instance.
-    data = _walk(data, lambda s, loc: s if _per_instance(loc) else s.replace("$${", "${"))
+    def finish(text: str, loc: Loc) -> str:
+        if _per_instance(loc):
+            return text
+        # params may hold templates such as "w${replica}", filled in where they are used
+        m = None if loc[:1] == ("params",) else _INSTANCE_REFERENCE.search(text)
+        if m:
+            sections = ", ".join(PER_INSTANCE_SECTIONS)
+            problems.append(
+                doc.diagnostic(
+                    loc, "T020", f"'{m.group(0)}' has a value only in a process's {sections}"
+                )
+            )
+        return text.replace("$${", "${")
+
+    data = _walk(data, finish)
+    if problems:
+        raise SpecError(problems)
     return Document(doc.path, doc.text, data, doc.positions, doc.key_positions)
 
 
+PER_INSTANCE_SECTIONS = ("args", "env", "inputs", "outputs", "uses")
+_INSTANCE_REFERENCE = re.compile(r"(?<!\$)\$\{\s*(" + "|".join(INSTANCE_REFERENCES) + r")\s*\}")
+
+
 def _per_instance(loc: Loc) -> bool:
-    return len(loc) > 3 and loc[0] == "processes" and loc[2] in ("args", "env")
+    return len(loc) > 3 and loc[0] == "processes" and loc[2] in PER_INSTANCE_SECTIONS
 
 
 # ----- the plan ---------------------------------------------------------------------------
@@ -280,13 +301,13 @@ def derive_seed(base: int, instance: str) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def _bindings(spec: Spec, process: Process) -> list[Binding]:
+def _bindings(
+    inputs: dict[str, Any], outputs: dict[str, Any], uses: dict[str, Any]
+) -> list[Binding]:
     roles: dict[tuple[str, str], set[Role]] = {}
-    for section, role in ((process.inputs, "input"), (process.outputs, "output")):
+    for section, role in ((inputs, "input"), (outputs, "output"), (uses, "use")):
         for param, name in section.items():
-            roles.setdefault((param, name), set()).add(role)  # type: ignore[arg-type]
-    for param, name in process.uses.items():
-        roles.setdefault((param, name), set()).add("use")
+            roles.setdefault((param, str(name)), set()).add(role)  # type: ignore[arg-type]
     return [Binding(param, name, frozenset(r)) for (param, name), r in roles.items()]
 
 
@@ -342,7 +363,6 @@ def build_plan(spec: Spec, document: Document, *, seed: int | None = None) -> Pl
     problems: list[Diagnostic] = []
     instances: list[Instance] = []
     for pname, process in spec.processes.items():
-        bindings = tuple(_bindings(spec, process))
         for replica in range(process.replicas):
             name = instance_name(pname, replica, process.replicas)
             inst_seed = derive_seed(base_seed, name)
@@ -352,7 +372,7 @@ def build_plan(spec: Spec, document: Document, *, seed: int | None = None) -> Pl
                 "name": pname,
                 "seed": inst_seed,
             }
-            args, env = (
+            args, env, inputs, outputs, uses = (
                 _instance_values(
                     getattr(process, section),
                     values,
@@ -360,8 +380,9 @@ def build_plan(spec: Spec, document: Document, *, seed: int | None = None) -> Pl
                     ("processes", pname, section),
                     problems,
                 )
-                for section in ("args", "env")
+                for section in PER_INSTANCE_SECTIONS
             )
+            bindings = tuple(_bindings(inputs, outputs, uses))
             instances.append(
                 Instance(
                     name,

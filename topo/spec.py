@@ -70,8 +70,16 @@ def parse_duration(value: Any) -> Any:
     raise ValueError(f"{value!r} is not a duration: write seconds, or a string like '90s' or '5m'")
 
 
-_BYTE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
-               "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+_BYTE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
 _BYTES = re.compile(r"^\s*(\d+)\s*([kmg]i?b|b)?\s*$", re.IGNORECASE)
 
 
@@ -86,6 +94,14 @@ def parse_bytes(value: Any) -> Any:
 
 
 Name = Annotated[str, AfterValidator(_identifier)]
+
+
+def _binding_name(name: str) -> str:
+    # A per-instance reference is resolved for each instance; T030 checks the result.
+    return name if "${" in name else _identifier(name)
+
+
+BindingName = Annotated[str, AfterValidator(_binding_name)]
 Target = Annotated[str, AfterValidator(_target)]
 CType = Annotated[str, AfterValidator(_ctype)]
 Duration = Annotated[float, BeforeValidator(parse_duration, json_schema_input_type=float | str)]
@@ -341,9 +357,10 @@ class Process(Model):
     target: Target
     args: dict[Name, Any] = {}
     replicas: PositiveInt = 1
-    inputs: dict[Name, Name] = {}
-    outputs: dict[Name, Name] = {}
-    uses: dict[Name, Name] = {}
+    # Channel and lock names; "q${replica}" gives each instance its own (see docs/format.md).
+    inputs: dict[Name, BindingName] = {}
+    outputs: dict[Name, BindingName] = {}
+    uses: dict[Name, BindingName] = {}
     after: list[Name] = []
     daemon: bool = False
     restart: Literal["never", "on-failure"] = "never"
