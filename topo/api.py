@@ -149,6 +149,7 @@ def run(
         result = _run(plan, options, say)
     finally:
         recorder.close()
+    manifest["distributions"] = records.distributions()
     records.write_summary(run_dir, {**result.to_json(), "manifest": manifest})
     return result
 

@@ -11,7 +11,6 @@ documented in docs/checks.md:
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -171,16 +170,9 @@ def shared_name(plan: Plan) -> Iterator[Finding]:
         )
 
 
-_LOADED: dict[int, tuple[weakref.ref[Plan], dict[str, Any]]] = {}
-
-
 def _load(plan: Plan, target: str) -> Any:
     """``load_target`` once per distinct target of a plan: the callable or its TargetError."""
-    cached = _LOADED.get(id(plan))
-    if cached is None or cached[0]() is not plan:
-        _LOADED.clear()  # checks run one plan at a time
-        cached = _LOADED[id(plan)] = (weakref.ref(plan), {})
-    found = cached[1]
+    found: dict[str, Any] = plan.cache.setdefault("targets", {})
     if target not in found:
         try:
             found[target] = load_target(target, plan.spec_dir)

@@ -18,7 +18,6 @@ Every check registers itself with ``topo.checks.check`` when this module is impo
 from __future__ import annotations
 
 import os
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -111,18 +110,11 @@ def process_view(g: nx.MultiDiGraph) -> nx.MultiDiGraph:
     return view
 
 
-_VIEWS: dict[int, tuple[weakref.ref[Plan], nx.MultiDiGraph]] = {}
-
-
 def plan_view(plan: Plan) -> nx.MultiDiGraph:
     """``process_view(build_graph(plan))``, built once per Plan for all the checks."""
-    cached = _VIEWS.get(id(plan))
-    if cached is not None and cached[0]() is plan:
-        return cached[1]
-    view = process_view(build_graph(plan))
-    _VIEWS.clear()  # checks run one plan at a time: keep only the latest
-    _VIEWS[id(plan)] = (weakref.ref(plan), view)
-    return view
+    if "view" not in plan.cache:
+        plan.cache["view"] = process_view(build_graph(plan))
+    return plan.cache["view"]
 
 
 # ----- 2. graph queries -------------------------------------------------------------------

@@ -429,19 +429,18 @@ class _Supervisor:
             return None
         names = self.primitives.names
         slot = self.slots[instance.name]
-        models = {name: model for _, name, model in self.plan.declared()}
-        held = [names[p] for p in self.board.owned_by(slot) if models[names[p]].kind in OWNED_KINDS]
+        held = [names[p] for p in self.board.owned_by(slot) if self._kind(names[p]) in OWNED_KINDS]
         if held:
-            kind = models[held[0]].kind
+            kind = self._kind(held[0])
             return (
                 f"{kind} '{held[0]}' was held by {instance.name}, which {self._how(code)}: "
                 "it stays locked for ever, so the run cannot go on"
             )
         snapshot = self.board.snapshot()
         for b in instance.bindings:
-            if models[b.name].kind != "barrier":
+            if self._kind(b.name) != "barrier":
                 continue
-            prim = names.index(b.name)
+            prim = self.primitives.index[b.name]
             waiting = [
                 n
                 for n, s in self.slots.items()
@@ -553,7 +552,7 @@ class _Supervisor:
         return [n for n, b in users if role in b.roles or "use" in b.roles]
 
     def _kind(self, name: str) -> str | None:
-        model = self.plan.spec.channels.get(name) or self.plan.spec.locks.get(name)
+        model = self.plan.model(name)
         return model.kind if model is not None else None
 
     def _dump_stacks(self) -> None:

@@ -90,6 +90,9 @@ class Primitives:
         self.objects: dict[str, Any] = {}
         self.segments: list[Any] = []  # shared memory to unlink at the end, whatever happens
         self.arrays: dict[str, Any] = {}  # ndarray channel -> its segment
+        # Every channel and lock in a fixed order: a primitive's number is its index.
+        self.names = [name for _, name, _ in plan.declared()]
+        self.index = {name: i for i, name in enumerate(self.names)}
         if needs_manager(plan):
             self._start_manager()
         # Conditions last: they wrap a lock built before them.
@@ -175,28 +178,21 @@ class Primitives:
         factory = {"lock": "Lock", "rlock": "RLock", "event": "Event"}[kind]
         return getattr(src, factory)()
 
-    @property
-    def names(self) -> list[str]:
-        """Every channel and lock, in a fixed order: index = primitive number."""
-        return [name for _, name, _ in self.plan.declared()]
-
     def bind(self, instance: Instance, *, watch: bool = False) -> dict[str, Any]:
         """The keyword arguments that hand ``instance`` its channels and locks.
 
         With ``watch``, blocking primitives come wrapped for the deadlock detector.
         """
-        index = {name: i for i, name in enumerate(self.names)}
-        models = {name: model for _, name, model in self.plan.declared()}
         bound = {}
         for b in instance.bindings:
             obj = self.objects[b.name]
             obj = obj[b.end] if b.end is not None else obj
-            model = models[b.name]
+            model = self.plan.model(b.name)
             wrapper = WRAPPERS.get(model.kind)
             if getattr(model, "maxsize", None) == 0 and getattr(model, "transport", "") != "shm":
                 wrapper = WatchedUnboundedQueue
             if watch and wrapper and getattr(model, "timeout", None) is None:
-                obj = wrapper(obj, index[b.name])
+                obj = wrapper(obj, self.index[b.name])
             bound[b.param] = obj
         return bound
 

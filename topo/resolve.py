@@ -268,6 +268,8 @@ class Plan:
     instances: list[Instance]
     barrier_parties: dict[str, int] = field(default_factory=dict)
     overrides: tuple[str, ...] = ()  # the --set texts applied, for the record
+    # What the checks derive from the plan once and share (the graph, imported targets).
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -282,6 +284,10 @@ class Plan:
 
     def process_of(self, instance: Instance) -> Process:
         return self.spec.processes[instance.process]
+
+    def model(self, name: str) -> Any:
+        """The channel or lock model named ``name``, or None."""
+        return self.spec.channels.get(name) or self.spec.locks.get(name)
 
     def declared(self) -> Iterator[tuple[str, str, Any]]:
         """(section, name, model) for every channel and lock."""
