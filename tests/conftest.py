@@ -14,6 +14,17 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _topo_cache_of_this_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # topo caches graph-check findings (topo/cache.py); tests keep theirs apart from the
+    # user's ~/.cache, in a folder the CLI runs they start inherit.
+    folder = tmp_path_factory.mktemp("topo-cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TOPO_CACHE_DIR", str(folder))
+    yield
+    mp.undo()
+
+
 def write_spec_file(folder: Path, text: str, name: str = "spec.yaml") -> Path:
     """Write ``text`` (dedented) as ``folder/name`` and return its path."""
     path = folder / name

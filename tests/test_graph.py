@@ -244,7 +244,7 @@ EXPECTED: dict[str, list[tuple[str, int, int, str]]] = {
 @pytest.fixture
 def two_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
     """T123 depends on the machine: pretend it has two CPUs."""
-    monkeypatch.setattr(topo.graph, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(topo.checks, "usable_cpus", lambda: 2)
 
 
 # ----- the bad specs ------------------------------------------------------------------------
@@ -315,16 +315,16 @@ def test_process_ignore_key_silences_its_warnings(
 
 def test_oversubscription_counts_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
     plan = load(CHECKS / "t123_oversubscribed.yaml", seed=0)
-    monkeypatch.setattr(topo.graph, "usable_cpus", lambda: 4)  # 18 > 4 x 4
+    monkeypatch.setattr(topo.checks, "usable_cpus", lambda: 4)  # 18 > 4 x 4
     assert [d.code for d in run_checks(plan)] == ["T123"]
-    monkeypatch.setattr(topo.graph, "usable_cpus", lambda: 5)  # 18 <= 20
+    monkeypatch.setattr(topo.checks, "usable_cpus", lambda: 5)  # 18 <= 20
     assert run_checks(plan) == []
-    monkeypatch.setattr(topo.graph, "usable_cpus", lambda: 1)  # never below 16 in all
+    monkeypatch.setattr(topo.checks, "usable_cpus", lambda: 1)  # never below 16 in all
     assert [d.code for d in run_checks(plan)] == ["T123"]
 
 
 def test_usable_cpus_is_positive() -> None:
-    assert topo.graph.usable_cpus() >= 1
+    assert topo.checks.usable_cpus() >= 1
 
 
 # ----- the graph itself ---------------------------------------------------------------------

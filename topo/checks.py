@@ -11,10 +11,12 @@ documented in docs/checks.md:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from topo import cache
 from topo.errors import Diagnostic, Severity
 from topo.resolve import Plan
 from topo.spec import (
@@ -71,26 +73,59 @@ def run_checks(
 
     Errors can be neither ignored nor silenced: they mean the run cannot work.
     """
-    _load_graph_checks()
     select, ignore = tuple(select), tuple(ignore)
     found: list[Diagnostic] = []
-    for code, info in REGISTRY.items():
+    document_checks = [info for code, info in REGISTRY.items() if not _is_graph_check(code)]
+    for code, severity, f in [*_findings(plan, document_checks), *_graph_findings(plan)]:
         wanted = (not select or code.startswith(select)) and not code.startswith(ignore or ("~",))
-        if info.severity == "warning" and not wanted:
+        silenced = f.process is not None and code in plan.spec.processes[f.process].ignore
+        if severity == "warning" and (silenced or not wanted):
             continue
-        for f in info.fn(plan):
-            silenced = f.process is not None and code in plan.spec.processes[f.process].ignore
-            if info.severity == "warning" and silenced:
-                continue
-            found.append(
-                plan.document.diagnostic(f.loc, code, f.message, key=f.key, severity=info.severity)
-            )
+        found.append(plan.document.diagnostic(f.loc, code, f.message, key=f.key, severity=severity))
     return sorted(set(found))
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _is_graph_check(code: str) -> bool:
+    return code.startswith("T1")
+
+
+def _findings(plan: Plan, checks: Iterable[CheckInfo]) -> list[tuple[str, Severity, Finding]]:
+    return [(info.code, info.severity, f) for info in checks for f in info.fn(plan)]
+
+
+def _graph_findings(plan: Plan) -> list[tuple[str, Severity, Finding]]:
+    """The findings of every graph check: from the cache (topo/cache.py) when it has them."""
+    bindings = [
+        [i.name, i.process, [[b.param, b.name, sorted(b.roles), b.end] for b in i.bindings]]
+        for i in plan.instances
+    ]
+    key = cache.key(plan.document.data, bindings, usable_cpus())
+    cached = cache.load(key, "graph")
+    if isinstance(cached, list):
+        try:
+            return [
+                (code, severity, Finding(tuple(loc), message, key_, process))
+                for code, severity, loc, message, key_, process in cached
+            ]
+        except (TypeError, ValueError):  # an entry of another shape: recompute it
+            pass
+    _load_graph_checks()
+    found = _findings(plan, [info for code, info in REGISTRY.items() if _is_graph_check(code)])
+    cache.store(key, "graph", [[c, s, f.loc, f.message, f.key, f.process] for c, s, f in found])
+    return found
 
 
 def _load_graph_checks() -> None:
     # Graph checks register themselves on import; importing here keeps networkx off
-    # the path of commands that never check a spec.
+    # the path of commands that never check a spec, and of specs the cache knows.
     import topo.graph  # noqa: F401
 
 

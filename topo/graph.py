@@ -17,12 +17,12 @@ Every check registers itself with ``topo.checks.check`` when this module is impo
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import networkx as nx
 
+from topo import checks
 from topo.checks import Finding, check
 from topo.resolve import Plan, Role
 from topo.spec import (
@@ -197,14 +197,6 @@ def one_cycle_per_component(g: nx.DiGraph) -> list[list[Any]]:
         best = min(paths, key=lambda p: (len(p), [order[n] for n in p]))
         cycles.append([start, *best[:-1]])
     return sorted(cycles, key=lambda c: order[c[0]])
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity where the OS tells it)."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 # ----- 3. the checks ----------------------------------------------------------------------
@@ -538,7 +530,7 @@ def oversubscribed(plan: Plan) -> Iterator[Finding]:
         if "T123" not in process.ignore
     }
     total = sum(counted.values())
-    cpus = usable_cpus()
+    cpus = checks.usable_cpus()  # through the module: tests replace it
     if not counted or total <= max(OVERSUBSCRIBED_PER_CPU * cpus, OVERSUBSCRIBED_AT_LEAST):
         return
     largest = max(counted, key=counted.__getitem__)

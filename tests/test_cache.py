@@ -1,0 +1,155 @@
+"""topo.cache: graph-check findings reused for an unchanged spec, recomputed otherwise."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from topo import cache
+from topo.api import validate
+
+CHECKS = Path(__file__).resolve().parent / "checks"
+UNUSED = CHECKS / "t104_unused.yaml"  # two T104 warnings
+
+
+def _validate_in_a_new_process(spec: Path, folder: Path, *sets: str) -> dict[str, object]:
+    """Diagnostics of ``spec`` and whether networkx was imported, in a fresh interpreter."""
+    script = (
+        "import json, sys\n"
+        "from topo.api import validate\n"
+        "found = validate(sys.argv[1], sys.argv[2:])\n"
+        "print(json.dumps({'diagnostics': [str(d) for d in found],\n"
+        "                  'networkx': 'networkx' in sys.modules}))\n"
+    )
+    env = {**os.environ, "TOPO_CACHE_DIR": str(folder)}
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(spec), *sets],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=60,
+    )
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def test_an_unchanged_spec_is_not_analysed_again(tmp_path: Path) -> None:
+    first = _validate_in_a_new_process(UNUSED, tmp_path)
+    second = _validate_in_a_new_process(UNUSED, tmp_path)
+    assert first["networkx"] is True
+    assert second["networkx"] is False  # the findings came from the cache
+    assert second["diagnostics"] == first["diagnostics"]
+    assert len(first["diagnostics"]) == 2  # type: ignore[arg-type]
+    assert all("warning[T104]" in d for d in first["diagnostics"])  # type: ignore[attr-defined]
+    assert len(list((tmp_path / "graph").glob("*.json"))) == 1
+
+
+def test_a_changed_document_is_analysed_again(tmp_path: Path) -> None:
+    _validate_in_a_new_process(UNUSED, tmp_path)
+    changed = _validate_in_a_new_process(UNUSED, tmp_path, "processes.consumer.replicas=2")
+    assert changed["networkx"] is True
+    assert len(list((tmp_path / "graph").glob("*.json"))) == 2
+
+
+def test_cached_findings_keep_positions_selection_and_silencing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOPO_CACHE_DIR", str(tmp_path))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(UNUSED.read_text())
+    (tmp_path / "noop.py").write_text((CHECKS / "noop.py").read_text())
+    cold = [str(d) for d in validate(spec)]
+    warm = [str(d) for d in validate(spec)]
+    assert warm == cold
+    assert warm[0].startswith(f"{spec}:4:3: warning[T104]: channel 'spare'")
+    moved = tmp_path / "moved.yaml"  # the same document, one line lower: the same key
+    moved.write_text("# one more line\n" + UNUSED.read_text())
+    assert str(validate(moved)[0]).startswith(f"{moved}:5:3: warning[T104]: channel 'spare'")
+    assert len(list((tmp_path / "graph").glob("*.json"))) == 1
+    assert validate(spec, ignore=["T104"]) == []
+    assert validate(spec, select=["T2"]) == []
+
+
+def test_a_damaged_entry_is_recomputed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOPO_CACHE_DIR", str(tmp_path))
+    expected = [str(d) for d in validate(UNUSED)]
+    (entry,) = (tmp_path / "graph").glob("*.json")
+    for damage in ("{not json", json.dumps([["T104", "warning", ["x"]]]), json.dumps({"a": 1})):
+        entry.write_text(damage)
+        assert [str(d) for d in validate(UNUSED)] == expected
+
+
+def test_turned_off_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOPO_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("TOPO_CACHE", "0")
+    assert len(validate(UNUSED)) == 2
+    assert not (tmp_path / "graph").exists()
+    assert cache.cache_dir() is None
+
+
+def test_an_unwritable_folder_is_only_a_miss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("TOPO_CACHE_DIR", str(blocker / "cache"))  # under a file: cannot exist
+    assert len(validate(UNUSED)) == 2
+
+
+def test_default_folder_follows_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TOPO_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache.cache_dir() == tmp_path / "topo"
+
+
+def test_key_depends_on_every_input() -> None:
+    base = cache.key({"processes": {"a": {}}}, [], 2)
+    assert base == cache.key({"processes": {"a": {}}}, [], 2)
+    assert len({base, cache.key({"processes": {}}, [], 2), cache.key({}, [1], 2)}) == 3
+    assert base != cache.key({"processes": {"a": {}}}, [], 4)
+    assert cache.key({1: "a", "b": 2}, [], 2) is None  # keys of mixed types: not cached
+
+
+def test_runs_of_an_unseeded_spec_share_the_entry(tmp_path: Path) -> None:
+    # Each run of a spec without a seed draws a new base seed: still the same graph.
+    script = (
+        "import sys\n"
+        "from topo.api import run\n"
+        "result = run(sys.argv[1], record=False, quiet=True, output=lambda *a: None)\n"
+        "print(result.status, result.seed, 'networkx' in sys.modules)\n"
+    )
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("processes:\n  only:\n    target: noop:run\n")
+    (tmp_path / "noop.py").write_text((CHECKS / "noop.py").read_text())
+    env = {**os.environ, "TOPO_CACHE_DIR": str(tmp_path)}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script, str(spec)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+            timeout=60,
+        ).stdout.split()
+        for _ in range(2)
+    ]
+    assert [r[0] for r in runs] == ["ok", "ok"]
+    assert runs[0][1] != runs[1][1]  # two different seeds
+    assert [r[2] for r in runs] == ["True", "False"]
+
+
+def test_old_entries_are_pruned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOPO_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cache, "MAX_ENTRIES", 4)
+    for n in range(4):
+        cache.store(cache.key({"n": n}, 0, 1), "graph", [n])
+        entry = tmp_path / "graph" / f"{cache.key({'n': n}, 0, 1)}.json"
+        os.utime(entry, (1000.0 + n, 1000.0 + n))  # n = 0 is the oldest
+    cache.store(cache.key({"n": 4}, 0, 1), "graph", [4])  # the fifth: over the limit
+    kept = [n for n in range(5) if cache.load(cache.key({"n": n}, 0, 1), "graph") == [n]]
+    assert kept == [3, 4]  # pruned to the newest half

@@ -1,0 +1,118 @@
+"""An on-disk cache of the graph checks' findings: an unchanged spec is not analysed twice.
+
+The graph checks (T1xx, topo/graph.py) are pure functions of the resolved document,
+the instances' bindings and the number of usable CPUs. Importing networkx and running them is
+most of what ``topo run`` costs before anything starts (~0.1 s of ~0.3 s), so their
+findings are kept, keyed by a hash of everything they depend on:
+
+- the resolved document (after ``--set``, ``${params...}`` and ``${env:...}``),
+  each instance's bindings (with ``${replica}`` and the like filled in) and the
+  usable CPUs; not the seed, which changes at every run that does not fix it;
+- topo itself (its version and the size and mtime of each of its modules) and the
+  installed networkx (where it is, its size and mtime), so an upgrade or an edit of
+  topo's code is a miss;
+- the Python version.
+
+Positions are not cached: findings name places in the document, turned into
+``file:line:col`` against the document being checked. The reference and target checks
+(T0xx) are never cached: they import the targets, whose code can change anywhere.
+
+Where: ``$TOPO_CACHE_DIR``, else ``$XDG_CACHE_HOME/topo``, else ``~/.cache/topo``.
+``TOPO_CACHE=0`` turns the cache off. Any problem reading or writing it is a miss,
+never an error; entries beyond ``MAX_ENTRIES`` are pruned, oldest first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+MAX_ENTRIES = 512
+_FORMAT = 1  # bump when the shape of an entry changes
+
+_fingerprint: str | None = None
+
+
+def cache_dir() -> Path | None:
+    """The cache's folder, or None when the cache is turned off."""
+    if os.environ.get("TOPO_CACHE", "1") == "0":
+        return None
+    explicit = os.environ.get("TOPO_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "topo"
+
+
+def _code_fingerprint() -> str:
+    """topo's and networkx's code as installed, computed once per process."""
+    global _fingerprint
+    if _fingerprint is None:
+        import topo
+
+        parts: list[Any] = [_FORMAT, topo.__version__, sys.version]
+        for path in sorted(Path(topo.__file__).parent.glob("*.py")):
+            st = path.stat()
+            parts.append((path.name, st.st_size, st.st_mtime_ns))
+        spec = find_spec("networkx")  # where it is, without importing it
+        if spec is not None and spec.origin:
+            st = os.stat(spec.origin)
+            parts.append((spec.origin, st.st_size, st.st_mtime_ns))
+        _fingerprint = json.dumps(parts)
+    return _fingerprint
+
+
+def key(*inputs: Any) -> str | None:
+    """The cache key of what a result depends on (JSON values); None if they cannot be hashed."""
+    try:
+        text = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):  # keys of mixed types, values JSON cannot hold
+        return None
+    digest = hashlib.sha256(_code_fingerprint().encode())
+    digest.update(text.encode())
+    return digest.hexdigest()
+
+
+def load(cache_key: str | None, kind: str) -> Any:
+    """The entry stored under ``cache_key``, or None on a miss."""
+    folder = cache_dir()
+    if cache_key is None or folder is None:
+        return None
+    try:
+        with open(folder / kind / f"{cache_key}.json", encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def store(cache_key: str | None, kind: str, entry: Any) -> None:
+    """Keep ``entry`` (JSON) under ``cache_key``; silently does nothing on failure."""
+    folder = cache_dir()
+    if cache_key is None or folder is None:
+        return
+    folder = folder / kind
+    tmp = folder / f".{cache_key}.{os.getpid()}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(entry), encoding="utf-8")
+        os.replace(tmp, folder / f"{cache_key}.json")  # atomic: readers see all or nothing
+        _prune(folder)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def _prune(folder: Path) -> None:
+    entries = list(os.scandir(folder))
+    if len(entries) <= MAX_ENTRIES:
+        return
+    entries.sort(key=lambda e: e.stat().st_mtime_ns)
+    for entry in entries[: len(entries) - MAX_ENTRIES // 2]:
+        with contextlib.suppress(OSError):  # another topo pruning at the same time
+            os.unlink(entry.path)
