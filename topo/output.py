@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import selectors
 import threading
-import time
 from multiprocessing.connection import Connection
 
 from topo.backend import OutputSink
@@ -26,10 +25,15 @@ class OutputPump(threading.Thread):
         self.lock = threading.Lock()
         self.partial: dict[int, bytes] = {}
         self.closing = threading.Event()
+        # Written to wake the thread from select() at once: when a pipe is added, and
+        # when the run ends (no polling, so a short run is not kept waiting).
+        self.wake_r, self.wake_w = os.pipe()
+        self.selector.register(self.wake_r, selectors.EVENT_READ, None)
 
     def add(self, name: str, conn: Connection) -> None:
         with self.lock:
             self.selector.register(conn.fileno(), selectors.EVENT_READ, (name, conn))
+        os.write(self.wake_w, b"+")
 
     def _emit(self, name: str, data: bytes) -> None:
         for line in data.decode("utf-8", errors="replace").splitlines():
@@ -59,16 +63,21 @@ class OutputPump(threading.Thread):
     def run(self) -> None:
         while True:
             with self.lock:
-                empty = not self.selector.get_map()
-            if empty:
-                if self.closing.is_set():
-                    return
-                time.sleep(0.02)
-                continue
-            for key, _ in self.selector.select(timeout=0.05):
-                self._read(key)
+                pipes = len(self.selector.get_map()) - 1  # all but the wake pipe
+            if not pipes and self.closing.is_set():
+                return
+            for key, _ in self.selector.select():
+                if key.data is None:
+                    os.read(self.wake_r, 4096)
+                else:
+                    self._read(key)
 
     def finish(self, timeout: float = 2.0) -> None:
         """Read what is left once every instance has exited, then stop."""
         self.closing.set()
+        os.write(self.wake_w, b".")
         self.join(timeout)
+        if not self.is_alive():  # else a grandchild still holds a pipe: leave it be
+            self.selector.close()
+            os.close(self.wake_r)
+            os.close(self.wake_w)
