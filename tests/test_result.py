@@ -59,6 +59,7 @@ def test_to_jsonable_class_is_its_repr() -> None:
 
 def test_to_jsonable_numpy() -> None:
     import numpy as np  # in the `test` extra
+
     assert to_jsonable(np.arange(3)) == [0, 1, 2]
     assert to_jsonable(np.float64(2.5)) == 2.5
     assert to_jsonable(np.array([math.nan])) == ["nan"]

@@ -357,6 +357,7 @@ def test_json_schema_accepts_the_short_form() -> None:
 
 def test_json_schema_validates_a_spec() -> None:
     import jsonschema  # the `test` extra installs it: editors check specs with this schema
+
     schema = json_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)

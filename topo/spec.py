@@ -115,7 +115,7 @@ Via = Literal["manager"]
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 # ----- channels ---------------------------------------------------------------------------
