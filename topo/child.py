@@ -11,31 +11,41 @@ import os
 import random
 import signal
 import sys
-import traceback
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
 from topo import watch
 from topo.context import RunContext
-from topo.result import to_jsonable
-from topo.shm import SharedArray
+from topo.jsonable import to_jsonable
 from topo.targets import load_target, wants_ctx
 from topo.watch import Board
 
 
-@dataclass(frozen=True)
 class Job:
-    """Everything an instance needs, in picklable form."""
+    """Everything an instance needs, in picklable form (a plain class: no dataclasses
+    to import in every instance)."""
 
-    target: str
-    args: dict[str, Any]
-    env: dict[str, str]
-    context: RunContext
-    objects: dict[str, Any] = field(default_factory=dict)  # bound channels and locks
-    supervisor_pid: int = 0
-    board: Board | None = None  # the deadlock detector's shared table
-    slot: int = 0  # this instance's row on the board
+    __slots__ = ("args", "board", "context", "env", "objects", "slot", "supervisor_pid", "target")
+
+    def __init__(
+        self,
+        target: str,
+        args: dict[str, Any],
+        env: dict[str, str],
+        context: RunContext,
+        objects: dict[str, Any] | None = None,  # bound channels and locks
+        supervisor_pid: int = 0,
+        board: Board | None = None,  # the deadlock detector's shared table
+        slot: int = 0,  # this instance's row on the board
+    ) -> None:
+        self.target = target
+        self.args = args
+        self.env = env
+        self.context = context
+        self.objects = objects or {}
+        self.supervisor_pid = supervisor_pid
+        self.board = board
+        self.slot = slot
 
 
 def _redirect_output(output: Connection) -> None:
@@ -90,6 +100,14 @@ def die_with(supervisor_pid: int) -> None:
     threading.Thread(target=watch, name="topo-die-with-parent", daemon=True).start()
 
 
+def _attached(objects: dict[str, Any]) -> dict[str, Any]:
+    """The objects as targets get them: shared-memory arrays as numpy views."""
+    shm = sys.modules.get("topo.shm")  # imported by unpickling an array's handle, if any
+    if shm is None:
+        return objects
+    return {k: v.attach() if isinstance(v, shm.SharedArray) else v for k, v in objects.items()}
+
+
 def child_main(job: Job, report: Connection, output: Connection | None) -> None:
     """Entry point of every instance: set up, call the target, report its result."""
     die_with(job.supervisor_pid)
@@ -108,11 +126,7 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
         faulthandler.register(signal.SIGUSR1, all_threads=False)
     try:
         fn = load_target(job.target, job.context.spec_dir)
-        # Shared-memory arrays arrive as handles: the target gets the numpy view.
-        objects = {
-            k: v.attach() if isinstance(v, SharedArray) else v for k, v in job.objects.items()
-        }
-        kwargs = {**job.args, **objects}
+        kwargs = {**job.args, **_attached(job.objects)}
         if wants_ctx(fn):
             kwargs["ctx"] = job.context
         _seed(job.context.seed)
@@ -120,6 +134,8 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
     except SystemExit:
         raise
     except BaseException as e:
+        import traceback
+
         # Leave this function's own frame out: the user's code is what matters.
         text = "".join(
             traceback.format_exception(

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class RunContext:
+class RunContext(NamedTuple):
+    """Who this instance is in the run. Immutable; a NamedTuple, cheap to import."""
+
     name: str  # instance name: "worker[2]", or "producer" for a single instance
     process: str  # process name in the spec: "worker"
     replica: int  # 0-based index among the process's instances
     replicas: int
     seed: int  # this instance's seed; random (and numpy) are seeded with it
-    params: dict[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = MappingProxyType({})  # the spec's params, resolved
     run_dir: str | None = None  # the run's record folder, None with --no-record
     spec_dir: str = "."

@@ -18,8 +18,8 @@ from typing import Any
 
 from topo.child import die_with
 from topo.errors import RunError
+from topo.jsonable import to_jsonable
 from topo.resolve import Instance, Plan
-from topo.result import to_jsonable
 from topo.shm import SharedArray, ShmQueue, free, read_array
 from topo.spec import (
     LOCK_KINDS,

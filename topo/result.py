@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from topo.jsonable import to_jsonable
+
+__all__ = ["EXIT_CODES", "EXIT_SIGTERM", "InstanceResult", "RunResult", "Status", "to_jsonable"]
 
 Status = Literal["ok", "failed", "invalid", "deadlock", "timeout", "interrupted"]
 
@@ -85,29 +87,3 @@ class RunResult:
         if self.message:
             data["message"] = self.message
         return data
-
-
-def to_jsonable(value: Any, _depth: int = 0) -> Any:
-    """Convert to JSON types: tuples and sets become lists, bytes text, others their repr."""
-    if _depth > 100:
-        return repr(value)
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", errors="replace")
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v, _depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
-        return [to_jsonable(v, _depth + 1) for v in items]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return to_jsonable(dataclasses.asdict(value), _depth + 1)
-    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
-    if callable(tolist):
-        try:
-            return to_jsonable(tolist(), _depth + 1)
-        except Exception:
-            pass
-    return repr(value)

@@ -8,7 +8,6 @@ validation) and in every child (before the target runs).
 from __future__ import annotations
 
 import importlib
-import inspect
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -51,6 +50,13 @@ def load_target(target: str, folder: str | Path | None = None) -> Callable[..., 
 
 def wants_ctx(fn: Callable[..., Any]) -> bool:
     """Whether the target takes the run context: a parameter named ``ctx``."""
+    code = getattr(fn, "__code__", None)
+    if code is not None and not hasattr(fn, "__wrapped__") and not hasattr(fn, "__signature__"):
+        # A plain function or method: its code object tells, and every instance is
+        # spared importing inspect.
+        return "ctx" in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+    import inspect
+
     try:
         return "ctx" in inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -59,6 +65,8 @@ def wants_ctx(fn: Callable[..., Any]) -> bool:
 
 def signature_problem(fn: Callable[..., Any], names: Iterable[str]) -> str | None:
     """Why ``fn(**{name: ...})`` would fail, or None when it can take exactly these names."""
+    import inspect
+
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):

@@ -16,9 +16,8 @@ or other I/O, is not blocked: no false alarms.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from multiprocessing.sharedctypes import RawArray
-from typing import Any
+from typing import Any, NamedTuple
 
 QUIET_S = 1.0  # no progress for this long, with everyone blocked, is a deadlock
 
@@ -78,8 +77,7 @@ class Board:
         return [p for p in range(self.primitives) if self.array[base + p] == slot + 1]
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(NamedTuple):  # NamedTuples, not dataclasses: every instance imports this
     rows: list[list[float]]
     owners: list[int]  # primitive -> owning slot, or -1
 
@@ -378,8 +376,7 @@ OWNED_KINDS = frozenset({"lock", "rlock", "condition"})
 # ----- supervisor side: the detector ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Waiter:
+class Waiter(NamedTuple):
     """What the detector needs to know of one instance."""
 
     name: str
