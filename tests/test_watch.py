@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -14,10 +17,9 @@ from topo.watch import (
     Board,
     Snapshot,
     Waiter,
-    WatchedConnection,
+    WatchedEvent,
     WatchedLock,
-    WatchedQueue,
-    WatchedUnboundedQueue,
+    WatchedSemaphore,
     describe,
     find_deadlock,
 )
@@ -31,7 +33,9 @@ def board() -> Iterator[Board]:
     b = Board(2, 3)
     watch.attach(b, 0)
     yield b
+    watch._sampling = False  # stop a sampler the test started
     watch._cells = None  # detach: other tests see plain delegation
+    time.sleep(2 * watch.SAMPLE_INTERVAL_S)
 
 
 def test_codes_round_trip() -> None:
@@ -41,9 +45,10 @@ def test_codes_round_trip() -> None:
 
 
 def test_a_completed_call_leaves_the_instance_running_and_counts(board: Board) -> None:
-    q = WatchedQueue(mp.Queue(), 2)
-    q.put("x")
-    assert q.get() == "x"
+    sem = WatchedSemaphore(mp.Semaphore(2), 2)
+    assert sem.acquire()
+    assert sem.acquire()
+    sem.release()
     snap = board.snapshot()
     assert snap.blocked(0) is None
     assert snap.operations(0) == 2
@@ -51,32 +56,87 @@ def test_a_completed_call_leaves_the_instance_running_and_counts(board: Board) -
 
 
 def test_calls_with_a_timeout_are_not_counted_as_blocking(board: Board) -> None:
-    q = WatchedQueue(mp.Queue(), 2)
-    q.put("x", timeout=1)
-    assert q.get(timeout=1) == "x"
+    sem = WatchedSemaphore(mp.Semaphore(1), 2)
+    assert sem.acquire(timeout=1)
+    assert sem.acquire(False) is False
     assert board.snapshot().progress == 0
-
-
-def test_unbounded_put_is_not_instrumented(board: Board) -> None:
-    q = WatchedUnboundedQueue(mp.Queue(), 1)
-    q.put(1)
-    assert board.snapshot().progress == 0
-    assert q.get() == 1
 
 
 def test_blocked_state_is_visible_while_waiting(board: Board) -> None:
     seen = []
-    q = mp.Queue()
 
     class Spy:
-        def get(self) -> object:
+        def wait(self) -> bool:
             seen.append(board.snapshot().blocked(0))
-            return q.get()
+            return True
 
-    q.put("done")
-    assert WatchedQueue(Spy(), 1).get() == "done"
-    assert seen == [("get", 1)]
+    assert WatchedEvent(Spy(), 1).wait() is True
+    assert seen == [("wait", 1)]
     assert board.snapshot().blocked(0) is None
+
+
+def _seen_while(board: Board, release: Callable[[], object], delay: float = 0.4) -> list[object]:
+    """What the board says of slot 0 ``delay`` seconds from now; then ``release()``."""
+    seen: list[object] = []
+
+    def look_then_release() -> None:
+        seen.append(board.snapshot().blocked(0))
+        release()
+
+    threading.Timer(delay, look_then_release).start()
+    return seen
+
+
+def test_the_sampler_sees_a_get_that_waits(board: Board) -> None:
+    q = mp.Queue()
+    watch.sample({id(q): 1})
+    seen = _seen_while(board, lambda: q.put("x"))
+    assert q.get() == "x"  # blocks until the timer puts
+    assert seen == [("get", 1)]
+    time.sleep(3 * watch.SAMPLE_INTERVAL_S)
+    assert board.snapshot().blocked(0) is None  # running again
+
+
+def test_the_sampler_sees_a_recv_and_a_poll_that_wait(board: Board) -> None:
+    a, b = mp.Pipe()
+    watch.sample({id(a): 2})
+    in_recv = _seen_while(board, lambda: b.send("x"))
+    assert a.recv() == "x"
+    in_poll = _seen_while(board, lambda: b.send("y"))
+    assert a.poll(None) is True
+    assert in_recv + in_poll == [("recv", 2), ("poll", 2)]
+
+
+def test_the_sampler_ignores_calls_with_a_timeout_and_unbound_objects(board: Board) -> None:
+    bound, other = mp.Queue(), mp.Queue()
+    watch.sample({id(bound): 1})
+    with_timeout = _seen_while(board, lambda: bound.put("x"))
+    assert bound.get(timeout=5) == "x"
+    unbound = _seen_while(board, lambda: other.put("y"))
+    assert other.get() == "y"
+    assert with_timeout + unbound == [None, None]
+
+
+def test_the_sampler_reads_manager_queue_calls() -> None:
+    get = watch._proxy_call
+    assert get({"methodname": "get", "args": (), "kwds": {}}) == watch._GET
+    assert get({"methodname": "get", "args": (True, 1.0), "kwds": {}}) is None
+    assert get({"methodname": "get", "args": (), "kwds": {"block": False}}) is None
+    assert get({"methodname": "put", "args": ("x",), "kwds": {}}) == watch._PUT
+    assert get({"methodname": "put", "args": ("x", True, 2), "kwds": {}}) is None
+    assert get({"methodname": "join", "args": (), "kwds": {}}) == watch._JOIN
+    assert get({"methodname": "qsize", "args": (), "kwds": {}}) is None
+
+
+def test_activity_moves_when_the_thread_runs() -> None:
+    before = watch.activity(os.getpid())
+    assert before is not None
+    end = time.monotonic() + 0.1
+    while time.monotonic() < end:  # burn CPU, and sleep a few times
+        time.sleep(0.001)
+    after = watch.activity(os.getpid())
+    assert after is not None and after > before
+    assert watch.activity(2**22 + 12345) is None  # no such process
 
 
 def test_lock_owner_is_recorded_and_cleared(board: Board) -> None:
@@ -89,15 +149,10 @@ def test_lock_owner_is_recorded_and_cleared(board: Board) -> None:
 
 
 def test_wrappers_delegate_and_pickle() -> None:
-    a, b = mp.Pipe()
-    end = WatchedConnection(a, 0)
-    end.send("hi")
-    assert b.recv() == "hi"
-    assert end.poll() is False
-    assert end.unwrapped is a
-    assert "watched" in repr(end)
-    q = WatchedQueue(mp.Queue(), 4)
-    assert q.qsize() == 0  # an attribute the wrapper does not define
+    event = WatchedEvent(mp.Event(), 0)
+    assert event.is_set() is False  # an attribute the wrapper does not define
+    assert event.unwrapped.is_set() is False
+    assert "watched" in repr(event)
     lock = WatchedLock(mp.Lock(), 2)
     copy = pickle.loads(pickle.dumps(WatchedLock(object(), 2)))
     assert isinstance(copy, WatchedLock) and copy._prim == 2
@@ -106,7 +161,7 @@ def test_wrappers_delegate_and_pickle() -> None:
 
 
 def _snapshot(*rows: tuple[str, int] | None, owners: list[int] | None = None) -> Snapshot:
-    cells = [[watch._code(watch.OPS.index(r[0]), r[1]) if r else 0.0, 0.0] for r in rows]
+    cells = [[watch._code(watch.OPS.index(r[0]), r[1]) if r else 0.0, 0.0, 0.0] for r in rows]
     return Snapshot(cells, owners or [-1, -1, -1])
 
 

@@ -28,7 +28,7 @@ class InstanceStatus:
     pid: int | None
     state: str  # "running", "blocked in get() on 'tasks'", "exited 0", ...
     restarts: int
-    operations: int  # channel and lock operations completed (with deadlock detection on)
+    cpu_s: float | None  # CPU time used so far (Linux), None when unknown
 
 
 StatusSink = Callable[[list[InstanceStatus]], None]

@@ -25,7 +25,17 @@ class Job:
     """Everything an instance needs, in picklable form (a plain class: no dataclasses
     to import in every instance)."""
 
-    __slots__ = ("args", "board", "context", "env", "objects", "slot", "supervisor_pid", "target")
+    __slots__ = (
+        "args",
+        "board",
+        "context",
+        "env",
+        "objects",
+        "sampled",
+        "slot",
+        "supervisor_pid",
+        "target",
+    )
 
     def __init__(
         self,
@@ -37,6 +47,7 @@ class Job:
         supervisor_pid: int = 0,
         board: Board | None = None,  # the deadlock detector's shared table
         slot: int = 0,  # this instance's row on the board
+        sampled: dict[str, int] | None = None,  # channel parameter -> primitive number
     ) -> None:
         self.target = target
         self.args = args
@@ -46,6 +57,7 @@ class Job:
         self.supervisor_pid = supervisor_pid
         self.board = board
         self.slot = slot
+        self.sampled = sampled or {}
 
 
 def _redirect_output(output: Connection) -> None:
@@ -124,6 +136,7 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
         watch.attach(job.board, job.slot)
         # The supervisor asks for the stack of an instance it finds deadlocked.
         faulthandler.register(signal.SIGUSR1, all_threads=False)
+        watch.sample({id(job.objects[param]): prim for param, prim in job.sampled.items()})
     try:
         fn = load_target(job.target, job.context.spec_dir)
         kwargs = {**job.args, **_attached(job.objects)}

@@ -275,10 +275,11 @@ class _LiveStatus:
         from rich.table import Table
 
         table = Table(box=None, header_style="bold")
-        for column in ("instance", "pid", "state", "restarts", "ops"):
+        for column in ("instance", "pid", "state", "restarts", "cpu s"):
             table.add_column(column)
         for r in rows:
-            table.add_row(r.name, str(r.pid or ""), r.state, str(r.restarts), str(r.operations))
+            cpu = "" if r.cpu_s is None else f"{r.cpu_s:.1f}"
+            table.add_row(r.name, str(r.pid or ""), r.state, str(r.restarts), cpu)
         self.live.update(table, refresh=True)
 
 

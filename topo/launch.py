@@ -10,6 +10,7 @@ after ``GRACE_PERIOD_S``) and whatever was returned so far is kept.
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import os
 import signal
@@ -37,6 +38,8 @@ from topo.watch import (
     QUIET_S,
     Board,
     Waiter,
+    activity,
+    cpu_seconds,
     describe,
     find_deadlock,
 )
@@ -321,6 +324,7 @@ class _Supervisor:
             supervisor_pid=os.getpid(),
             board=self.board,
             slot=self.slots[inst.name],
+            sampled=self.primitives.sampled(inst) if watching else None,
         )
         if self.board is not None:
             self.board.reset(self.slots[inst.name])
@@ -460,16 +464,16 @@ class _Supervisor:
         rows = []
         for inst in self.plan.instances:
             outcome = self.outcomes[inst.name]
-            state, operations = outcome.state, 0
-            if snapshot is not None:
-                slot = self.slots[inst.name]
-                operations = snapshot.operations(slot)
-                blocked = snapshot.blocked(slot) if inst.name in self.running else None
+            state = outcome.state
+            running = inst.name in self.running
+            if snapshot is not None and running:
+                blocked = snapshot.blocked(self.slots[inst.name])
                 if blocked is not None:
                     state = describe(blocked, names)
-            if outcome.exit_code is not None and inst.name not in self.running:
+            if outcome.exit_code is not None and not running:
                 state = f"{state} ({outcome.exit_code})"
-            rows.append(InstanceStatus(inst.name, outcome.pid, state, outcome.restarts, operations))
+            cpu = cpu_seconds(outcome.pid) if running and outcome.pid else None
+            rows.append(InstanceStatus(inst.name, outcome.pid, state, outcome.restarts, cpu))
         return rows
 
     # ----- deadlock detection ---------------------------------------------------------------
@@ -487,8 +491,9 @@ class _Supervisor:
             self.quiet_since = None
             return False
         now = time.monotonic()
-        if self.quiet_since is None or snapshot.progress != self.quiet_progress:
-            self.quiet_since, self.quiet_progress = now, snapshot.progress
+        progress = snapshot.progress + self._activity()
+        if self.quiet_since is None or progress != self.quiet_progress:
+            self.quiet_since, self.quiet_progress = now, progress
             return False
         if now - self.quiet_since < QUIET_S:
             return False
@@ -511,6 +516,18 @@ class _Supervisor:
         self._dump_stacks()
         self._end("deadlock", "deadlock: " + "; ".join(lines))
         return True
+
+    def _activity(self) -> float:
+        """The running instances' main threads' CPU time and context switches, summed:
+        it stands still only if they are all blocked for good (see watch.activity)."""
+        total = 0.0
+        for handle in self.running.values():
+            pid = handle.process.pid
+            value = activity(pid) if pid is not None else None
+            if value is None:  # no /proc: progress cannot be told from standing still
+                return math.nan  # never equal to itself: no deadlock is declared
+            total += value
+        return total
 
     def _ended(self, name: str) -> str:
         outcome = self.outcomes[name]

@@ -40,7 +40,7 @@ from topo.spec import (
     ValueChannel,
 )
 from topo.targets import add_to_path, load_target
-from topo.watch import WRAPPERS, WatchedUnboundedQueue
+from topo.watch import SAMPLED_KINDS, WRAPPERS
 
 _MANAGER_KINDS = frozenset({"dict", "list", "namespace", "object"})
 
@@ -181,7 +181,8 @@ class Primitives:
     def bind(self, instance: Instance, *, watch: bool = False) -> dict[str, Any]:
         """The keyword arguments that hand ``instance`` its channels and locks.
 
-        With ``watch``, blocking primitives come wrapped for the deadlock detector.
+        With ``watch``, locks come wrapped for the deadlock detector (channels are
+        watched by each instance's sampler, see ``sampled``).
         """
         bound = {}
         for b in instance.bindings:
@@ -189,12 +190,18 @@ class Primitives:
             obj = obj[b.end] if b.end is not None else obj
             model = self.plan.model(b.name)
             wrapper = WRAPPERS.get(model.kind)
-            if getattr(model, "maxsize", None) == 0 and getattr(model, "transport", "") != "shm":
-                wrapper = WatchedUnboundedQueue
             if watch and wrapper and getattr(model, "timeout", None) is None:
                 obj = wrapper(obj, self.index[b.name])
             bound[b.param] = obj
         return bound
+
+    def sampled(self, instance: Instance) -> dict[str, int]:
+        """The channels the instance's sampler watches: parameter -> primitive number."""
+        return {
+            b.param: self.index[b.name]
+            for b in instance.bindings
+            if self.plan.model(b.name).kind in SAMPLED_KINDS
+        }
 
     def pipe_ends(self, name: str) -> tuple[Connection, ...]:
         obj = self.objects.get(name)

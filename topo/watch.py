@@ -1,31 +1,42 @@
 """Run-time instrumentation and the deadlock detector.
 
-Targets receive thin wrappers around their channels and locks, with the same methods.
-Around each call that can block for ever, a wrapper writes into a shared-memory
-``Board`` "instance I is blocked in OP on primitive P since T"; each completed call
-bumps the instance's progress counter; a lock or rlock records its owner. Writing a
-few doubles into shared memory costs far less than the operation itself.
+Every instance writes on a shared-memory ``Board`` what it is blocked in, if anything:
+
+- Channels (queues, simple queues, pipes) are handed to targets as they are, at no
+  cost per call. A sampler thread in each instance looks at the main thread's Python
+  stack every ``SAMPLE_INTERVAL_S``: inside ``Queue.get``, ``Connection.recv`` and
+  the like (without a timeout), on a bound channel, it writes "blocked in OP on P".
+- Locks, semaphores, conditions, events and barriers come in thin wrappers: their
+  blocking calls are C code that leaves no Python frame to see, and a lock must also
+  record its owner, so that a holder's death can be named.
 
 The supervisor reads the board. ``find_deadlock`` declares a deadlock when every live
 non-daemon instance is blocked, everyone who could wake each of them is blocked or
-gone, and nothing has progressed for ``QUIET_S``: then it explains the wait-for
-graph in words. A call with a timeout, or an instance in plain computation, sleep
-or other I/O, is not blocked: no false alarms.
+gone, and nothing has progressed for ``QUIET_S``. Progress is the completed wrapped
+calls plus, from Linux's /proc, the CPU time and context switches of each instance's
+main thread: a thread blocked for good has neither. A call with a timeout, or an
+instance in plain computation, sleep or other I/O, is not blocked: no false alarms.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+import time
 from collections.abc import Callable, Mapping
 from multiprocessing.sharedctypes import RawArray
 from typing import Any, NamedTuple
 
 QUIET_S = 1.0  # no progress for this long, with everyone blocked, is a deadlock
 
-# Each instance has two cells on the board: WAIT (0 while running; else what it waits
-# in, encoded by _code) and PROGRESS (completed blocking calls). One write before a
-# blocking call and two after it keep the cost far below the call itself.
-_WAIT, _PROGRESS = 0, 1
-_FIELDS = 2
+SAMPLE_INTERVAL_S = 0.05  # how often an instance's sampler looks at its main thread
+
+# Each instance has three cells on the board: WAIT (0, or the wrapped call it waits in,
+# encoded by _code), PROGRESS (wrapped calls completed) and SEEN (0, or the channel
+# call its sampler last saw the main thread in).
+_WAIT, _PROGRESS, _SEEN = 0, 1, 2
+_FIELDS = 3
 OPS = ("get", "put", "join", "recv", "send", "poll", "acquire", "wait", "wait_for", "exit")
 _GET, _PUT, _JOIN, _RECV, _SEND, _POLL, _ACQUIRE, _WAIT_OP, _WAIT_FOR, _EXIT = range(len(OPS))
 EXITING = -1  # the "primitive" of an instance whose target returned, still flushing queues
@@ -59,7 +70,8 @@ class Board:
         self.array = RawArray("d", instances * _FIELDS + primitives)
 
     def reset(self, slot: int) -> None:
-        self.array[slot * _FIELDS + _WAIT] = 0.0
+        for field in range(_FIELDS):
+            self.array[slot * _FIELDS + field] = 0.0
         base = self.instances * _FIELDS
         for p in range(self.primitives):
             if self.array[base + p] == slot + 1:
@@ -83,11 +95,12 @@ class Snapshot(NamedTuple):  # NamedTuples, not dataclasses: every instance impo
 
     def blocked(self, slot: int) -> tuple[str, int] | None:
         """(operation, primitive) the instance is blocked in, or None."""
-        code = self.rows[slot][_WAIT]
+        row = self.rows[slot]
+        code = row[_WAIT] or row[_SEEN]
         return _decode(code) if code else None
 
     def operations(self, slot: int) -> int:
-        """Blocking calls the instance in ``slot`` has completed."""
+        """Wrapped (lock, semaphore, condition, event, barrier) calls ``slot`` completed."""
         return int(self.rows[slot][_PROGRESS])
 
     @property
@@ -133,6 +146,8 @@ def exiting() -> None:
     can exit; if nobody reads that pipe any more, the process never exits. Marked as
     waiting, that case is caught by the deadlock detector like any other.
     """
+    global _sampling
+    _sampling = False
     if _cells is not None:
         _cells[_at] = _code(_EXIT, EXITING)
 
@@ -144,14 +159,11 @@ def _forever(block: Any, timeout: Any) -> bool:
 class Watched:
     """Base of the wrappers: delegates everything, pickles as itself."""
 
-    __slots__ = ("_get", "_prim", "_put", "_raw")
+    __slots__ = ("_prim", "_raw")
 
     def __init__(self, raw: Any, prim: int) -> None:
         self._raw = raw
         self._prim = prim
-        # The codes of the hottest calls, computed once: see WatchedQueue.
-        self._get = _code(_RECV if isinstance(self, WatchedConnection) else _GET, prim)
-        self._put = _code(_SEND if isinstance(self, WatchedConnection) else _PUT, prim)
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._raw, attr)
@@ -166,106 +178,6 @@ class Watched:
     def unwrapped(self) -> Any:
         """The multiprocessing object itself."""
         return self._raw
-
-
-class WatchedQueue(Watched):
-    __slots__ = ()
-
-    # get and put are the hottest calls of most topologies: _call is inlined here, which
-    # brings the wrapper's cost to a few hundred nanoseconds per call.
-
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        cells = _cells
-        if cells is None or not block or timeout is not None:
-            return self._raw.get(block, timeout)
-        at = _at
-        cells[at] = self._get
-        try:
-            return self._raw.get()
-        finally:
-            cells[at] = 0.0
-            cells[at + 1] += 1.0
-
-    def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
-        cells = _cells
-        if cells is None or not block or timeout is not None:
-            self._raw.put(obj, block, timeout)
-            return
-        at = _at
-        cells[at] = self._put
-        try:
-            self._raw.put(obj)
-        finally:
-            cells[at] = 0.0
-            cells[at + 1] += 1.0
-
-    def join(self) -> None:
-        _call(_code(_JOIN, self._prim), self._raw.join)
-
-
-class WatchedUnboundedQueue(WatchedQueue):
-    """A queue without maxsize never blocks in put: a thread feeds its pipe."""
-
-    __slots__ = ()
-
-    def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
-        self._raw.put(obj, block, timeout)
-
-
-class WatchedSimpleQueue(Watched):
-    __slots__ = ()
-
-    def get(self) -> Any:
-        return _call(self._get, self._raw.get)
-
-    def put(self, obj: Any) -> None:
-        _call(self._put, self._raw.put, obj)
-
-
-class WatchedConnection(Watched):
-    __slots__ = ()
-
-    def recv(self) -> Any:
-        cells = _cells
-        if cells is None:
-            return self._raw.recv()
-        at = _at
-        cells[at] = self._get
-        try:
-            return self._raw.recv()
-        finally:
-            cells[at] = 0.0
-            cells[at + 1] += 1.0
-
-    def recv_bytes(self, maxlength: int | None = None) -> bytes:
-        return _call(_code(_RECV, self._prim), self._raw.recv_bytes, maxlength)
-
-    def recv_bytes_into(self, buf: Any, offset: int = 0) -> int:
-        return _call(_code(_RECV, self._prim), self._raw.recv_bytes_into, buf, offset)
-
-    def send(self, obj: Any) -> None:
-        cells = _cells
-        if cells is None:
-            self._raw.send(obj)
-            return
-        at = _at
-        cells[at] = self._put
-        try:
-            self._raw.send(obj)
-        finally:
-            cells[at] = 0.0
-            cells[at + 1] += 1.0
-
-    def send_bytes(self, buf: Any, offset: int = 0, size: int | None = None) -> None:
-        _call(_code(_SEND, self._prim), self._raw.send_bytes, buf, offset, size)
-
-    def poll(self, timeout: float | None = 0.0) -> bool:
-        if timeout is None:
-            return _call(_code(_POLL, self._prim), self._raw.poll, None)
-        return self._raw.poll(timeout)
-
-    def fileno(self) -> int:
-        return self._raw.fileno()
 
 
 class WatchedLock(Watched):
@@ -358,10 +270,6 @@ class WatchedBarrier(Watched):
 
 
 WRAPPERS: Mapping[str, type[Watched]] = {
-    "queue": WatchedQueue,
-    "joinable_queue": WatchedQueue,
-    "simple_queue": WatchedSimpleQueue,
-    "pipe": WatchedConnection,
     "lock": WatchedLock,
     "rlock": WatchedLock,
     "condition": WatchedCondition,
@@ -371,6 +279,130 @@ WRAPPERS: Mapping[str, type[Watched]] = {
     "barrier": WatchedBarrier,
 }
 OWNED_KINDS = frozenset({"lock", "rlock", "condition"})
+SAMPLED_KINDS = frozenset({"queue", "joinable_queue", "simple_queue", "pipe"})
+
+
+# ----- instance side: the sampler ------------------------------------------------------------
+
+_sampling = False
+
+
+def _blocking_calls() -> dict[Any, tuple[int, str]]:
+    """The functions a channel call blocks in: code -> (operation, which argument says
+    it waits for ever: "block" for block=True, timeout=None; "timeout" for
+    timeout=None; "" when it always does)."""
+    from multiprocessing import connection, queues
+
+    conn = connection._ConnectionBase
+    calls: dict[Any, tuple[int, str]] = {
+        queues.Queue.get: (_GET, "block"),
+        queues.Queue.put: (_PUT, "block"),
+        queues.JoinableQueue.join: (_JOIN, ""),
+        queues.SimpleQueue.get: (_GET, ""),
+        queues.SimpleQueue.put: (_PUT, ""),
+        conn.recv: (_RECV, ""),
+        conn.recv_bytes: (_RECV, ""),
+        conn.recv_bytes_into: (_RECV, ""),
+        conn.send: (_SEND, ""),
+        conn.send_bytes: (_SEND, ""),
+        conn.poll: (_POLL, "timeout"),
+    }
+    shm = sys.modules.get("topo.shm")  # imported when a queue with transport: shm came
+    if shm is not None:
+        calls.update({shm.ShmQueue.get: (_GET, "block"), shm.ShmQueue.put: (_PUT, "block")})
+    managers = sys.modules.get("multiprocessing.managers")  # a queue with via: manager
+    if managers is not None:
+        calls[managers.BaseProxy._callmethod] = (-1, "proxy")
+    return {fn.__code__: entry for fn, entry in calls.items()}
+
+
+_PROXY_CALLS = {"get": (_GET, 0), "put": (_PUT, 1), "join": (_JOIN, -1)}
+
+
+def _proxy_call(f_locals: Mapping[str, Any]) -> int | None:
+    """The operation of a manager queue's call that waits for ever, or None."""
+    known = _PROXY_CALLS.get(f_locals.get("methodname", ""))
+    if known is None:
+        return None
+    op, block_at = known  # where block sits among the positional arguments
+    args, kwds = f_locals.get("args") or (), f_locals.get("kwds") or {}
+    if block_at < 0:
+        return op
+    block = kwds.get("block", args[block_at] if len(args) > block_at else True)
+    timeout = kwds.get("timeout", args[block_at + 1] if len(args) > block_at + 1 else None)
+    return op if _forever(block, timeout) else None
+
+
+def sample(channels: Mapping[int, int]) -> None:
+    """Start this instance's sampler; ``channels`` maps id() of each bound channel object
+    (a queue, a pipe end) to its primitive number."""
+    global _sampling
+    if _cells is None or not channels:
+        return
+    _sampling = True
+    calls = _blocking_calls()
+    main = threading.main_thread().ident or 0
+    cells, at = _cells, _at + _SEEN
+
+    def seen() -> float:
+        frame = sys._current_frames().get(main)
+        while frame is not None:
+            entry = calls.get(frame.f_code)
+            if entry is not None:
+                f_locals = frame.f_locals
+                prim = channels.get(id(f_locals.get("self")))
+                if prim is not None:  # else a queue's own pipe, inside its get(): go on
+                    op, forever = entry
+                    if forever == "proxy":
+                        proxied = _proxy_call(f_locals)
+                        return 0.0 if proxied is None else _code(proxied, prim)
+                    if forever == "block" and not _forever(f_locals["block"], f_locals["timeout"]):
+                        return 0.0
+                    if forever == "timeout" and f_locals["timeout"] is not None:
+                        return 0.0
+                    return _code(op, prim)
+            frame = frame.f_back
+        return 0.0
+
+    def run() -> None:
+        while _sampling:
+            cells[at] = seen()
+            time.sleep(SAMPLE_INTERVAL_S)
+        cells[at] = 0.0
+
+    threading.Thread(target=run, name="topo-sampler", daemon=True).start()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time ``pid`` has used, all threads (Linux); None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def activity(pid: int) -> int | None:
+    """CPU ticks plus context switches of ``pid``'s main thread (Linux); None elsewhere.
+
+    It does not change while that thread is blocked for good, and does as soon as it
+    runs: the sampler's (and the wrappers') writes cannot tell a call that returns at
+    once, again and again, from one that never returns.
+    """
+    task = f"/proc/{pid}/task/{pid}"
+    try:
+        with open(f"{task}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        with open(f"{task}/status", "rb") as f:
+            status = f.read()
+    except OSError:
+        return None
+    total = int(fields[11]) + int(fields[12])  # utime, stime
+    for line in status.splitlines():
+        if line.startswith((b"voluntary_ctxt_switches", b"nonvoluntary_ctxt_switches")):
+            total += int(line.split()[1])
+    return total
 
 
 # ----- supervisor side: the detector ---------------------------------------------------------

@@ -327,6 +327,62 @@ def test_reader_whose_only_writer_exits(run_topo: RunTopo, tmp_path: Path) -> No
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "channel",
+    [
+        "simple_queue",
+        "joinable_queue",
+        "{kind: queue, maxsize: 2}",
+        "{kind: queue, via: manager}",
+        "{kind: queue, transport: shm, slot_size: 1KiB, slots: 2}",
+    ],
+)
+def test_reader_whose_only_writer_exits_on_every_queue(
+    run_topo: RunTopo, tmp_path: Path, channel: str
+) -> None:
+    # Each kind of queue blocks in a different function: the sampler knows them all.
+    spec = tmp_path / "spec.yaml"
+    text = (FAULTS / "writer_leaves.yaml").read_text()
+    spec.write_text(text.replace("q: queue", f"q: {channel}"))
+    (tmp_path / "faults.py").write_text((FAULTS / "faults.py").read_text())
+    run = run_topo("run", "--json", "--runs-dir", str(tmp_path / "runs"), str(spec))
+    doc = finished(run, 3, "deadlock", within=QUIET_S + STARTUP_S + 2, at_least=QUIET_S)
+    assert doc["message"] == (
+        "deadlock: reader waits in get() on 'q'; its only peer 'feeder' exited with code 0"
+    )
+
+
+@pytest.mark.timeout(60)
+def test_bounded_queues_both_full(run_topo: RunTopo, tmp_path: Path) -> None:
+    run = run_fault(run_topo, tmp_path, "full_queues")
+    doc = finished(run, 3, "deadlock", within=QUIET_S + STARTUP_S + 2, at_least=QUIET_S)
+    assert doc["message"] == (
+        "deadlock: a waits in put() on 'ab'; its only peer is 'b' (blocked in put() on 'ba'); "
+        "b waits in put() on 'ba'; its only peer is 'a' (blocked in put() on 'ab')"
+    )
+
+
+@pytest.mark.timeout(60)
+def test_join_on_a_task_nobody_marks_done(run_topo: RunTopo, tmp_path: Path) -> None:
+    run = run_fault(run_topo, tmp_path, "join_unfinished")
+    doc = finished(run, 3, "deadlock", within=QUIET_S + STARTUP_S + 2, at_least=QUIET_S)
+    assert doc["message"] == (
+        "deadlock: boss waits in join() on 'tasks'; its only peer 'worker' exited with code 0"
+    )
+
+
+@pytest.mark.timeout(60)
+def test_no_false_alarm_on_a_fast_ping_pong(run_topo: RunTopo, tmp_path: Path) -> None:
+    # Both sides spend nearly all their time in recv(), and the sampler nearly always
+    # sees them there; their threads' context switches show that they progress.
+    run = run_fault(run_topo, tmp_path, "ping_pong")
+    doc = finished(run, 0, "ok", within=2.5 + STARTUP_S + 2, at_least=2.5)
+    assert "deadlock" not in run.stderr
+    rounds = doc["processes"]["pinger"]["result"]
+    assert rounds == doc["processes"]["ponger"]["result"] > 100
+
+
+@pytest.mark.timeout(60)
 def test_two_locks_taken_in_opposite_orders(run_topo: RunTopo, tmp_path: Path) -> None:
     run = run_fault(run_topo, tmp_path, "lock_order")
     doc = finished(run, 3, "deadlock", within=QUIET_S + STARTUP_S + 2, at_least=QUIET_S)

@@ -162,3 +162,43 @@ def hold_value_lock(hits: Any, holding: Any) -> None:
 def wait_for_event(event: Any) -> str:
     event.wait()
     return "done"
+
+
+def fill_then_read(out: Any, inbox: Any) -> str:
+    """Put two items into a queue of one slot before reading anything."""
+    say("filling")
+    out.put(1)
+    out.put(2)
+    return str(inbox.get())
+
+
+def ping(conn: Any, seconds: float) -> int:
+    """Bounce messages off the peer for ``seconds``: both sides are in recv() nearly
+    all the time, and never stuck."""
+    end = time.monotonic() + seconds
+    rounds = 0
+    while time.monotonic() < end:
+        conn.send(rounds)
+        conn.recv()
+        rounds += 1
+    conn.send(None)
+    return rounds
+
+
+def pong(conn: Any) -> int:
+    rounds = 0
+    while (message := conn.recv()) is not None:
+        conn.send(message)
+        rounds += 1
+    return rounds
+
+
+def join_unfinished(tasks: Any) -> str:
+    tasks.put("work nobody marks done")
+    say("joining")
+    tasks.join()
+    return "joined"
+
+
+def take_without_done(tasks: Any) -> Any:
+    return tasks.get()
