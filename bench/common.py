@@ -25,6 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PYTHON = sys.executable
 
+# Python's default is to cache bytecode in __pycache__; some machines turn it off for
+# everything (PYTHONDONTWRITEBYTECODE=1), and then every process, topo's and the
+# hand-written ones alike, compiles its modules again at each start. The benchmarks
+# measure what a default Python does, so every process they start caches bytecode.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
 
 @dataclass
 class Comparison:

@@ -85,8 +85,8 @@ def chart(path: Path = CHART) -> Path:
         _ratio_bars(
             axes[1],
             [c["case"] for c in cs],
-            {"wrapped / raw": [c["summary"]["wrapped (topo)"]["ratio"] for c in cs]},
-            "channels: µs/msg, topo's wrapper / raw object",
+            {"watched / raw": [c["summary"]["watched (topo)"]["ratio"] for c in cs]},
+            "channels: µs/msg, as topo hands them (detector on) / raw object",
             1.05,
             "ratio",
         )

@@ -13,6 +13,7 @@ returns at once, wall clock against the same by hand (target: at most 0.2 s more
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -52,19 +53,22 @@ processes:
 """
 
 
-def _launch(argv: list[str]) -> tuple[float, float, str]:
+def _launch(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """(launch time.time(), wall seconds, stdout) of one run."""
     launched = time.time()
     started = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
     return launched, wall, proc.stdout
 
 
-def topo_run(spec: Path) -> tuple[float, float]:
-    launched, wall, out = _launch(topo_cmd("run", "--json", "-q", "--no-record", str(spec)))
+def topo_run(spec: Path, cache: bool = True) -> tuple[float, float]:
+    """One ``topo run``; ``cache=False`` analyses the graph afresh, as for a new spec."""
+    env = None if cache else {**os.environ, "TOPO_CACHE": "0"}
+    argv = topo_cmd("run", "--json", "-q", "--no-record", str(spec))
+    launched, wall, out = _launch(argv, env)
     results = [p["result"] for p in json.loads(out)["processes"].values()]
     return max(results) - launched, wall
 
@@ -89,7 +93,8 @@ def run(quick: bool = False, pairs: int = 5) -> dict[str, Any]:
         for n, method in cases:
             spec = folder / f"startup_{method}_{n}.yaml"
             spec.write_text(SPEC.format(method=method, n=n))
-            wall: dict[str, list[float]] = {"topo": [], "hand": []}
+            variants = ["topo", "hand"] + (["topo, no graph cache"] if n == 1 else [])
+            wall: dict[str, list[float]] = {v: [] for v in variants}
 
             def measure(
                 variant: str, fn: Any, *args: Any, _wall: dict[str, list[float]] = wall
@@ -99,14 +104,14 @@ def run(quick: bool = False, pairs: int = 5) -> dict[str, Any]:
                 return to_running
 
             label = f"{n} instance{'s' if n > 1 else ''}, {method}"
-            samples = interleave(
-                {
-                    "topo": lambda s=spec: measure("topo", topo_run, s),
-                    "hand": lambda n=n, m=method: measure("hand", hand_run, folder, n, m),
-                },
-                pairs,
-                progress=label,
-            )
+            runs = {
+                "topo": lambda s=spec: measure("topo", topo_run, s),
+                "hand": lambda n=n, m=method: measure("hand", hand_run, folder, n, m),
+                "topo, no graph cache": lambda s=spec: measure(
+                    "topo, no graph cache", topo_run, s, False
+                ),
+            }
+            samples = interleave({v: runs[v] for v in variants}, pairs, progress=label)
             # drop the warm-up round's wall times, as interleave drops its samples
             wall = {k: v[-pairs:] for k, v in wall.items()}
             running.append(Comparison("startup", label, "s", samples, "hand"))
@@ -116,8 +121,8 @@ def run(quick: bool = False, pairs: int = 5) -> dict[str, Any]:
     tables.append(table("start-up: launch to all instances running", headers, rows))
     headers, rows = comparison_rows(walls)
     for c, row in zip([w for w in walls for _ in w.samples], rows, strict=True):
-        if row[1] == "topo":
-            diffs = [a - b for a, b in zip(c.samples["topo"], c.samples["hand"], strict=True)]
+        if row[1] != "hand":
+            diffs = [a - b for a, b in zip(c.samples[row[1]], c.samples["hand"], strict=True)]
             med = statistics.median(diffs)
             row.append(f"{med:+.3f} s [{min(diffs):+.3f}..{max(diffs):+.3f}]")
         else:
