@@ -2,10 +2,10 @@
 
 Both are timed as subprocesses, wall clock from launch to exit, interleaved
 (topo, topo --no-watch, hand) round after round. The ratio is topo / hand of the
-same round. --no-watch hands targets the raw multiprocessing objects, so
-"topo --no-watch" vs "topo" is the cost of the deadlock detector's wrappers.
+same round. --no-watch turns the deadlock detector off (no sampler thread in the
+instances), so "topo --no-watch" vs "topo" is what the detector costs.
 
-    python bench/pipeline.py            # full: 100,000 and 1,000,000 items
+    python bench/pipeline.py            # full: 100,000 and 1,000,000 items (~14 min)
     python bench/pipeline.py --quick    # 10,000 items, spawn and fork, 2 workers
 """
 
@@ -30,10 +30,10 @@ from common import topo_cmd as topo
 SPEC = "specs/pipeline.yaml"
 HAND = str(ROOT / "bench" / "hand_pipeline.py")
 
-# One 1,000,000-item run took ~22 s (both topo and hand, spawn, 2 workers) on the
-# 2-core machine of docs/performance.md, so the full suite measures it in one
-# configuration only (spawn, 2 workers), topo against hand, PAIRS_1M rounds and no
-# warm-up round (the 100,000-item runs before it warm the caches): ~4 minutes.
+# One 1,000,000-item run takes ~14 s (topo or hand, 2 workers) on the 2-core machine
+# of docs/performance.md: the four configurations (2 and 4 workers, spawn and fork)
+# are measured topo against hand, PAIRS_1M rounds each and no warm-up round (the
+# 100,000-item runs before them warm the caches): ~10 minutes.
 PAIRS_1M = 5
 
 
@@ -62,7 +62,7 @@ def run(quick: bool = False, pairs: int = 5, pairs_1m: int = PAIRS_1M) -> dict[s
         cases = [(100_000, w, m) for m in ("spawn", "fork") for w in (2, 4)]
     for k, (items, workers, method) in enumerate(cases):
         label = f"{items:,} items, {workers} workers, {method}"
-        # --no-watch (the wrappers' cost) with 2 workers only, to stay in budget
+        # --no-watch (the detector's cost) with 2 workers only, to stay in budget
         samples = interleave(
             variants(items, workers, method, no_watch=workers == 2),
             pairs,
@@ -70,8 +70,8 @@ def run(quick: bool = False, pairs: int = 5, pairs_1m: int = PAIRS_1M) -> dict[s
             progress=label,
         )
         comparisons.append(Comparison("pipeline", label, "s", samples, "hand"))
-    if not quick and pairs_1m > 0:
-        items, workers, method = 1_000_000, 2, "spawn"
+    big = [(1_000_000, w, m) for m in ("spawn", "fork") for w in (2, 4)]
+    for items, workers, method in big if not quick and pairs_1m > 0 else []:
         label = f"{items:,} items, {workers} workers, {method}"
         samples = interleave(
             variants(items, workers, method, no_watch=False), pairs_1m, warmup=0, progress=label
