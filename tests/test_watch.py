@@ -8,6 +8,7 @@ import pickle
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -137,6 +138,21 @@ def test_activity_moves_when_the_thread_runs() -> None:
     after = watch.activity(os.getpid())
     assert after is not None and after > before
     assert watch.activity(2**22 + 12345) is None  # no such process
+
+
+def _board_of_this_process(out: Any) -> None:
+    out.put((watch._cells is None, watch._sampling))
+
+
+def test_a_process_forked_by_an_instance_is_not_that_instance(board: Board) -> None:
+    watch.sample({id(board): 0})
+    fork = multiprocessing.get_context("fork")
+    out = fork.SimpleQueue()
+    child = fork.Process(target=_board_of_this_process, args=(out,))
+    child.start()
+    child.join(10)
+    assert out.get() == (True, False)  # detached in the child...
+    assert watch._cells is not None and watch._sampling  # ...and still attached here
 
 
 def test_lock_owner_is_recorded_and_cleared(board: Board) -> None:

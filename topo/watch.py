@@ -59,6 +59,18 @@ _at = 0  # this instance's WAIT cell
 _owners_at = 0
 _slot = 0
 _depth: dict[int, int] = {}  # rlock recursion depth per primitive, in this process
+_sampling = False  # the sampler thread runs while this is true
+
+
+def _forget_board() -> None:
+    # A process an instance forks (a Pool worker...) is not that instance: it must not
+    # write on the instance's row, and the sampler thread did not survive the fork.
+    global _cells, _sampling
+    _cells = None
+    _sampling = False
+
+
+os.register_at_fork(after_in_child=_forget_board)
 
 
 class Board:
@@ -283,8 +295,6 @@ SAMPLED_KINDS = frozenset({"queue", "joinable_queue", "simple_queue", "pipe"})
 
 
 # ----- instance side: the sampler ------------------------------------------------------------
-
-_sampling = False
 
 
 def _blocking_calls() -> dict[Any, tuple[int, str]]:
