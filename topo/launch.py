@@ -491,7 +491,7 @@ class _Supervisor:
             self.quiet_since = None
             return False
         now = time.monotonic()
-        progress = snapshot.progress + self._activity()
+        progress = self._activity()
         if self.quiet_since is None or progress != self.quiet_progress:
             self.quiet_since, self.quiet_progress = now, progress
             return False

@@ -181,8 +181,8 @@ class Primitives:
     def bind(self, instance: Instance, *, watch: bool = False) -> dict[str, Any]:
         """The keyword arguments that hand ``instance`` its channels and locks.
 
-        With ``watch``, locks come wrapped for the deadlock detector (channels are
-        watched by each instance's sampler, see ``sampled``).
+        With ``watch``, locks and semaphores come wrapped for the deadlock detector
+        (everything else is watched as it is by each instance's sampler: ``sampled``).
         """
         bound = {}
         for b in instance.bindings:
@@ -196,11 +196,15 @@ class Primitives:
         return bound
 
     def sampled(self, instance: Instance) -> dict[str, int]:
-        """The channels the instance's sampler watches: parameter -> primitive number."""
+        """What the instance's sampler watches: parameter -> primitive number.
+
+        Not a barrier built with a timeout: its waits end by themselves.
+        """
         return {
             b.param: self.index[b.name]
             for b in instance.bindings
-            if self.plan.model(b.name).kind in SAMPLED_KINDS
+            if (model := self.plan.model(b.name)).kind in SAMPLED_KINDS
+            and getattr(model, "timeout", None) is None
         }
 
     def pipe_ends(self, name: str) -> tuple[Connection, ...]:

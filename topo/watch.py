@@ -2,20 +2,21 @@
 
 Every instance writes on a shared-memory ``Board`` what it is blocked in, if anything:
 
-- Channels (queues, simple queues, pipes) are handed to targets as they are, at no
-  cost per call. A sampler thread in each instance looks at the main thread's Python
-  stack every ``SAMPLE_INTERVAL_S``: inside ``Queue.get``, ``Connection.recv`` and
-  the like (without a timeout), on a bound channel, it writes "blocked in OP on P".
-- Locks, semaphores, conditions, events and barriers come in thin wrappers: their
-  blocking calls are C code that leaves no Python frame to see, and a lock must also
-  record its owner, so that a holder's death can be named.
+- A sampler thread in each instance looks at the main thread's Python stack every
+  ``SAMPLE_INTERVAL_S``: inside ``Queue.get``, ``Connection.recv``, ``Event.wait``
+  and the like (without a timeout) on a bound object, it writes "blocked in OP on P".
+  Channels, events and barriers are handed to targets as they are: no cost per call.
+- Locks and semaphores come in thin wrappers: their ``acquire`` is C code, which
+  leaves no Python frame to see, so the wrapper's method is the frame; and a lock
+  records its owner, so that a holder's death can be named.
 
 The supervisor reads the board. ``find_deadlock`` declares a deadlock when every live
 non-daemon instance is blocked, everyone who could wake each of them is blocked or
-gone, and nothing has progressed for ``QUIET_S``. Progress is the completed wrapped
-calls plus, from Linux's /proc, the CPU time and context switches of each instance's
-main thread: a thread blocked for good has neither. A call with a timeout, or an
-instance in plain computation, sleep or other I/O, is not blocked: no false alarms.
+gone, and nothing has progressed for ``QUIET_S``. Progress is, from Linux's /proc,
+the CPU time and context switches of each instance's main thread: a thread blocked
+for good has neither, while one that waits again and again, however briefly, has.
+A call with a timeout, or an instance in plain computation, sleep or other I/O, is
+not blocked: no false alarms.
 """
 
 from __future__ import annotations
@@ -32,11 +33,10 @@ QUIET_S = 1.0  # no progress for this long, with everyone blocked, is a deadlock
 
 SAMPLE_INTERVAL_S = 0.05  # how often an instance's sampler looks at its main thread
 
-# Each instance has three cells on the board: WAIT (0, or the wrapped call it waits in,
-# encoded by _code), PROGRESS (wrapped calls completed) and SEEN (0, or the channel
-# call its sampler last saw the main thread in).
-_WAIT, _PROGRESS, _SEEN = 0, 1, 2
-_FIELDS = 3
+# Each instance has two cells on the board: SEEN (0, or the call its sampler last saw
+# the main thread wait in, encoded by _code) and EXIT (set once its target returned).
+_SEEN, _EXITED = 0, 1
+_FIELDS = 2
 OPS = ("get", "put", "join", "recv", "send", "poll", "acquire", "wait", "wait_for", "exit")
 _GET, _PUT, _JOIN, _RECV, _SEND, _POLL, _ACQUIRE, _WAIT_OP, _WAIT_FOR, _EXIT = range(len(OPS))
 EXITING = -1  # the "primitive" of an instance whose target returned, still flushing queues
@@ -55,7 +55,7 @@ def _decode(code: float) -> tuple[str, int]:
 # Set in each instance by ``attach``; None elsewhere (the parent, a Pool worker), where
 # the wrappers do nothing but delegate.
 _cells: Any = None  # a memoryview of doubles over the board: faster than the ctypes array
-_at = 0  # this instance's WAIT cell
+_at = 0  # this instance's first cell
 _owners_at = 0
 _slot = 0
 _depth: dict[int, int] = {}  # rlock recursion depth per primitive, in this process
@@ -108,16 +108,8 @@ class Snapshot(NamedTuple):  # NamedTuples, not dataclasses: every instance impo
     def blocked(self, slot: int) -> tuple[str, int] | None:
         """(operation, primitive) the instance is blocked in, or None."""
         row = self.rows[slot]
-        code = row[_WAIT] or row[_SEEN]
+        code = row[_EXITED] or row[_SEEN]
         return _decode(code) if code else None
-
-    def operations(self, slot: int) -> int:
-        """Wrapped (lock, semaphore, condition, event, barrier) calls ``slot`` completed."""
-        return int(self.rows[slot][_PROGRESS])
-
-    @property
-    def progress(self) -> float:
-        return sum(row[_PROGRESS] for row in self.rows)
 
 
 def attach(board: Board, slot: int) -> None:
@@ -130,20 +122,6 @@ def attach(board: Board, slot: int) -> None:
 
 
 # ----- instance side: the wrappers ----------------------------------------------------------
-
-
-def _call(code: float, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn``, which may wait for ever, with the instance marked as waiting."""
-    cells = _cells
-    if cells is None:
-        return fn(*args)
-    at = _at
-    cells[at] = code
-    try:
-        return fn(*args)
-    finally:
-        cells[at] = 0.0
-        cells[at + 1] += 1.0
 
 
 def _own(prim: int, owner: bool) -> None:
@@ -161,7 +139,7 @@ def exiting() -> None:
     global _sampling
     _sampling = False
     if _cells is not None:
-        _cells[_at] = _code(_EXIT, EXITING)
+        _cells[_at + _EXITED] = _code(_EXIT, EXITING)
 
 
 def _forever(block: Any, timeout: Any) -> bool:
@@ -169,7 +147,11 @@ def _forever(block: Any, timeout: Any) -> bool:
 
 
 class Watched:
-    """Base of the wrappers: delegates everything, pickles as itself."""
+    """Base of the wrappers: delegates everything, pickles as itself.
+
+    A wrapper's own methods are Python frames the sampler can see while the C call
+    inside them waits (see ``_blocking_calls``).
+    """
 
     __slots__ = ("_prim", "_raw")
 
@@ -193,41 +175,65 @@ class Watched:
 
 
 class WatchedLock(Watched):
-    """Lock and RLock: also records the owner, so a holder's death can be named."""
+    """Lock: records its owner, so that a holder's death can be named."""
 
     __slots__ = ()
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        if _forever(block, timeout):
-            got = _call(_code(_ACQUIRE, self._prim), self._raw.acquire)
-        else:
-            got = self._raw.acquire(block) if timeout is None else self._raw.acquire(block, timeout)
-        if got:
-            _depth[self._prim] = _depth.get(self._prim, 0) + 1
-            _own(self._prim, True)
+        got = self._raw.acquire(block) if timeout is None else self._raw.acquire(block, timeout)
+        if got and _cells is not None:
+            _cells[_owners_at + self._prim] = _slot + 1
         return bool(got)
 
     def release(self) -> None:
+        if _cells is not None:  # before: the next owner writes itself once it has the lock
+            _cells[_owners_at + self._prim] = 0
         self._raw.release()
-        _depth[self._prim] = _depth.get(self._prim, 1) - 1
-        if _depth[self._prim] <= 0:
-            _own(self._prim, False)
 
-    def __enter__(self) -> bool:
-        return self.acquire()
+    __enter__ = acquire
+
+    def __exit__(self, *exc: object) -> None:
+        if _cells is not None:
+            _cells[_owners_at + self._prim] = 0
+        self._raw.release()
+
+
+class WatchedRLock(WatchedLock):
+    """RLock (and Condition): owned from its first acquire to its last release."""
+
+    __slots__ = ()
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        got = self._raw.acquire(block) if timeout is None else self._raw.acquire(block, timeout)
+        if got and _cells is not None:
+            prim = self._prim
+            depth = _depth.get(prim, 0)
+            _depth[prim] = depth + 1
+            if not depth:
+                _cells[_owners_at + prim] = _slot + 1
+        return bool(got)
+
+    def release(self) -> None:
+        if _cells is not None:
+            prim = self._prim
+            depth = _depth.get(prim, 1) - 1
+            _depth[prim] = depth
+            if depth <= 0:
+                _cells[_owners_at + prim] = 0
+        self._raw.release()
+
+    __enter__ = acquire
 
     def __exit__(self, *exc: object) -> None:
         self.release()
 
 
-class WatchedCondition(WatchedLock):
+class WatchedCondition(WatchedRLock):
     __slots__ = ()
 
     def wait(self, timeout: float | None = None) -> bool:
         _own(self._prim, False)  # wait() releases the lock until it wakes up
         try:
-            if timeout is None:
-                return bool(_call(_code(_WAIT_OP, self._prim), self._raw.wait))
             return bool(self._raw.wait(timeout))
         finally:
             _own(self._prim, True)
@@ -235,76 +241,61 @@ class WatchedCondition(WatchedLock):
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
         _own(self._prim, False)
         try:
-            if timeout is None:
-                return _call(_code(_WAIT_FOR, self._prim), self._raw.wait_for, predicate)
             return self._raw.wait_for(predicate, timeout)
         finally:
             _own(self._prim, True)
 
 
 class WatchedSemaphore(Watched):
+    """Semaphores: only so that the sampler sees a frame around the C acquire()."""
+
     __slots__ = ()
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        if _forever(block, timeout):
-            return bool(_call(_code(_ACQUIRE, self._prim), self._raw.acquire))
-        if timeout is None:
-            return bool(self._raw.acquire(block))
-        return bool(self._raw.acquire(block, timeout))
+        raw = self._raw
+        return bool(raw.acquire(block) if timeout is None else raw.acquire(block, timeout))
 
     def release(self) -> None:
         self._raw.release()
 
-    def __enter__(self) -> bool:
-        return self.acquire()
+    __enter__ = acquire
 
     def __exit__(self, *exc: object) -> None:
         self.release()
 
 
-class WatchedEvent(Watched):
-    __slots__ = ()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if timeout is None:
-            return bool(_call(_code(_WAIT_OP, self._prim), self._raw.wait))
-        return bool(self._raw.wait(timeout))
-
-
-class WatchedBarrier(Watched):
-    __slots__ = ()
-
-    def wait(self, timeout: float | None = None) -> int:
-        # A barrier built with a timeout is not wrapped (see Primitives.bind).
-        if timeout is None:
-            return int(_call(_code(_WAIT_OP, self._prim), self._raw.wait))
-        return int(self._raw.wait(timeout))
-
-
 WRAPPERS: Mapping[str, type[Watched]] = {
     "lock": WatchedLock,
-    "rlock": WatchedLock,
+    "rlock": WatchedRLock,
     "condition": WatchedCondition,
     "semaphore": WatchedSemaphore,
     "bounded_semaphore": WatchedSemaphore,
-    "event": WatchedEvent,
-    "barrier": WatchedBarrier,
 }
 OWNED_KINDS = frozenset({"lock", "rlock", "condition"})
-SAMPLED_KINDS = frozenset({"queue", "joinable_queue", "simple_queue", "pipe"})
+# What the sampler watches: every kind whose calls can wait for ever.
+SAMPLED_KINDS = frozenset(
+    {"queue", "joinable_queue", "simple_queue", "pipe", "event", "barrier", *WRAPPERS}
+)
 
 
 # ----- instance side: the sampler ------------------------------------------------------------
 
 
 def _blocking_calls() -> dict[Any, tuple[int, str]]:
-    """The functions a channel call blocks in: code -> (operation, which argument says
-    it waits for ever: "block" for block=True, timeout=None; "timeout" for
+    """The functions a call that can wait for ever runs in: code -> (operation, which
+    arguments say it does: "block" for block=True, timeout=None; "timeout" for
     timeout=None; "" when it always does)."""
-    from multiprocessing import connection, queues
+    from multiprocessing import connection, queues, synchronize
 
     conn = connection._ConnectionBase
     calls: dict[Any, tuple[int, str]] = {
+        WatchedLock.acquire: (_ACQUIRE, "block"),
+        WatchedRLock.acquire: (_ACQUIRE, "block"),
+        WatchedSemaphore.acquire: (_ACQUIRE, "block"),
+        WatchedCondition.wait: (_WAIT_OP, "timeout"),
+        WatchedCondition.wait_for: (_WAIT_FOR, "timeout"),
+        synchronize.Event.wait: (_WAIT_OP, "timeout"),
+        threading.Barrier.wait: (_WAIT_OP, "timeout"),  # multiprocessing's Barrier inherits it
         queues.Queue.get: (_GET, "block"),
         queues.Queue.put: (_PUT, "block"),
         queues.JoinableQueue.join: (_JOIN, ""),
@@ -343,11 +334,11 @@ def _proxy_call(f_locals: Mapping[str, Any]) -> int | None:
     return op if _forever(block, timeout) else None
 
 
-def sample(channels: Mapping[int, int]) -> None:
-    """Start this instance's sampler; ``channels`` maps id() of each bound channel object
-    (a queue, a pipe end) to its primitive number."""
+def sample(watched: Mapping[int, int]) -> None:
+    """Start this instance's sampler; ``watched`` maps id() of each bound object (a
+    queue, a pipe end, a lock's wrapper...) to its primitive number."""
     global _sampling
-    if _cells is None or not channels:
+    if _cells is None or not watched:
         return
     _sampling = True
     calls = _blocking_calls()
@@ -360,7 +351,7 @@ def sample(channels: Mapping[int, int]) -> None:
             entry = calls.get(frame.f_code)
             if entry is not None:
                 f_locals = frame.f_locals
-                prim = channels.get(id(f_locals.get("self")))
+                prim = watched.get(id(f_locals.get("self")))
                 if prim is not None:  # else a queue's own pipe, inside its get(): go on
                     op, forever = entry
                     if forever == "proxy":
@@ -397,8 +388,8 @@ def activity(pid: int) -> int | None:
     """CPU ticks plus context switches of ``pid``'s main thread (Linux); None elsewhere.
 
     It does not change while that thread is blocked for good, and does as soon as it
-    runs: the sampler's (and the wrappers') writes cannot tell a call that returns at
-    once, again and again, from one that never returns.
+    runs: the sampler's samples cannot tell a call that returns at once, again and
+    again, from one that never returns.
     """
     task = f"/proc/{pid}/task/{pid}"
     try:
