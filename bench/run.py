@@ -120,17 +120,25 @@ def chart(path: Path = CHART) -> Path:
         cs = validate["comparisons"]
         ax = axes[4]
         labels = [c["case"] for c in cs]
+        labelled: set[str] = set()
         for i, c in enumerate(cs):
-            for j, (_variant, s) in enumerate(c["summary"].items()):
+            for j, (variant, s) in enumerate(c["summary"].items()):
+                if variant == c["baseline"]:
+                    role, colour, marker = "floor (by hand)", "C2", "s"
+                elif "no graph cache" in variant:
+                    role, colour, marker = "topo, graph checks not cached", "C1", "o"
+                else:
+                    role, colour, marker = "topo", "C0", "o"
                 ax.errorbar(
-                    i + (j - 0.5) * 0.25,
+                    i + (j - 1) * 0.2,
                     s["median"],
                     yerr=[[s["median"] - s["min"]], [s["max"] - s["median"]]],
-                    fmt="o" if j == 0 else "s",
-                    color=f"C{j}",
+                    fmt=marker,
+                    color=colour,
                     capsize=3,
-                    label=("topo" if j == 0 else "floor (by hand)") if i == 0 else None,
+                    label=None if role in labelled else role,
                 )
+                labelled.add(role)
             target = c.get("extra", {}).get("target_s")
             if target:
                 ax.hlines(
