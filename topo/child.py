@@ -47,7 +47,7 @@ class Job:
         supervisor_pid: int = 0,
         board: Board | None = None,  # the deadlock detector's shared table
         slot: int = 0,  # this instance's row on the board
-        sampled: dict[str, int] | None = None,  # channel parameter -> primitive number
+        sampled: dict[str, int] | None = None,  # watched parameter -> primitive number
     ) -> None:
         self.target = target
         self.args = args

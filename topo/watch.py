@@ -285,7 +285,7 @@ def _blocking_calls() -> dict[Any, tuple[int, str]]:
     """The functions a call that can wait for ever runs in: code -> (operation, which
     arguments say it does: "block" for block=True, timeout=None; "timeout" for
     timeout=None; "" when it always does)."""
-    from multiprocessing import connection, queues, synchronize
+    from multiprocessing import connection  # loaded already: instances report through it
 
     conn = connection._ConnectionBase
     calls: dict[Any, tuple[int, str]] = {
@@ -294,13 +294,7 @@ def _blocking_calls() -> dict[Any, tuple[int, str]]:
         WatchedSemaphore.acquire: (_ACQUIRE, "block"),
         WatchedCondition.wait: (_WAIT_OP, "timeout"),
         WatchedCondition.wait_for: (_WAIT_FOR, "timeout"),
-        synchronize.Event.wait: (_WAIT_OP, "timeout"),
         threading.Barrier.wait: (_WAIT_OP, "timeout"),  # multiprocessing's Barrier inherits it
-        queues.Queue.get: (_GET, "block"),
-        queues.Queue.put: (_PUT, "block"),
-        queues.JoinableQueue.join: (_JOIN, ""),
-        queues.SimpleQueue.get: (_GET, ""),
-        queues.SimpleQueue.put: (_PUT, ""),
         conn.recv: (_RECV, ""),
         conn.recv_bytes: (_RECV, ""),
         conn.recv_bytes_into: (_RECV, ""),
@@ -308,7 +302,19 @@ def _blocking_calls() -> dict[Any, tuple[int, str]]:
         conn.send_bytes: (_SEND, ""),
         conn.poll: (_POLL, "timeout"),
     }
-    shm = sys.modules.get("topo.shm")  # imported when a queue with transport: shm came
+    # The other modules are loaded by unpickling an object of theirs, if one was bound:
+    # none is imported here for nothing.
+    queues = sys.modules.get("multiprocessing.queues")
+    if queues is not None:
+        calls[queues.Queue.get] = (_GET, "block")
+        calls[queues.Queue.put] = (_PUT, "block")
+        calls[queues.JoinableQueue.join] = (_JOIN, "")
+        calls[queues.SimpleQueue.get] = (_GET, "")
+        calls[queues.SimpleQueue.put] = (_PUT, "")
+    synchronize = sys.modules.get("multiprocessing.synchronize")
+    if synchronize is not None:
+        calls[synchronize.Event.wait] = (_WAIT_OP, "timeout")
+    shm = sys.modules.get("topo.shm")  # a queue with transport: shm
     if shm is not None:
         calls.update({shm.ShmQueue.get: (_GET, "block"), shm.ShmQueue.put: (_PUT, "block")})
     managers = sys.modules.get("multiprocessing.managers")  # a queue with via: manager
