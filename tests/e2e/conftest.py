@@ -101,9 +101,13 @@ def _live_processes() -> Iterator[tuple[int, int, int, str]]:
             yield int(entry), int(ppid), int(session), command
 
 
-def _leftovers(sessions: list[int]) -> list[tuple[int, int, int, str]]:
+def _leftovers(
+    sessions: list[int], earlier: frozenset[int] | set[int] = frozenset()
+) -> list[tuple[int, int, int, str]]:
     me = os.getpid()
-    return [p for p in _live_processes() if p[2] in sessions or p[1] == me]
+    return [
+        p for p in _live_processes() if p[2] in sessions or (p[1] == me and p[0] not in earlier)
+    ]
 
 
 def wait_gone(
@@ -252,11 +256,14 @@ class LiveTopo:
 
 @contextlib.contextmanager
 def _no_leftovers(sessions: list[int]) -> Iterator[None]:
-    """After the test, fail it if a process of ``sessions``, or any child of the test
-    process, is still alive (and kill it)."""
+    """After the test, fail it if a process of ``sessions``, or any child the test
+    process started meanwhile, is still alive (and kill it). Children from before the
+    test (the resource tracker of a unit test run earlier) are not the test's."""
+    me = os.getpid()
+    earlier = {p[0] for p in _live_processes() if p[1] == me}
     yield
     deadline = time.monotonic() + EXIT_GRACE_S
-    while (left := _leftovers(sessions)) and time.monotonic() < deadline:
+    while (left := _leftovers(sessions, earlier)) and time.monotonic() < deadline:
         time.sleep(0.05)
     if left:
         _kill(left)
