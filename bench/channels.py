@@ -20,6 +20,7 @@ from __future__ import annotations
 import multiprocessing
 import sys
 import time
+from functools import partial
 from typing import Any
 
 from common import Comparison, comparison_rows, interleave, save, standalone, table
@@ -82,6 +83,8 @@ def _consumer(
 def one_round(kind: str, n: int, size: int, watched: bool, manager: Any) -> float:
     """µs per message for one run of n messages."""
     board = watch.Board(2, 1) if watched else None
+    raw: Any
+    ends: tuple[Any, Any]
     if kind == "queue":
         raw = MP.Queue()
         ends = (raw, raw)
@@ -136,8 +139,8 @@ def run(quick: bool = False, pairs: int = 5) -> dict[str, Any]:
             rounds = pairs if quick or size else max(pairs, 9)
             samples = interleave(
                 {
-                    "watched (topo)": lambda k=kind, s=size, n=n: one_round(k, n, s, True, manager),
-                    "raw": lambda k=kind, s=size, n=n: one_round(k, n, s, False, manager),
+                    "watched (topo)": partial(one_round, kind, n, size, True, manager),
+                    "raw": partial(one_round, kind, n, size, False, manager),
                 },
                 rounds,
                 progress=label,

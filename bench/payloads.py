@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def run(quick: bool = False, pairs: int = 5) -> dict[str, Any]:
             variants["queue, transport: shm"] = folder / "shm.yaml"
             variants["queue, transport: shm"].write_text(SPEC.format(channel=SHM_CHANNEL, n=n))
         samples = interleave(
-            {name: lambda s=spec: transfer(s, n) for name, spec in variants.items()},
+            {name: partial(transfer, spec, n) for name, spec in variants.items()},
             pairs,
             progress="1 MiB numpy arrays",
         )

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -105,10 +106,10 @@ def run(quick: bool = False, pairs: int = 5) -> dict[str, Any]:
 
             label = f"{n} instance{'s' if n > 1 else ''}, {method}"
             runs = {
-                "topo": lambda s=spec: measure("topo", topo_run, s),
-                "hand": lambda n=n, m=method: measure("hand", hand_run, folder, n, m),
-                "topo, no graph cache": lambda s=spec: measure(
-                    "topo, no graph cache", topo_run, s, False
+                "topo": partial(measure, "topo", topo_run, spec),
+                "hand": partial(measure, "hand", hand_run, folder, n, method),
+                "topo, no graph cache": partial(
+                    measure, "topo, no graph cache", topo_run, spec, False
                 ),
             }
             samples = interleave({v: runs[v] for v in variants}, pairs, progress=label)

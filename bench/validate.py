@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +96,11 @@ def run(quick: bool = False, pairs: int = 5) -> dict[str, Any]:
             floor = f"import yaml; yaml.safe_load(open({str(spec)!r}))"
             samples = interleave(
                 {
-                    "topo validate": lambda s=spec: timed_run(topo("validate", str(s))),
-                    "topo validate, no graph cache": lambda s=spec: timed_run(
-                        topo("validate", str(s)), env=COLD
+                    "topo validate": partial(timed_run, topo("validate", str(spec))),
+                    "topo validate, no graph cache": partial(
+                        timed_run, topo("validate", str(spec)), env=COLD
                     ),
-                    "python: yaml.safe_load": lambda f=floor: timed_run([PYTHON, "-c", f]),
+                    "python: yaml.safe_load": partial(timed_run, [PYTHON, "-c", floor]),
                 },
                 pairs,
                 progress=f"validate {n}",

@@ -98,7 +98,7 @@ def test_array_with_init_only() -> None:
 def test_models_are_frozen() -> None:
     s = spec(PROCESS)
     with pytest.raises(Exception):  # noqa: B017 - pydantic's ValidationError
-        s.processes["p"].replicas = 3  # type: ignore[misc]
+        s.processes["p"].replicas = 3
 
 
 def test_env_values_become_strings() -> None:

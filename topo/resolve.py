@@ -17,7 +17,7 @@ import hashlib
 import os
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -170,7 +170,7 @@ def _document_lookup(params: Mapping[str, Any], environ: Mapping[str, str]) -> A
 
 def prepare_document(
     doc: Document,
-    overrides: list[str] | tuple[str, ...] = (),
+    overrides: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
 ) -> Document:
     """Apply ``--set`` overrides and document-wide interpolation; raise ``SpecError``."""
