@@ -76,6 +76,18 @@ def test_the_sampler_sees_a_get_that_waits(board: Board) -> None:
     assert board.snapshot().blocked(0) is None  # running again
 
 
+def test_the_sampler_sees_a_get_deep_in_a_recursion(board: Board) -> None:
+    q = mp.Queue()
+    watch.sample({id(q): 1})
+
+    def down(levels: int) -> object:
+        return q.get() if levels == 0 else down(levels - 1)
+
+    seen = _seen_while(board, lambda: q.put("x"))
+    assert down(500) == "x"  # only the top of the stack is looked at
+    assert seen == [("get", 1)]
+
+
 def test_the_sampler_sees_a_recv_and_a_poll_that_wait(board: Board) -> None:
     a, b = mp.Pipe()
     watch.sample({id(a): 2})

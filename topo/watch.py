@@ -32,6 +32,10 @@ from typing import Any, NamedTuple
 QUIET_S = 1.0  # no progress for this long, with everyone blocked, is a deadlock
 
 SAMPLE_INTERVAL_S = 0.05  # how often an instance's sampler looks at its main thread
+# A blocking call is within a few frames of the top of the stack (Queue.get ->
+# Connection.recv_bytes -> _recv_bytes -> _recv, at most): a deep recursion is not
+# walked to its bottom 20 times a second.
+_SAMPLED_DEPTH = 16
 
 # Each instance has two cells on the board: SEEN (0, or the call its sampler last saw
 # the main thread wait in, encoded by _code) and EXIT (set once its target returned).
@@ -353,7 +357,9 @@ def sample(watched: Mapping[int, int]) -> None:
 
     def seen() -> float:
         frame = sys._current_frames().get(main)
-        while frame is not None:
+        for _ in range(_SAMPLED_DEPTH):
+            if frame is None:
+                break
             entry = calls.get(frame.f_code)
             if entry is not None:
                 f_locals = frame.f_locals
