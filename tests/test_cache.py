@@ -80,7 +80,15 @@ def test_a_damaged_entry_is_recomputed(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("TOPO_CACHE_DIR", str(tmp_path))
     expected = [str(d) for d in validate(UNUSED)]
     (entry,) = (tmp_path / "graph").glob("*.json")
-    for damage in ("{not json", json.dumps([["T104", "warning", ["x"]]]), json.dumps({"a": 1})):
+    damages = [
+        "{not json",
+        json.dumps({"a": 1}),
+        json.dumps([["T104", "warning", ["x"]]]),
+        json.dumps([["T104", "fatal", ["channels"], "m", False, None]]),
+        json.dumps([["T104", "warning", ["channels"], "m", False, "nobody"]]),
+        json.dumps([["T030", "warning", ["channels"], "m", False, None]]),
+    ]
+    for damage in damages:
         entry.write_text(damage)
         assert [str(d) for d in validate(UNUSED)] == expected
 

@@ -111,16 +111,33 @@ def _graph_findings(plan: Plan) -> list[tuple[str, Severity, Finding]]:
     cached = cache.load(key, "graph")
     if isinstance(cached, list):
         try:
-            return [
-                (code, severity, Finding(tuple(loc), message, key_, process))
-                for code, severity, loc, message, key_, process in cached
-            ]
+            decoded = [_decoded(plan, *entry) for entry in cached]
         except (TypeError, ValueError):  # an entry of another shape: recompute it
             pass
+        else:
+            return decoded
     _load_graph_checks()
     found = _findings(plan, [info for code, info in REGISTRY.items() if _is_graph_check(code)])
     cache.store(key, "graph", [[c, s, f.loc, f.message, f.key, f.process] for c, s, f in found])
     return found
+
+
+def _decoded(
+    plan: Plan, code: Any, severity: Any, loc: Any, message: Any, key: Any, process: Any
+) -> tuple[str, Severity, Finding]:
+    """One cached finding, checked: a damaged cache must not reach the user."""
+    if not (
+        isinstance(code, str)
+        and _is_graph_check(code)
+        and severity in ("error", "warning")
+        and isinstance(loc, list)
+        and all(isinstance(part, str | int) for part in loc)
+        and isinstance(message, str)
+        and isinstance(key, bool)
+        and (process is None or process in plan.spec.processes)
+    ):
+        raise ValueError("not a finding of this spec")
+    return code, severity, Finding(tuple(loc), message, key, process)
 
 
 def _load_graph_checks() -> None:
