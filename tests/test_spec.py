@@ -151,6 +151,16 @@ def test_bad_timeout_is_located() -> None:
     ]
 
 
+def test_a_process_or_channel_that_is_not_a_mapping() -> None:
+    assert problems("processes:\n  p: mod:fn\n") == [
+        "s.yaml:2:6: error[T011]: process 'p' must be a mapping of keys with at least a "
+        "'target', not 'mod:fn'"
+    ]
+    assert problems("channels: [q]\n" + PROCESS) == [
+        "s.yaml:1:11: error[T011]: key 'channels' must be a mapping of keys, not ['q']"
+    ]
+
+
 def test_negative_timeout() -> None:
     assert problems("timeout: -1\n" + PROCESS) == [
         "s.yaml:1:10: error[T011]: key 'timeout': a duration must be more than 0 seconds, not -1"

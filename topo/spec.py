@@ -478,6 +478,9 @@ def _message(error: Any) -> str:
         return f"unknown {section} kind {tag!r}{hint}: use one of {', '.join(kinds)}"
     if kind == "literal_error":
         return f"{_describe(loc)} is {error.get('input')!r}, but must be {ctx.get('expected')}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        hint = " with at least a 'target'" if len(loc) == 2 and loc[0] == "processes" else ""
+        return f"{_describe(loc)} must be a mapping of keys{hint}, not {error.get('input')!r}"
     text = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if kind == "value_error":
         return f"{_describe(loc)}: {text}"
