@@ -353,22 +353,24 @@ def test_reader_whose_only_writer_exits_on_every_queue(
 
 
 @pytest.mark.timeout(60)
-def test_bounded_queues_both_full(run_topo: RunTopo, tmp_path: Path) -> None:
-    run = run_fault(run_topo, tmp_path, "full_queues")
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        (  # each side fills the bounded queue the other reads
+            "full_queues",
+            "a waits in put() on 'ab'; its only peer is 'b' (blocked in put() on 'ba'); "
+            "b waits in put() on 'ba'; its only peer is 'a' (blocked in put() on 'ab')",
+        ),
+        (  # a task nobody marks done
+            "join_unfinished",
+            "boss waits in join() on 'tasks'; its only peer 'worker' exited with code 0",
+        ),
+    ],
+)
+def test_deadlock_is_explained(run_topo: RunTopo, tmp_path: Path, fault: str, message: str) -> None:
+    run = run_fault(run_topo, tmp_path, fault)
     doc = finished(run, 3, "deadlock", within=QUIET_S + STARTUP_S + 2, at_least=QUIET_S)
-    assert doc["message"] == (
-        "deadlock: a waits in put() on 'ab'; its only peer is 'b' (blocked in put() on 'ba'); "
-        "b waits in put() on 'ba'; its only peer is 'a' (blocked in put() on 'ab')"
-    )
-
-
-@pytest.mark.timeout(60)
-def test_join_on_a_task_nobody_marks_done(run_topo: RunTopo, tmp_path: Path) -> None:
-    run = run_fault(run_topo, tmp_path, "join_unfinished")
-    doc = finished(run, 3, "deadlock", within=QUIET_S + STARTUP_S + 2, at_least=QUIET_S)
-    assert doc["message"] == (
-        "deadlock: boss waits in join() on 'tasks'; its only peer 'worker' exited with code 0"
-    )
+    assert doc["message"] == f"deadlock: {message}"
 
 
 @pytest.mark.timeout(60)
