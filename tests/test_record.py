@@ -84,3 +84,40 @@ def test_write_start_and_summary(tmp_path: Path) -> None:
     assert (run_dir / "resolved.yaml").read_text().startswith("name: r\n")  # order kept
     assert json.loads((run_dir / "run.json").read_text()) == {"status": "ok", "exit_code": 0}
     assert sorted(p.name for p in run_dir.iterdir()) == ["resolved.yaml", "run.json", "spec.yaml"]
+
+
+def test_distributions_match_the_metadata_parser() -> None:
+    import importlib.metadata
+
+    expected = {}
+    for d in importlib.metadata.distributions():
+        name = d.metadata["Name"]
+        if name:
+            expected[name] = d.version
+    assert record.distributions() == dict(sorted(expected.items(), key=lambda kv: kv[0].lower()))
+    assert "pydantic" in {name.lower() for name in record.distributions()}
+
+
+class _Dist:
+    """A distribution whose metadata is only what the test gives."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def read_text(self, name: str) -> str | None:
+        return self.text if name == "METADATA" else None
+
+    @property
+    def metadata(self) -> object:
+        import email
+
+        return email.message_from_string(self.text)  # as importlib.metadata's: None if absent
+
+
+def test_name_and_version_from_the_headers_or_the_parser() -> None:
+    plain = "Metadata-Version: 2.1\nName: thing\nVersion: 1.2\n\nName: not a header\n"
+    assert record._name_and_version(_Dist(plain)) == ("thing", "1.2")
+    folded = "Metadata-Version: 2.1\nSummary: a\n  folded line\nName: late\nVersion: 3\n"
+    assert record._name_and_version(_Dist(folded)) == ("late", "3")
+    no_version = "Metadata-Version: 2.1\nName: partial\n\nVersion: 9 (in the body)\n"
+    assert record._name_and_version(_Dist(no_version)) == ("partial", None)
