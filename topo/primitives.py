@@ -8,15 +8,10 @@ down after the final state has been read back.
 from __future__ import annotations
 
 import ctypes
-import functools
-import os
-import signal
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
-from multiprocessing.managers import SyncManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from topo.child import die_with
 from topo.errors import RunError
 from topo.jsonable import to_jsonable
 from topo.resolve import Instance, Plan
@@ -39,28 +34,12 @@ from topo.spec import (
     SimpleQueueChannel,
     ValueChannel,
 )
-from topo.targets import add_to_path, load_target
 from topo.watch import SAMPLED_KINDS, WRAPPERS
 
+if TYPE_CHECKING:
+    from multiprocessing.managers import SyncManager
+
 _MANAGER_KINDS = frozenset({"dict", "list", "namespace", "object"})
-
-
-class TopoManager(SyncManager):
-    """The run's manager; ``object`` channels register their factories on it."""
-
-
-def _make_object(factory: str, spec_dir: str, /, **kwargs: Any) -> Any:
-    # Runs in the manager's process, which imports the factory from the spec's folder.
-    return load_target(factory, spec_dir)(**kwargs)
-
-
-def _manager_init(spec_dir: str, supervisor_pid: int) -> None:
-    # Ctrl-C goes to the whole terminal group; the manager must outlive it long enough
-    # for the supervisor to read the final state, and is shut down by it afterwards.
-    die_with(supervisor_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the supervisor's, under fork
-    add_to_path(spec_dir)
 
 
 def needs_manager(plan: Plan) -> bool:
@@ -86,7 +65,7 @@ class Primitives:
     def __init__(self, plan: Plan, mp: BaseContext) -> None:
         self.plan = plan
         self.mp = mp
-        self.manager: TopoManager | None = None
+        self.manager: SyncManager | None = None
         self.objects: dict[str, Any] = {}
         self.segments: list[Any] = []  # shared memory to unlink at the end, whatever happens
         self.arrays: dict[str, Any] = {}  # ndarray channel -> its segment
@@ -94,7 +73,9 @@ class Primitives:
         self.names = [name for _, name, _ in plan.declared()]
         self.index = {name: i for i, name in enumerate(self.names)}
         if needs_manager(plan):
-            self._start_manager()
+            from topo.manager import start_manager
+
+            self.manager = start_manager(plan, mp)
         # Conditions last: they wrap a lock built before them.
         locks = sorted(plan.spec.locks.items(), key=lambda kv: kv[1].kind == "condition")
         for name, model in [*plan.spec.channels.items(), *locks]:
@@ -105,23 +86,6 @@ class Primitives:
                 self.close()
                 reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
                 raise RunError(f"building {model.kind} {name!r} failed: {reason}") from e
-
-    def _start_manager(self) -> None:
-        for name, channel in self.plan.spec.channels.items():
-            if isinstance(channel, ObjectChannel):
-                TopoManager.register(
-                    f"topo_object_{name}",
-                    callable=functools.partial(
-                        _make_object, channel.factory, str(self.plan.spec_dir)
-                    ),
-                    exposed=channel.methods,
-                )
-        manager = TopoManager(ctx=self.mp)
-        try:
-            manager.start(_manager_init, (str(self.plan.spec_dir), os.getpid()))
-        except Exception as e:
-            raise RunError(f"the manager process did not start: {e}") from e
-        self.manager = manager
 
     def _channel(self, name: str, c: Any) -> Any:
         mp, m = self.mp, self.manager
