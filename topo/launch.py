@@ -53,6 +53,9 @@ RESTART_BACKOFF_MAX_S = 5.0  # ...up to this
 # A restart storm gives up, as systemd's StartLimitBurst/StartLimitIntervalSec do:
 # more than RESTART_BURST restarts of one instance within RESTART_WINDOW_S fail the run.
 STATUS_INTERVAL_S = 0.25  # how often the live status table is refreshed
+# While everyone is blocked, how often the instances' activity is read from /proc (the
+# counters only grow, so no progress is missed between two readings).
+ACTIVITY_INTERVAL_S = 0.25
 STACK_DUMP_WAIT_S = 0.3  # for the stacks of a deadlock to reach the output
 RESTART_BURST = 5
 RESTART_WINDOW_S = 10.0
@@ -136,6 +139,7 @@ class _Supervisor:
         self.hurry = False  # a second signal: no more grace period
         self.quiet_since: float | None = None  # when everyone was first seen blocked
         self.quiet_progress = -1.0
+        self.activity_due = 0.0  # when the instances' activity is read next
         self.unstarted_pipe_users = {
             name: {inst.name for inst, _ in plan.users_of(name)}
             for name, c in plan.spec.channels.items()
@@ -491,6 +495,9 @@ class _Supervisor:
             self.quiet_since = None
             return False
         now = time.monotonic()
+        if self.quiet_since is not None and now < self.activity_due:
+            return False
+        self.activity_due = now + ACTIVITY_INTERVAL_S
         progress = self._activity()
         if self.quiet_since is None or progress != self.quiet_progress:
             self.quiet_since, self.quiet_progress = now, progress
