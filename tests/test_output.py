@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from multiprocessing import Pipe
 
-from topo.output import OutputPump
+from topo.backends.local.output import OutputPump
 
 
 def test_lines_are_whole_and_named() -> None:

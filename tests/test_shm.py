@@ -10,7 +10,7 @@ from queue import Empty, Full
 import numpy as np
 import pytest
 
-from topo.shm import SharedArray, ShmQueue, free, read_array
+from topo.backends.local.shm import SharedArray, ShmQueue, free, read_array
 
 
 @pytest.fixture

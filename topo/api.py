@@ -12,11 +12,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from topo.backend import OutputSink, RunOptions, StatusSink, get_backend
 from topo.errors import Diagnostic, SpecError
 from topo.resolve import Plan, build_plan, prepare_document, resolved_spec
 from topo.result import RunResult
 from topo.spec import spec_from_document
+from topo.supervise import OutputSink, RunOptions, StatusSink, Supervisor
 from topo.yamlpos import load_path
 
 Overrides = Mapping[str, Any] | Iterable[str]
@@ -155,7 +155,10 @@ def run(
 
 
 def _run(plan: Plan, options: RunOptions, say: OutputSink) -> RunResult:
+    from topo.backends import get_backend
+
     started = time.monotonic()
-    result = get_backend("local").run(plan, options, say)
+    launcher = get_backend("local").launcher(plan, options)
+    result = Supervisor(plan, launcher, options, say).run()
     result.duration_s = time.monotonic() - started
     return result

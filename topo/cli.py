@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from topo.backend import InstanceStatus
     from topo.errors import Diagnostic
+    from topo.supervise import InstanceStatus
 
 EXIT_INVALID = 2
 
@@ -279,11 +279,8 @@ class _LiveStatus:
             table.add_column(column)
         for r in rows:
             cpu = "" if r.cpu_s is None else f"{r.cpu_s:.1f}"
-            table.add_row(r.name, str(r.pid or ""), r.state, str(r.restarts), cpu)
+            table.add_row(r.name, str(r.pid or ""), r.label, str(r.restarts), cpu)
         self.live.update(table, refresh=True)
-
-
-_ENDED = frozenset({"exited", "failed", "killed", "stopped", "timeout"})
 
 
 class _StatusLines:
@@ -291,7 +288,7 @@ class _StatusLines:
 
     def __init__(self, printer: _Printer) -> None:
         self.printer = printer
-        self.seen: dict[str, str] = {}
+        self.seen: dict[str, tuple[str, int | None]] = {}
 
     def __enter__(self) -> _StatusLines:
         return self
@@ -300,15 +297,16 @@ class _StatusLines:
         pass
 
     def __call__(self, rows: list[InstanceStatus]) -> None:
+        from topo.result import State
+
         for r in rows:
-            ended = r.state.split(" (")[0] in _ENDED
-            coarse = r.state if ended or r.state == "not started" else "running"
-            if self.seen.get(r.name) != coarse:
-                self.seen[r.name] = coarse
-                if coarse == "running":
+            seen = (r.state, r.exit_code if r.state.ended else None)
+            if self.seen.get(r.name) != seen:
+                self.seen[r.name] = seen
+                if r.state == State.RUNNING:
                     self.printer("", f"{r.name} running (pid {r.pid})")
-                elif coarse != "not started":
-                    self.printer("", f"{r.name} {r.state}")
+                elif r.state != State.NOT_STARTED:
+                    self.printer("", f"{r.name} {r.label}")
 
 
 def _summary(result: Any, console: Any) -> None:
@@ -321,7 +319,7 @@ def _summary(result: Any, console: Any) -> None:
         shown = json.dumps(r.result)
         table.add_row(
             name,
-            r.state,
+            str(r.state),
             str(r.exit_code),
             str(r.restarts),
             f"{r.duration_s:.2f}",

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
 from topo.jsonable import to_jsonable
 
-__all__ = ["EXIT_CODES", "EXIT_SIGTERM", "InstanceResult", "RunResult", "Status", "to_jsonable"]
+__all__ = [
+    "EXIT_CODES",
+    "EXIT_SIGTERM",
+    "InstanceResult",
+    "RunResult",
+    "State",
+    "Status",
+    "to_jsonable",
+]
 
 Status = Literal["ok", "failed", "invalid", "deadlock", "timeout", "interrupted"]
 
@@ -22,16 +31,32 @@ EXIT_CODES: dict[str, int] = {
 EXIT_SIGTERM = 143
 
 
+class State(StrEnum):
+    """Where an instance is in its life. What it is blocked in, if anything, is kept
+    apart (``InstanceStatus.detail``); display text is made from both at the edge."""
+
+    NOT_STARTED = "not started"
+    RUNNING = "running"
+    EXITED = "exited"  # its target returned: exit code 0
+    FAILED = "failed"  # it ended with another exit code
+    KILLED = "killed"  # a signal ended it, not topo
+    STOPPED = "stopped"  # topo stopped it, at the end of the run
+    TIMEOUT = "timeout"  # topo stopped it: it ran past its own timeout
+
+    @property
+    def ended(self) -> bool:
+        return self not in (State.NOT_STARTED, State.RUNNING)
+
+
 @dataclass
 class InstanceResult:
-    """How one instance ended. ``state`` is one of: not started, running, exited,
-    failed, killed, stopped (by topo, at the end of the run), timeout."""
+    """How one instance ended."""
 
     exit_code: int | None = None
     result: Any = None
     restarts: int = 0
     duration_s: float = 0.0
-    state: str = "not started"
+    state: State = State.NOT_STARTED
     error: str | None = None  # the traceback, when the target raised
     pid: int | None = None
 
@@ -41,7 +66,7 @@ class InstanceResult:
             "result": self.result,
             "restarts": self.restarts,
             "duration_s": round(self.duration_s, 6),
-            "state": self.state,
+            "state": str(self.state),
             "pid": self.pid,
         }
         if self.error is not None:

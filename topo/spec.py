@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, get_args
 
 from pydantic import (
     AfterValidator,
@@ -118,11 +118,47 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
+class Traits(NamedTuple):
+    """What a kind of channel or lock is and implies, declared once on its model."""
+
+    messages: bool = False  # carries messages from writers to readers (queues, pipes)
+    queue: bool = False  # a queue: put/get, flushed by a feeder thread at exit
+    bounded_by_os: bool = False  # no maxsize: the OS pipe buffer is its only bound
+    manager: bool = False  # always lives in the run's manager process
+    held: bool = False  # taken and given back (acquire/release, a barrier's party)
+    owned: bool = False  # has one owner while held, whose death leaves it held for ever
+    state: bool = False  # its final contents are read back into the run's result
+    # The calls that can wait for ever (without a timeout), watched by the deadlock detector.
+    blocking: tuple[str, ...] = ()
+
+
+class Primitive(Model):
+    """Base of every channel and lock model."""
+
+    traits: ClassVar[Traits] = Traits()
+
+    @property
+    def via_manager(self) -> bool:
+        """Built in the run's manager process: manager kinds, and ``via: manager``."""
+        return self.traits.manager or getattr(self, "via", None) == "manager"
+
+    @property
+    def waits_by_itself(self) -> bool:
+        """Its waits end by themselves (a barrier with a timeout): never a deadlock."""
+        return getattr(self, "timeout", None) is not None
+
+    @property
+    def watched(self) -> bool:
+        """Watched by the deadlock detector: it has calls that can wait for ever."""
+        return bool(self.traits.blocking) and not self.waits_by_itself
+
+
 # ----- channels ---------------------------------------------------------------------------
 
 
-class QueueChannel(Model):
+class QueueChannel(Primitive):
     kind: Literal["queue"]
+    traits = Traits(messages=True, queue=True, blocking=("get", "put"))
     maxsize: NonNegativeInt = 0
     via: Via | None = None
     # transport: shm copies bytes and numpy arrays through shared-memory slots instead of
@@ -143,18 +179,21 @@ class QueueChannel(Model):
         return self.slots or self.maxsize or 8
 
 
-class SimpleQueueChannel(Model):
+class SimpleQueueChannel(Primitive):
     kind: Literal["simple_queue"]
+    traits = Traits(messages=True, queue=True, bounded_by_os=True, blocking=("get", "put"))
 
 
-class JoinableQueueChannel(Model):
+class JoinableQueueChannel(Primitive):
     kind: Literal["joinable_queue"]
+    traits = Traits(messages=True, queue=True, blocking=("get", "put", "join"))
     maxsize: NonNegativeInt = 0
     via: Via | None = None
 
 
-class PipeChannel(Model):
+class PipeChannel(Primitive):
     kind: Literal["pipe"]
+    traits = Traits(messages=True, bounded_by_os=True, blocking=("recv", "send", "poll"))
     duplex: bool = True
 
 
@@ -166,8 +205,9 @@ def _default_typecode(init: Any) -> str:
     return "q"
 
 
-class ValueChannel(Model):
+class ValueChannel(Primitive):
     kind: Literal["value"]
+    traits = Traits(state=True)
     type: CType | None = None  # None: inferred from init (float -> d, int -> q, str -> c)
     init: int | float | str | bool = 0
     lock: bool = True
@@ -178,8 +218,9 @@ class ValueChannel(Model):
         return self.type or _default_typecode(self.init)
 
 
-class ArrayChannel(Model):
+class ArrayChannel(Primitive):
     kind: Literal["array"]
+    traits = Traits(state=True)
     type: CType | None = None
     size: PositiveInt | None = None
     init: list[int | float | bool] | str | None = None
@@ -205,10 +246,11 @@ class ArrayChannel(Model):
         return self.size if self.size is not None else len(self.init or [])
 
 
-class NdarrayChannel(Model):
+class NdarrayChannel(Primitive):
     """A numpy array in shared memory, handed to every user as a zero-copy view."""
 
     kind: Literal["ndarray"]
+    traits = Traits(state=True)
     shape: list[PositiveInt] | PositiveInt
     dtype: str = "float64"
     init: int | float | bool = 0  # every element starts with this value
@@ -218,23 +260,27 @@ class NdarrayChannel(Model):
         return tuple(self.shape) if isinstance(self.shape, list) else (self.shape,)
 
 
-class DictChannel(Model):
+class DictChannel(Primitive):
     kind: Literal["dict"]
+    traits = Traits(manager=True, state=True)
     init: dict[str, Any] = {}
 
 
-class ListChannel(Model):
+class ListChannel(Primitive):
     kind: Literal["list"]
+    traits = Traits(manager=True, state=True)
     init: list[Any] = []
 
 
-class NamespaceChannel(Model):
+class NamespaceChannel(Primitive):
     kind: Literal["namespace"]
+    traits = Traits(manager=True, state=True)
     init: dict[Name, Any] = {}
 
 
-class ObjectChannel(Model):
+class ObjectChannel(Primitive):
     kind: Literal["object"]
+    traits = Traits(manager=True)
     factory: Target
     args: dict[str, Any] = {}
     methods: list[Name] | None = None
@@ -243,41 +289,48 @@ class ObjectChannel(Model):
 # ----- locks ------------------------------------------------------------------------------
 
 
-class LockLock(Model):
+class LockLock(Primitive):
     kind: Literal["lock"]
+    traits = Traits(held=True, owned=True, blocking=("acquire",))
     via: Via | None = None
 
 
-class RLockLock(Model):
+class RLockLock(Primitive):
     kind: Literal["rlock"]
+    traits = Traits(held=True, owned=True, blocking=("acquire",))
     via: Via | None = None
 
 
-class SemaphoreLock(Model):
+class SemaphoreLock(Primitive):
     kind: Literal["semaphore"]
+    traits = Traits(held=True, blocking=("acquire",))
     value: NonNegativeInt = 1
     via: Via | None = None
 
 
-class BoundedSemaphoreLock(Model):
+class BoundedSemaphoreLock(Primitive):
     kind: Literal["bounded_semaphore"]
+    traits = Traits(held=True, blocking=("acquire",))
     value: NonNegativeInt = 1
     via: Via | None = None
 
 
-class ConditionLock(Model):
+class ConditionLock(Primitive):
     kind: Literal["condition"]
+    traits = Traits(held=True, owned=True, blocking=("acquire", "wait", "wait_for"))
     lock: Name | None = None  # a `lock` or `rlock` of this spec; None: a fresh RLock
     via: Via | None = None
 
 
-class EventLock(Model):
+class EventLock(Primitive):
     kind: Literal["event"]
+    traits = Traits(blocking=("wait",))
     via: Via | None = None
 
 
-class BarrierLock(Model):
+class BarrierLock(Primitive):
     kind: Literal["barrier"]
+    traits = Traits(held=True, blocking=("wait",))
     parties: PositiveInt | None = None  # None: the number of instances that use it
     timeout: Duration | None = None
     via: Via | None = None

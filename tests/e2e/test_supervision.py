@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from topo.launch import GRACE_PERIOD_S, RESTART_BURST, RESTART_WINDOW_S
-from topo.watch import QUIET_S
+from topo.deadlock import QUIET_S
+from topo.supervise import GRACE_PERIOD_S, RESTART_BURST, RESTART_WINDOW_S
 
 if TYPE_CHECKING:
     from conftest import LiveTopo, TopoRun

@@ -1,4 +1,4 @@
-"""Run-time instrumentation and the deadlock detector.
+"""Instance-side instrumentation of the local backend: who waits for what.
 
 Every instance writes on a shared-memory ``Board`` what it is blocked in, if anything:
 
@@ -10,13 +10,9 @@ Every instance writes on a shared-memory ``Board`` what it is blocked in, if any
   leaves no Python frame to see, so the wrapper's method is the frame; and a lock
   records its owner, so that a holder's death can be named.
 
-The supervisor reads the board. ``find_deadlock`` declares a deadlock when every live
-non-daemon instance is blocked, everyone who could wake each of them is blocked or
-gone, and nothing has progressed for ``QUIET_S``. Progress is, from Linux's /proc,
-the CPU time and context switches of each instance's main thread: a thread blocked
-for good has neither, while one that waits again and again, however briefly, has.
-A call with a timeout, or an instance in plain computation, sleep or other I/O, is
-not blocked: no false alarms.
+The launcher reads the board for the supervisor, which decides (topo/deadlock.py);
+progress comes from /proc (topo/backends/local/procfs.py). A call with a timeout, or
+an instance in plain computation, sleep or other I/O, is not blocked: no false alarms.
 """
 
 from __future__ import annotations
@@ -28,8 +24,6 @@ import time
 from collections.abc import Callable, Mapping
 from multiprocessing.sharedctypes import RawArray
 from typing import Any, NamedTuple
-
-QUIET_S = 1.0  # no progress for this long, with everyone blocked, is a deadlock
 
 SAMPLE_INTERVAL_S = 0.05  # how often an instance's sampler looks at its main thread
 # A blocking call is within a few frames of the top of the stack (Queue.get ->
@@ -43,7 +37,8 @@ _SEEN, _EXITED = 0, 1
 _FIELDS = 2
 OPS = ("get", "put", "join", "recv", "send", "poll", "acquire", "wait", "wait_for", "exit")
 _GET, _PUT, _JOIN, _RECV, _SEND, _POLL, _ACQUIRE, _WAIT_OP, _WAIT_FOR, _EXIT = range(len(OPS))
-EXITING = -1  # the "primitive" of an instance whose target returned, still flushing queues
+# The "primitive" of an instance whose target returned, still flushing its queues.
+EXITING_PRIMITIVE = -1
 _PRIMS = 1 << 20
 
 
@@ -143,7 +138,7 @@ def exiting() -> None:
     global _sampling
     _sampling = False
     if _cells is not None:
-        _cells[_at + _EXITED] = _code(_EXIT, EXITING)
+        _cells[_at + _EXITED] = _code(_EXIT, EXITING_PRIMITIVE)
 
 
 def _forever(block: Any, timeout: Any) -> bool:
@@ -275,11 +270,6 @@ WRAPPERS: Mapping[str, type[Watched]] = {
     "semaphore": WatchedSemaphore,
     "bounded_semaphore": WatchedSemaphore,
 }
-OWNED_KINDS = frozenset({"lock", "rlock", "condition"})
-# What the sampler watches: every kind whose calls can wait for ever.
-SAMPLED_KINDS = frozenset(
-    {"queue", "joinable_queue", "simple_queue", "pipe", "event", "barrier", *WRAPPERS}
-)
 
 
 # ----- instance side: the sampler ------------------------------------------------------------
@@ -318,7 +308,7 @@ def _blocking_calls() -> dict[Any, tuple[int, str]]:
     synchronize = sys.modules.get("multiprocessing.synchronize")
     if synchronize is not None:
         calls[synchronize.Event.wait] = (_WAIT_OP, "timeout")
-    shm = sys.modules.get("topo.shm")  # a queue with transport: shm
+    shm = sys.modules.get("topo.backends.local.shm")  # a queue with transport: shm
     if shm is not None:
         calls.update({shm.ShmQueue.get: (_GET, "block"), shm.ShmQueue.put: (_PUT, "block")})
     managers = sys.modules.get("multiprocessing.managers")  # a queue with via: manager
@@ -384,136 +374,3 @@ def sample(watched: Mapping[int, int]) -> None:
         cells[at] = 0.0
 
     threading.Thread(target=run, name="topo-sampler", daemon=True).start()
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """CPU time ``pid`` has used, all threads (Linux); None elsewhere."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rpartition(b")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def activity(pid: int) -> int | None:
-    """CPU ticks plus context switches of ``pid``'s main thread (Linux); None elsewhere.
-
-    It does not change while that thread is blocked for good, and does as soon as it
-    runs: the sampler's samples cannot tell a call that returns at once, again and
-    again, from one that never returns.
-    """
-    task = f"/proc/{pid}/task/{pid}"
-    try:
-        with open(f"{task}/stat", "rb") as f:
-            fields = f.read().rpartition(b")")[2].split()
-        with open(f"{task}/status", "rb") as f:
-            status = f.read()
-    except OSError:
-        return None
-    total = int(fields[11]) + int(fields[12])  # utime, stime
-    for line in status.splitlines():
-        if line.startswith((b"voluntary_ctxt_switches", b"nonvoluntary_ctxt_switches")):
-            total += int(line.split()[1])
-    return total
-
-
-# ----- supervisor side: the detector ---------------------------------------------------------
-
-
-class Waiter(NamedTuple):
-    """What the detector needs to know of one instance."""
-
-    name: str
-    slot: int
-    alive: bool  # running now (or about to be restarted)
-    daemon: bool
-    ended: str | None = None  # "exited 0", "was killed by SIGKILL"... when not alive
-
-
-# (primitive, operation, waiting instance) -> the instances that could wake it up, or
-# None when that cannot be told (then it is no deadlock).
-Wakers = Callable[[int, str, str], list[str] | None]
-
-
-def describe(where: tuple[str, int], names: list[str]) -> str:
-    """``blocked in get() on 'tasks'`` for a Snapshot.blocked() answer."""
-    op, prim = where
-    if prim == EXITING:
-        return "exiting, flushing its queues"
-    return f"blocked in {op}() on '{names[prim]}'"
-
-
-def find_deadlock(
-    waiters: list[Waiter],
-    snapshot: Snapshot,
-    wakers: Wakers,
-    names: list[str],
-) -> list[str] | None:
-    """Explain the deadlock in words, or None when the instances can still progress.
-
-    ``names`` maps a primitive index to its channel or lock name. The caller checks
-    that progress has stood still for ``QUIET_S``; this function checks the rest.
-    """
-    by_name = {w.name: w for w in waiters}
-    live = [w for w in waiters if w.alive]
-    if not any(not w.daemon for w in live):
-        return None
-    blocked = {w.name: snapshot.blocked(w.slot) for w in live}
-    if any(b is None for w, b in zip(live, blocked.values(), strict=True) if not w.daemon):
-        return None
-    lines = []
-    for w in live:
-        where = blocked[w.name]
-        if where is None:
-            continue
-        op, prim = where
-        candidates = wakers(prim, op, w.name)
-        if candidates is None:
-            return None
-        others = [by_name[n] for n in candidates if n in by_name]
-        if any(o.alive and blocked.get(o.name) is None for o in others):
-            return None  # someone who can wake it is still running
-        owner = snapshot.owners[prim] if 0 <= prim < len(snapshot.owners) else -1
-        lines.append(_explain(w, op, prim, others, owner, blocked, waiters, names))
-    return lines
-
-
-def _explain(
-    w: Waiter,
-    op: str,
-    prim: int,
-    others: list[Waiter],
-    owner: int,
-    blocked: dict[str, tuple[str, int] | None],
-    waiters: list[Waiter],
-    names: list[str],
-) -> str:
-    def status(o: Waiter) -> str:
-        where = blocked.get(o.name)
-        if o.alive and where is not None:
-            return f"'{o.name}' ({describe(where, names)})"
-        if o.alive:
-            return f"'{o.name}'"
-        return f"'{o.name}' ({o.ended or 'gone'})"
-
-    if op == "exit":
-        queues = "its queues"
-        readers = ", ".join(status(o) for o in others) or "nobody"
-        return (
-            f"{w.name} returned but cannot exit until {queues} are flushed into pipes "
-            f"that nobody reads any more (readers: {readers})"
-        )
-    text = f"{w.name} waits in {op}() on '{names[prim]}'"
-    if op == "acquire" and owner >= 0:
-        holder = next((o for o in waiters if o.slot == owner), None)
-        if holder is not None:
-            return f"{text}, held by {status(holder)}"
-    if not others:
-        return f"{text}, and no other instance uses it"
-    if len(others) == 1:
-        o = others[0]
-        if not o.alive:
-            return f"{text}; its only peer '{o.name}' {o.ended or 'is gone'}"
-        return f"{text}; its only peer is {status(o)}"
-    return f"{text}; its peers: " + ", ".join(status(o) for o in others)

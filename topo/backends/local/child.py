@@ -14,11 +14,11 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
-from topo import watch
+from topo.backends.local import instrument
+from topo.backends.local.instrument import Board
 from topo.context import RunContext
 from topo.jsonable import to_jsonable
 from topo.targets import load_target, wants_ctx
-from topo.watch import Board
 
 
 class Job:
@@ -114,7 +114,8 @@ def die_with(supervisor_pid: int) -> None:
 
 def _attached(objects: dict[str, Any]) -> dict[str, Any]:
     """The objects as targets get them: shared-memory arrays as numpy views."""
-    shm = sys.modules.get("topo.shm")  # imported by unpickling an array's handle, if any
+    # Imported by unpickling an array's handle, if any.
+    shm = sys.modules.get("topo.backends.local.shm")
     if shm is None:
         return objects
     return {k: v.attach() if isinstance(v, shm.SharedArray) else v for k, v in objects.items()}
@@ -133,10 +134,10 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
         _redirect_output(output)
     os.environ.update(job.env)
     if job.board is not None:
-        watch.attach(job.board, job.slot)
+        instrument.attach(job.board, job.slot)
         # The supervisor asks for the stack of an instance it finds deadlocked.
         faulthandler.register(signal.SIGUSR1, all_threads=False)
-        watch.sample({id(job.objects[param]): prim for param, prim in job.sampled.items()})
+        instrument.sample({id(job.objects[param]): prim for param, prim in job.sampled.items()})
     try:
         fn = load_target(job.target, job.context.spec_dir)
         kwargs = {**job.args, **_attached(job.objects)}
@@ -161,4 +162,4 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
         sys.exit(1)
     report.send(("result", to_jsonable(result)))
     report.close()
-    watch.exiting()
+    instrument.exiting()

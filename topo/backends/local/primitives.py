@@ -12,12 +12,12 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from typing import TYPE_CHECKING, Any
 
+from topo.backends.local.instrument import WRAPPERS
+from topo.backends.local.shm import SharedArray, ShmQueue, free, read_array
 from topo.errors import RunError
 from topo.jsonable import to_jsonable
 from topo.resolve import Instance, Plan
-from topo.shm import SharedArray, ShmQueue, free, read_array
 from topo.spec import (
-    LOCK_KINDS,
     ArrayChannel,
     BarrierLock,
     BoundedSemaphoreLock,
@@ -34,19 +34,13 @@ from topo.spec import (
     SimpleQueueChannel,
     ValueChannel,
 )
-from topo.watch import SAMPLED_KINDS, WRAPPERS
 
 if TYPE_CHECKING:
     from multiprocessing.managers import SyncManager
 
-_MANAGER_KINDS = frozenset({"dict", "list", "namespace", "object"})
-
 
 def needs_manager(plan: Plan) -> bool:
-    return any(
-        model.kind in _MANAGER_KINDS or getattr(model, "via", None) == "manager"
-        for _, _, model in plan.declared()
-    )
+    return any(model.via_manager for _, _, model in plan.declared())
 
 
 def _ctype(type_name: str) -> Any:
@@ -73,14 +67,14 @@ class Primitives:
         self.names = [name for _, name, _ in plan.declared()]
         self.index = {name: i for i, name in enumerate(self.names)}
         if needs_manager(plan):
-            from topo.manager import start_manager
+            from topo.backends.local.manager import start_manager
 
             self.manager = start_manager(plan, mp)
         # Conditions last: they wrap a lock built before them.
         locks = sorted(plan.spec.locks.items(), key=lambda kv: kv[1].kind == "condition")
         for name, model in [*plan.spec.channels.items(), *locks]:
             try:
-                build = self._lock if model.kind in LOCK_KINDS else self._channel
+                build = self._channel if name in plan.spec.channels else self._lock
                 self.objects[name] = build(name, model)
             except Exception as e:
                 self.close()
@@ -89,7 +83,7 @@ class Primitives:
 
     def _channel(self, name: str, c: Any) -> Any:
         mp, m = self.mp, self.manager
-        via_manager = getattr(c, "via", None) == "manager"
+        via_manager = c.via_manager
         if isinstance(c, QueueChannel) and c.transport == "shm":
             queue = ShmQueue(mp, c.capacity, c.slot_size)
             self.segments.append(queue)
@@ -131,7 +125,7 @@ class Primitives:
         raise AssertionError(f"unknown channel kind {c.kind}")  # pragma: no cover
 
     def _lock(self, name: str, lock: Any) -> Any:
-        src: Any = self.manager if getattr(lock, "via", None) == "manager" else self.mp
+        src: Any = self.manager if lock.via_manager else self.mp
         kind = lock.kind
         if isinstance(lock, SemaphoreLock | BoundedSemaphoreLock):
             return (src.Semaphore if kind == "semaphore" else src.BoundedSemaphore)(lock.value)
@@ -154,7 +148,7 @@ class Primitives:
             obj = obj[b.end] if b.end is not None else obj
             model = self.plan.model(b.name)
             wrapper = WRAPPERS.get(model.kind)
-            if watch and wrapper and getattr(model, "timeout", None) is None:
+            if watch and wrapper and not model.waits_by_itself:
                 obj = wrapper(obj, self.index[b.name])
             bound[b.param] = obj
         return bound
@@ -167,8 +161,7 @@ class Primitives:
         return {
             b.param: self.index[b.name]
             for b in instance.bindings
-            if (model := self.plan.model(b.name)).kind in SAMPLED_KINDS
-            and getattr(model, "timeout", None) is None
+            if self.plan.model(b.name).watched
         }
 
     def pipe_ends(self, name: str) -> tuple[Connection, ...]:

@@ -1,4 +1,5 @@
-"""The deadlock detector's board, wrappers and wait-for reasoning, in one process."""
+"""The local backend's instrumentation: the board, the wrappers and the sampler, in one
+process (the detector's reasoning is tested in test_deadlock.py)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,14 @@ from typing import Any
 
 import pytest
 
-from topo import watch
-from topo.watch import (
-    EXITING,
+from topo.backends.local import instrument as watch
+from topo.backends.local import procfs
+from topo.backends.local.instrument import (
+    EXITING_PRIMITIVE,
     Board,
-    Snapshot,
-    Waiter,
     WatchedLock,
     WatchedRLock,
     WatchedSemaphore,
-    describe,
-    find_deadlock,
 )
 
 mp = multiprocessing.get_context("spawn")
@@ -41,7 +39,7 @@ def board() -> Iterator[Board]:
 
 def test_codes_round_trip() -> None:
     for op in watch.OPS:
-        for prim in (EXITING, 0, 5, 1000):
+        for prim in (EXITING_PRIMITIVE, 0, 5, 1000):
             assert watch._decode(watch._code(watch.OPS.index(op), prim)) == (op, prim)
 
 
@@ -132,14 +130,14 @@ def test_the_sampler_reads_manager_queue_calls() -> None:
 
 
 def test_activity_moves_when_the_thread_runs() -> None:
-    before = watch.activity(os.getpid())
+    before = procfs.activity(os.getpid())
     assert before is not None
     end = time.monotonic() + 0.1
     while time.monotonic() < end:  # burn CPU, and sleep a few times
         time.sleep(0.001)
-    after = watch.activity(os.getpid())
+    after = procfs.activity(os.getpid())
     assert after is not None and after > before
-    assert watch.activity(2**22 + 12345) is None  # no such process
+    assert procfs.activity(2**22 + 12345) is None  # no such process
 
 
 def _board_of_this_process(out: Any) -> None:
@@ -176,58 +174,3 @@ def test_wrappers_delegate_and_pickle() -> None:
     assert isinstance(copy, WatchedLock) and copy._prim == 2
     assert lock.acquire(False) is True
     lock.release()
-
-
-def _snapshot(*rows: tuple[str, int] | None, owners: list[int] | None = None) -> Snapshot:
-    cells = [[watch._code(watch.OPS.index(r[0]), r[1]) if r else 0.0, 0.0] for r in rows]
-    return Snapshot(cells, owners or [-1, -1, -1])
-
-
-NAMES = ["q", "x", "y"]
-
-
-def test_two_readers_of_each_other_are_a_deadlock() -> None:
-    waiters = [Waiter("a", 0, True, False), Waiter("b", 1, True, False)]
-    snap = _snapshot(("recv", 0), ("recv", 0))
-    lines = find_deadlock(waiters, snap, lambda p, op, w: ["b" if w == "a" else "a"], NAMES)
-    assert lines == [
-        "a waits in recv() on 'q'; its only peer is 'b' (blocked in recv() on 'q')",
-        "b waits in recv() on 'q'; its only peer is 'a' (blocked in recv() on 'q')",
-    ]
-
-
-def test_a_running_peer_means_no_deadlock() -> None:
-    waiters = [Waiter("reader", 0, True, False), Waiter("writer", 1, True, False)]
-    snap = _snapshot(("get", 0), None)
-    assert find_deadlock(waiters, snap, lambda p, op, w: ["writer"], NAMES) is None
-
-
-def test_a_running_daemon_that_can_help_means_no_deadlock() -> None:
-    waiters = [Waiter("reader", 0, True, False), Waiter("feeder", 1, True, True)]
-    snap = _snapshot(("get", 0), None)
-    assert find_deadlock(waiters, snap, lambda p, op, w: ["feeder"], NAMES) is None
-
-
-def test_gone_writer_and_held_locks_are_explained() -> None:
-    waiters = [
-        Waiter("reader", 0, True, False),
-        Waiter("feeder", 1, False, False, "exited with code 0"),
-    ]
-    snap = _snapshot(("get", 0), None)
-    assert find_deadlock(waiters, snap, lambda p, op, w: ["feeder"], NAMES) == [
-        "reader waits in get() on 'q'; its only peer 'feeder' exited with code 0"
-    ]
-    waiters = [Waiter("p", 0, True, False), Waiter("q", 1, True, False)]
-    snap = _snapshot(("acquire", 2), ("acquire", 1), owners=[-1, 0, 1])
-    assert find_deadlock(waiters, snap, lambda p, op, w: ["q" if w == "p" else "p"], NAMES) == [
-        "p waits in acquire() on 'y', held by 'q' (blocked in acquire() on 'x')",
-        "q waits in acquire() on 'x', held by 'p' (blocked in acquire() on 'y')",
-    ]
-
-
-def test_an_exiting_instance_without_queues_is_not_provably_stuck() -> None:
-    waiters = [Waiter("w", 0, True, False)]
-    snap = _snapshot((("exit"), EXITING), None)
-    assert find_deadlock(waiters, snap, lambda p, op, w: None, NAMES) is None
-    assert describe(("exit", EXITING), NAMES) == "exiting, flushing its queues"
-    assert describe(("put", 1), NAMES) == "blocked in put() on 'x'"

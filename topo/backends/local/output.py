@@ -12,7 +12,7 @@ import selectors
 import threading
 from multiprocessing.connection import Connection
 
-from topo.backend import OutputSink
+from topo.supervise import OutputSink
 
 
 class OutputPump(threading.Thread):

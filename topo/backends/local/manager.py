@@ -12,7 +12,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.managers import SyncManager
 from typing import Any
 
-from topo.child import die_with
+from topo.backends.local.child import die_with
 from topo.errors import RunError
 from topo.resolve import Plan
 from topo.spec import ObjectChannel

@@ -1,0 +1,73 @@
+"""Backends: the ways of carrying out a Plan, and the registry that finds them.
+
+A backend builds a ``Launcher`` for a plan (see topo/supervise.py: the supervisor
+keeps every policy, the launcher only carries out) and declares what it supports,
+so that a spec asking for something it lacks is refused before anything starts,
+at the line that asks for it. Backend ``NAME`` lives in the package
+``topo.backends.NAME`` and exposes ``BACKEND``: adding one touches nothing else.
+Others can be added at run time with ``register``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from topo.checks import Finding
+    from topo.resolve import Plan
+    from topo.supervise import Launcher, RunOptions
+
+BUILTIN = ("local",)
+
+
+# Instances import this package (their entry point lives in a backend): no dataclasses.
+class Capabilities(NamedTuple):
+    """What a backend can build and do; anything else in a spec is refused (T050)."""
+
+    kinds: frozenset[str]  # channel and lock kinds
+    via_manager: bool = True  # `via: manager`, and the manager kinds
+    transports: frozenset[str] = frozenset({"pipe"})  # queue transports
+    start_methods: frozenset[str] = frozenset({"spawn", "fork", "forkserver"})
+    deadlock_detection: bool = True
+    instead: Mapping[str, str] = {}  # unsupported kind or feature -> what to use instead
+
+
+class Backend(Protocol):
+    name: str
+    capabilities: Capabilities
+
+    def launcher(self, plan: Plan, options: RunOptions) -> Launcher:
+        """A launcher for one run of ``plan``."""
+        ...
+
+    def findings(self, plan: Plan) -> Iterator[Finding]:
+        """Checks that depend on where the plan runs (CPU count, pipe buffers...),
+        as warnings; see docs/checks.md."""
+        ...
+
+
+_REGISTERED: dict[str, Callable[[], Backend]] = {}
+
+
+def register(name: str, factory: Callable[[], Backend]) -> None:
+    """Make ``factory()`` the backend called ``name``."""
+    _REGISTERED[name] = factory
+
+
+def get_backend(name: str = "local") -> Backend:
+    """The backend called ``name``; ``ValueError`` naming the known ones if none is."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]()
+    if name.isidentifier():
+        try:
+            module = importlib.import_module(f"topo.backends.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"topo.backends.{name}":
+                raise ValueError(f"backend {name!r} needs {e.name}, which is not installed") from e
+        else:
+            backend: Backend = module.BACKEND
+            return backend
+    known = ", ".join(repr(n) for n in sorted({*BUILTIN, *_REGISTERED}))
+    raise ValueError(f"unknown backend {name!r}: the known ones are {known}")

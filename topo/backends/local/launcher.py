@@ -1,0 +1,267 @@
+"""The local launcher: multiprocessing processes, their primitives, output and /proc.
+
+It carries out what the supervisor (topo/supervise.py) decides: builds the
+primitives, starts each instance as a process with its bindings, reports what
+instances return and when they exit, stops them, and tells who waits for what
+from the instances' instrumentation (topo/backends/local/instrument.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from topo.backends.local import procfs
+from topo.backends.local.child import Job, child_main
+from topo.backends.local.instrument import EXITING_PRIMITIVE, Board
+from topo.backends.local.output import OutputPump
+from topo.backends.local.primitives import Primitives
+from topo.context import RunContext
+from topo.deadlock import EXITING, Wait
+from topo.resolve import Instance, Plan
+from topo.supervise import Event, Exited, OutputSink, Raised, Returned, RunOptions
+from topo.targets import add_to_path
+
+STACK_DUMP_WAIT_S = 0.3  # for the stacks of a deadlock to reach the output
+
+
+@dataclass
+class _Handle:
+    process: BaseProcess
+    report: Connection
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start processes without re-running the parent's ``__main__`` in them.
+
+    Under spawn and forkserver, multiprocessing re-imports the main script in every
+    child: for the ``topo`` command that is the whole CLI (typer, rich...). Targets are
+    importable modules and never need it.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved: dict[str, Any] = {
+        k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__
+    }
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
+class LocalLauncher:
+    """Instances as processes of ``multiprocessing``, with the spec's start method."""
+
+    def __init__(self, plan: Plan, options: RunOptions) -> None:
+        self.plan = plan
+        self.options = options
+        self.mp: Any = multiprocessing.get_context(plan.spec.start_method)
+        if plan.spec.start_method == "forkserver":
+            # The fork server imports these once; every instance forks with them loaded.
+            # (It starts on first use, with this process's sys.path, spec folder included.)
+            add_to_path(plan.spec_dir)
+            modules = sorted({i.target.partition(":")[0] for i in plan.instances})
+            self.mp.set_forkserver_preload(["topo.backends.local.child", *modules])
+        self.handles: dict[str, _Handle] = {}  # running instances
+        self.slots = {inst.name: slot for slot, inst in enumerate(plan.instances)}
+        self.board: Board | None = None
+        if options.watch:
+            self.board = Board(len(plan.instances), sum(1 for _ in plan.declared()))
+        self.primitives: Primitives | None = None
+        self.pump: OutputPump | None = None
+        self.unstarted_pipe_users = {
+            name: {inst.name for inst, _ in plan.users_of(name)}
+            for name, c in plan.spec.channels.items()
+            if c.kind == "pipe"
+        }
+
+    def open(self, output: OutputSink) -> None:
+        self.pump = OutputPump(output)
+        self.pump.start()
+        self.primitives = Primitives(self.plan, self.mp)
+
+    def start(self, instance: Instance) -> int | None:
+        assert self.primitives is not None and self.pump is not None
+        context = RunContext(
+            name=instance.name,
+            process=instance.process,
+            replica=instance.replica,
+            replicas=instance.replicas,
+            seed=instance.seed,
+            params=dict(self.plan.params),
+            run_dir=str(self.options.run_dir) if self.options.run_dir else None,
+            spec_dir=str(self.plan.spec_dir),
+        )
+        slot = self.slots[instance.name]
+        watching = self.board is not None
+        job = Job(
+            instance.target,
+            instance.args,
+            instance.env,
+            context,
+            self.primitives.bind(instance, watch=watching),
+            supervisor_pid=os.getpid(),
+            board=self.board,
+            slot=slot,
+            sampled=self.primitives.sampled(instance) if watching else None,
+        )
+        if self.board is not None:
+            self.board.reset(slot)
+        report_in, report_out = self.mp.Pipe(duplex=False)
+        output_in, output_out = self.mp.Pipe(duplex=False)
+        process = self.mp.Process(
+            target=child_main, name=instance.name, args=(job, report_out, output_out)
+        )
+        with _main_module_hidden():
+            process.start()
+        report_out.close()
+        output_out.close()
+        self.pump.add(instance.name, output_in)
+        self.handles[instance.name] = _Handle(process, report_in)
+        self._release_pipe_ends(instance)
+        return process.pid
+
+    def _release_pipe_ends(self, instance: Instance) -> None:
+        # Once every user of a pipe has its end, the parent closes its own copies so that
+        # a reader sees EOFError when its writer is gone instead of waiting for ever.
+        # Kept open when a user may restart and need its end again.
+        assert self.primitives is not None
+        for b in instance.bindings:
+            users = self.unstarted_pipe_users.get(b.name)
+            if users is None:
+                continue
+            users.discard(instance.name)
+            restartable = any(
+                self.plan.process_of(i).restart == "on-failure"
+                for i, _ in self.plan.users_of(b.name)
+            )
+            if not users and not restartable:
+                for end in self.primitives.pipe_ends(b.name):
+                    end.close()
+                del self.unstarted_pipe_users[b.name]
+
+    # ----- events ---------------------------------------------------------------------------
+
+    def wait(self, timeout: float) -> list[Event]:
+        if not self.handles:
+            time.sleep(timeout)  # only restarts are due
+            return []
+        reports = {h.report: n for n, h in self.handles.items() if not h.report.closed}
+        sentinels = [h.process.sentinel for h in self.handles.values()]
+        events: list[Event] = []
+        for ready in wait([*sentinels, *reports], timeout):
+            if ready in reports:
+                events.extend(self._receive(reports[ready]))
+        for name, handle in list(self.handles.items()):
+            if not handle.process.is_alive():
+                events.extend(self._reap(name, handle))
+        return events
+
+    def _receive(self, name: str) -> list[Event]:
+        report = self.handles[name].report
+        try:
+            kind, payload = report.recv()
+        except (EOFError, OSError):
+            report.close()
+            return []
+        except Exception as e:
+            kind, payload = "error", f"its result could not be received: {e}"
+        return [Returned(name, payload) if kind == "result" else Raised(name, payload)]
+
+    def _reap(self, name: str, handle: _Handle) -> list[Event]:
+        """The one place an exited instance is collected: what it reported, then its exit."""
+        handle.process.join()
+        events: list[Event] = []
+        while not handle.report.closed and handle.report.poll():
+            events.extend(self._receive(name))
+        handle.report.close()
+        del self.handles[name]
+        return [*events, Exited(name, handle.process.exitcode)]
+
+    def terminate(self, name: str) -> None:
+        handle = self.handles.get(name)
+        if handle is not None and handle.process.is_alive():
+            handle.process.terminate()
+
+    def kill(self, name: str) -> None:
+        handle = self.handles.get(name)
+        if handle is not None and handle.process.is_alive():
+            handle.process.kill()
+
+    # ----- who waits for what ---------------------------------------------------------------
+
+    def waits(self) -> dict[str, Wait]:
+        if self.board is None or self.primitives is None:
+            return {}
+        snapshot = self.board.snapshot()
+        names = self.primitives.names
+        waits = {}
+        for name in self.handles:
+            blocked = snapshot.blocked(self.slots[name])
+            if blocked is not None:
+                op, prim = blocked
+                waits[name] = EXITING if prim == EXITING_PRIMITIVE else Wait(op, names[prim])
+        return waits
+
+    def holders(self) -> dict[str, str]:
+        if self.board is None or self.primitives is None:
+            return {}
+        owners = self.board.snapshot().owners
+        instances = self.plan.instances
+        return {
+            self.primitives.names[prim]: instances[slot].name
+            for prim, slot in enumerate(owners)
+            if slot >= 0
+        }
+
+    def progress(self) -> float:
+        """The running instances' main threads' CPU time and context switches, summed:
+        it stands still only if they are all blocked for good (see procfs.activity)."""
+        total = 0.0
+        for handle in self.handles.values():
+            pid = handle.process.pid
+            value = procfs.activity(pid) if pid is not None else None
+            if value is None:  # no /proc: progress cannot be told from standing still
+                return math.nan  # never equal to itself: no deadlock is declared
+            total += value
+        return total
+
+    def cpu_seconds(self, name: str) -> float | None:
+        handle = self.handles.get(name)
+        pid = handle.process.pid if handle is not None else None
+        return procfs.cpu_seconds(pid) if pid else None
+
+    def dump_stacks(self) -> None:
+        """Ask each running instance for its Python stack (faulthandler, on SIGUSR1)."""
+        for handle in self.handles.values():
+            if handle.process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(handle.process.pid, signal.SIGUSR1)
+        time.sleep(STACK_DUMP_WAIT_S)
+
+    # ----- the end --------------------------------------------------------------------------
+
+    def read_state(self) -> dict[str, Any]:
+        return self.primitives.read_state() if self.primitives is not None else {}
+
+    def close(self) -> None:
+        if self.pump is not None:
+            self.pump.finish()
+        if self.primitives is not None:
+            self.primitives.close()

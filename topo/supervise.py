@@ -1,0 +1,574 @@
+"""The supervisor: every policy of a run, over any backend's launcher.
+
+The supervisor decides; a ``Launcher`` carries out. The supervisor starts instances
+when the processes they are ``after`` have all exited 0, restarts failed ones with
+backoff until a restart storm, enforces the run's and each process's timeout, lets
+daemons be, turns SIGINT and SIGTERM into an orderly stop, declares deadlocks, and
+stops everything at the end (terminate, a grace period, kill), keeping whatever was
+returned so far. It never touches a process or a multiprocessing object: tests drive
+it with a fake launcher that replays event histories (tests/test_supervise.py).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+from topo.deadlock import QUIET_S, Wait, Waiter, find_deadlock, wakers_in
+from topo.errors import RunError
+from topo.resolve import Instance, Plan
+from topo.result import EXIT_SIGTERM, InstanceResult, RunResult, State, Status
+
+GRACE_PERIOD_S = 3.0  # between terminate and kill when topo stops an instance
+POLL_INTERVAL_S = 0.1  # longest wait for events between two checks
+RESTART_BACKOFF_S = 0.1  # first restart delay; doubles with each restart...
+RESTART_BACKOFF_MAX_S = 5.0  # ...up to this
+# A restart storm gives up, as systemd's StartLimitBurst/StartLimitIntervalSec do:
+# more than RESTART_BURST restarts of one instance within RESTART_WINDOW_S fail the run.
+RESTART_BURST = 5
+RESTART_WINDOW_S = 10.0
+STATUS_INTERVAL_S = 0.25  # how often the live status table is refreshed
+# While everyone is blocked, how often the launcher is asked for progress (its counters
+# only grow, so no progress is missed between two readings).
+PROGRESS_INTERVAL_S = 0.25
+
+# Human-facing output: (instance name or "" for topo itself, one line of text).
+OutputSink = Callable[[str, str], None]
+# Run events for the record: (kind, **fields), e.g. ("exit", instance="w[0]", exit_code=0).
+EventSink = Callable[..., None]
+
+
+# ----- what a launcher reports --------------------------------------------------------------
+
+
+class Returned(NamedTuple):
+    """The instance's target returned ``value`` (comes before its ``Exited``)."""
+
+    name: str
+    value: Any
+
+
+class Raised(NamedTuple):
+    """The instance's target raised; ``error`` is the traceback (before its ``Exited``)."""
+
+    name: str
+    error: str
+
+
+class Exited(NamedTuple):
+    """The instance is gone. ``code`` is its exit code, negative for a signal."""
+
+    name: str
+    code: int | None
+
+
+Event = Returned | Raised | Exited
+
+
+class Launcher(Protocol):
+    """What a backend carries out for the supervisor; instances are named by
+    ``Instance.name``."""
+
+    def open(self, output: OutputSink) -> None:
+        """Build every channel and lock, and send every line the instances print to
+        ``output`` from now on; raise ``RunError`` if that fails."""
+
+    def start(self, instance: Instance) -> int | None:
+        """Start (or restart) ``instance`` with its bound primitives; its pid if any."""
+
+    def wait(self, timeout: float) -> list[Event]:
+        """The events that came within ``timeout`` seconds (at least one, or none when
+        the time is up). A launcher reports every ``Exited`` exactly once, after the
+        ``Returned`` or ``Raised`` of the same instance."""
+
+    def terminate(self, name: str) -> None:
+        """Ask a running instance to stop (SIGTERM)."""
+
+    def kill(self, name: str) -> None:
+        """Stop a running instance now; its ``Exited`` follows soon."""
+
+    def waits(self) -> dict[str, Wait]:
+        """Who waits for what right now, among running instances (empty: unknown)."""
+
+    def holders(self) -> dict[str, str]:
+        """Lock name -> the instance holding it (also after that instance died)."""
+
+    def progress(self) -> float:
+        """A measure of the running instances' activity that grows whenever any of them
+        makes progress; NaN when it cannot be told (then no deadlock is declared)."""
+
+    def cpu_seconds(self, name: str) -> float | None:
+        """CPU time the running instance has used so far, None when unknown."""
+
+    def dump_stacks(self) -> None:
+        """Have every running instance print its stack (to explain a deadlock)."""
+
+    def read_state(self) -> dict[str, Any]:
+        """The final contents of every state channel, as JSON-able data."""
+
+    def close(self) -> None:
+        """Free everything ``open`` built; safe to call after a failed ``open``."""
+
+
+# ----- what the supervisor reports ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    """One row of the live status table."""
+
+    name: str
+    pid: int | None
+    state: State
+    detail: str | None  # what a running instance is blocked in, e.g. "blocked in get() on 'q'"
+    exit_code: int | None
+    restarts: int
+    cpu_s: float | None  # CPU time used so far, None when unknown
+
+    @property
+    def label(self) -> str:
+        """The state for humans: ``blocked in get() on 'q'``, ``failed (1)``..."""
+        if self.detail is not None:
+            return self.detail
+        if self.exit_code is not None and self.state.ended:
+            return f"{self.state} ({self.exit_code})"
+        return str(self.state)
+
+
+StatusSink = Callable[[list[InstanceStatus]], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    run_dir: Path | None = None  # where instance logs go; None: not recorded
+    quiet: bool = False  # hide the instances' own output on the terminal
+    watch: bool = True  # instrument channels and locks for run-time deadlock detection
+    status: StatusSink | None = None  # called about every STATUS_INTERVAL_S while running
+    log: OutputSink | None = None  # every line of every instance, even with quiet
+    events: EventSink | None = None
+
+
+class _Stopped(BaseException):
+    """Raised in the supervisor by SIGTERM; a BaseException like KeyboardInterrupt."""
+
+
+def how(code: int | None) -> str:
+    """``exited with code 1``, ``was killed by SIGKILL``."""
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+@dataclass
+class _Running:
+    instance: Instance
+    started: float
+    deadline: float | None
+
+
+@dataclass
+class Supervisor:
+    """Runs one Plan to its end through ``launcher``; see the module's docstring."""
+
+    plan: Plan
+    launcher: Launcher
+    options: RunOptions = field(default_factory=RunOptions)
+    say: OutputSink = lambda name, line: None  # topo's own lines for humans
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        self.outcomes = {i.name: InstanceResult() for i in self.plan.instances}
+        self.running: dict[str, _Running] = {}
+        self.waiting = list(self.plan.instances)  # not started yet
+        self.retry_at: dict[str, float] = {}  # instance -> when its restart is due
+        self.restart_times: dict[str, list[float]] = {}  # instance -> when it restarted
+        self.pending: deque[Event] = deque()  # received, not handled yet
+        self.status: Status = "ok"
+        self.message: str | None = None
+        self.exit_code: int | None = None
+        self.stopping = False  # set once teardown begins (or the first signal came)
+        self.hurry = False  # a second signal: no more grace period
+        self.next_status = 0.0
+        self.quiet_since: float | None = None  # when everyone was first seen blocked
+        self.quiet_progress = -1.0
+        self.progress_due = 0.0
+        self.wakers = wakers_in(self.plan)
+
+    def instance_line(self, name: str, line: str) -> None:
+        """Where a launcher sends each line an instance prints."""
+        if self.options.log is not None:
+            self.options.log(name, line)
+        if not self.options.quiet:
+            self.say(name, line)
+
+    def _event(self, kind: str, **fields: Any) -> None:
+        if self.options.events is not None:
+            self.options.events(kind, **fields)
+
+    # ----- the run --------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        started = self.clock()
+        deadline = started + self.plan.spec.timeout if self.plan.spec.timeout else None
+        previous = self._install_signal_handlers()
+        state: dict[str, Any] = {}
+        try:
+            try:
+                self.launcher.open(self.instance_line)
+            except RunError as e:
+                self._end("failed", str(e))
+                return self._result(started, state)
+            try:
+                self._supervise(deadline)
+            except KeyboardInterrupt:
+                self._end("interrupted", "interrupted by Ctrl-C (SIGINT)")
+            except _Stopped:
+                self._end("interrupted", "stopped by SIGTERM", exit_code=EXIT_SIGTERM)
+            finally:
+                self._stop_all()
+            state = self.launcher.read_state()
+        finally:
+            self.launcher.close()
+            self._restore_signal_handlers(previous)
+        return self._result(started, state)
+
+    def _result(self, started: float, state: dict[str, Any]) -> RunResult:
+        return RunResult(
+            name=self.plan.name,
+            status=self.status,
+            seed=self.plan.seed,
+            params=dict(self.plan.params),
+            run_dir=str(self.options.run_dir) if self.options.run_dir else None,
+            duration_s=self.clock() - started,
+            processes=self.outcomes,
+            state=state,
+            message=self.message,
+            exit_code=self.exit_code,
+        )
+
+    def _install_signal_handlers(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def on_signal(signum: int, frame: Any) -> None:
+            # The first signal breaks out of supervision; once topo is stopping, a
+            # second one only cuts the grace period short: teardown is never interrupted.
+            if self.stopping:
+                if not self.hurry:
+                    self.hurry = True
+                    self.say("", "stopping at once")
+                return
+            self.stopping = True
+            raise KeyboardInterrupt if signum == signal.SIGINT else _Stopped()
+
+        # SIGINT explicitly too: a shell starts background jobs with SIGINT ignored.
+        return (
+            signal.signal(signal.SIGTERM, on_signal),
+            signal.signal(signal.SIGINT, on_signal),
+        )
+
+    @staticmethod
+    def _restore_signal_handlers(previous: Any) -> None:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
+
+    def _end(self, status: Status, message: str, exit_code: int | None = None) -> None:
+        """The first verdict other than ok is the run's."""
+        if self.status == "ok":
+            self.status, self.message, self.exit_code = status, message, exit_code
+            self._event(status, message=message)
+
+    def _daemon(self, name: str) -> bool:
+        return self.plan.process_of(self.running[name].instance).daemon
+
+    def _supervise(self, deadline: float | None) -> None:
+        while True:
+            self._start_ready()
+            if not self.running and not self._can_start_more():
+                return
+            if all(self._daemon(n) for n in self.running) and not self._can_start_more():
+                return  # only daemons left: the run is over
+            now = self.clock()
+            if deadline is not None and now >= deadline:
+                names = ", ".join(sorted(self.running)) or "nothing"
+                self._end(
+                    "timeout",
+                    f"the run's timeout of {self.plan.spec.timeout:g}s passed; "
+                    f"still running: {names}",
+                )
+                return
+            for name, run in list(self.running.items()):
+                if run.deadline is not None and now >= run.deadline:
+                    self._stop([name], State.TIMEOUT)
+                    limit = self.plan.process_of(run.instance).timeout
+                    self._end("timeout", f"{name} ran past its timeout of {limit:g}s")
+                    return
+            timeout = POLL_INTERVAL_S
+            if deadline is not None:
+                timeout = max(0.0, min(timeout, deadline - now))
+            if not self.pending:
+                self.pending.extend(self.launcher.wait(timeout))
+            while self.pending:
+                self._handle(self.pending.popleft())
+                if self.status != "ok":
+                    return
+            if self.options.watch and self._deadlocked():
+                return
+            if self.options.status is not None and now >= self.next_status:
+                self.next_status = now + STATUS_INTERVAL_S
+                self.options.status(self.status_rows())
+
+    def _handle(self, event: Event, stopped_as: State | None = None) -> None:
+        """Take one event in; ``stopped_as`` while topo is stopping the instance."""
+        outcome = self.outcomes[event.name]
+        if isinstance(event, Returned):
+            outcome.result = event.value
+        elif isinstance(event, Raised):
+            outcome.error = event.error
+        elif event.name in self.running:
+            self._exited(event.name, event.code, stopped_as)
+
+    # ----- starting -------------------------------------------------------------------------
+
+    def _can_start_more(self) -> bool:
+        return any(self._deps_state(i) != "failed" for i in self.waiting)
+
+    def _deps_state(self, instance: Instance) -> str:
+        """'ready', 'waiting' or 'failed' for the processes ``instance`` is after."""
+        for dep in self.plan.process_of(instance).after:
+            for other in self.plan.instances_of(dep):
+                state = self.outcomes[other.name].state
+                if state in (State.FAILED, State.KILLED, State.TIMEOUT, State.STOPPED):
+                    return "failed"
+                if state != State.EXITED or other.name in self.retry_at:
+                    return "waiting"
+        return "ready"
+
+    def _start_ready(self) -> None:
+        now = self.clock()
+        for inst in list(self.waiting):
+            if self._deps_state(inst) != "ready" or self.retry_at.get(inst.name, 0) > now:
+                continue
+            self.waiting.remove(inst)
+            self.retry_at.pop(inst.name, None)
+            self._start(inst)
+
+    def _start(self, inst: Instance) -> None:
+        pid = self.launcher.start(inst)
+        now = self.clock()
+        outcome = self.outcomes[inst.name]
+        outcome.state, outcome.pid, outcome.exit_code = State.RUNNING, pid, None
+        self._event("restart" if outcome.restarts else "start", instance=inst.name, pid=pid)
+        timeout = self.plan.process_of(inst).timeout
+        self.running[inst.name] = _Running(inst, now, now + timeout if timeout else None)
+
+    # ----- exits ----------------------------------------------------------------------------
+
+    def _exited(self, name: str, code: int | None, stopped_as: State | None = None) -> None:
+        """Reap an instance; unless topo is stopping it, decide what its exit means."""
+        run = self.running.pop(name)
+        outcome = self.outcomes[name]
+        outcome.exit_code = code
+        outcome.duration_s += self.clock() - run.started
+        self._event("exit", instance=name, exit_code=code)
+        if code == 0:
+            outcome.state = State.EXITED
+            return
+        if stopped_as is not None:
+            outcome.state = stopped_as
+            return
+        outcome.state = State.KILLED if code is not None and code < 0 else State.FAILED
+        process = self.plan.process_of(run.instance)
+        broken = self._broken_by(name, code)
+        if broken:
+            self._end("failed", broken)
+            return
+        if process.restart == "on-failure" and outcome.restarts < process.max_restarts:
+            self._restart(run.instance, code)
+            return
+        if process.daemon and all(self._daemon(n) for n in self.running):
+            return
+        self._end("failed", f"{name} {how(code)}")
+
+    def _restart(self, instance: Instance, code: int | None) -> None:
+        name = instance.name
+        process = self.plan.process_of(instance)
+        outcome = self.outcomes[name]
+        now = self.clock()
+        recent = [t for t in self.restart_times.get(name, []) if now - t < RESTART_WINDOW_S]
+        if len(recent) >= RESTART_BURST:
+            self._end(
+                "failed",
+                f"{name} {how(code)} and was restarted {len(recent)} "
+                f"times within {RESTART_WINDOW_S:g}s: giving up on a restart storm",
+            )
+            return
+        self.restart_times[name] = [*recent, now]
+        outcome.restarts += 1
+        delay = min(RESTART_BACKOFF_S * 2 ** (outcome.restarts - 1), RESTART_BACKOFF_MAX_S)
+        self.say(
+            "",
+            f"{name} {how(code)}; restart {outcome.restarts} of {process.max_restarts} "
+            f"in {delay:g}s",
+        )
+        self.retry_at[name] = now + delay
+        self.waiting.append(instance)
+
+    def _broken_by(self, name: str, code: int | None) -> str | None:
+        """What the death of instance ``name`` breaks for good: a lock it held, a barrier."""
+        if not self.options.watch:
+            return None
+        held = [
+            lock
+            for lock, holder in self.launcher.holders().items()
+            if holder == name and self.plan.model(lock).traits.owned
+        ]
+        if held:
+            kind = self.plan.model(held[0]).kind
+            return (
+                f"{kind} '{held[0]}' was held by {name}, which {how(code)}: "
+                "it stays locked for ever, so the run cannot go on"
+            )
+        instance = next(i for i in self.plan.instances if i.name == name)
+        waits = self.launcher.waits()
+        for b in instance.bindings:
+            if self.plan.model(b.name).kind != "barrier":
+                continue
+            waiting = [n for n in self.running if waits.get(n) == Wait("wait", b.name)]
+            if waiting:
+                return (
+                    f"barrier '{b.name}' lost its party {name}, which "
+                    f"{how(code)}: {', '.join(waiting)} would wait for ever"
+                )
+        return None
+
+    def status_rows(self) -> list[InstanceStatus]:
+        """Where every instance is: for the live table."""
+        waits = self.launcher.waits() if self.options.watch else {}
+        rows = []
+        for inst in self.plan.instances:
+            outcome = self.outcomes[inst.name]
+            running = inst.name in self.running
+            wait = waits.get(inst.name) if running else None
+            rows.append(
+                InstanceStatus(
+                    inst.name,
+                    outcome.pid,
+                    outcome.state,
+                    str(wait) if wait is not None else None,
+                    outcome.exit_code,
+                    outcome.restarts,
+                    self.launcher.cpu_seconds(inst.name) if running else None,
+                )
+            )
+        return rows
+
+    # ----- deadlock detection ---------------------------------------------------------------
+
+    def _deadlocked(self) -> bool:
+        """Ask who waits for what; on a deadlock, explain it and end the run."""
+        waits = self.launcher.waits()
+        everyone_blocked = bool(self.running) and all(
+            n in waits for n in self.running if not self._daemon(n)
+        )
+        if not everyone_blocked or self.retry_at:
+            self.quiet_since = None
+            return False
+        now = self.clock()
+        if self.quiet_since is not None and now < self.progress_due:
+            return False
+        self.progress_due = now + PROGRESS_INTERVAL_S
+        progress = self.launcher.progress()
+        if self.quiet_since is None or progress != self.quiet_progress:
+            self.quiet_since, self.quiet_progress = now, progress
+            return False
+        if now - self.quiet_since < QUIET_S:
+            return False
+        waiters = [
+            Waiter(
+                inst.name,
+                inst.name in self.running,
+                self.plan.process_of(inst).daemon,
+                self._ended(inst.name),
+            )
+            for inst in self.plan.instances
+        ]
+        lines = find_deadlock(waiters, waits, self.launcher.holders(), self.wakers)
+        if lines is None:
+            return False
+        self.say("", "deadlock: every instance is blocked and none can wake another")
+        for line in lines:
+            self.say("", f"  {line}")
+        self.launcher.dump_stacks()
+        self._end("deadlock", "deadlock: " + "; ".join(lines))
+        return True
+
+    def _ended(self, name: str) -> str:
+        outcome = self.outcomes[name]
+        if outcome.state == State.NOT_STARTED:
+            return "has not started"
+        if outcome.exit_code is None:
+            return "is gone"
+        return how(outcome.exit_code)
+
+    # ----- stopping -------------------------------------------------------------------------
+
+    def _stop_all(self) -> None:
+        self.stopping = True
+        while self.pending:  # exits already reported: not topo's doing
+            self._handle(self.pending.popleft(), State.STOPPED)
+        self._stop(list(self.running), State.STOPPED)
+        for inst in self.waiting:
+            outcome = self.outcomes[inst.name]
+            outcome.state = State.FAILED if outcome.exit_code else State.NOT_STARTED
+
+    def _stop(self, names: list[str], state: State) -> None:
+        """Terminate, a grace period, then kill; collect what each one returned.
+
+        Other instances' events that come meanwhile are kept for the main loop."""
+        targets = set(names)
+
+        def collect(timeout: float) -> None:
+            for event in self.launcher.wait(timeout):
+                if event.name in targets:
+                    self._handle(event, state)
+                    if isinstance(event, Exited):
+                        targets.discard(event.name)
+                else:
+                    self.pending.append(event)
+
+        for name in names:
+            self.launcher.terminate(name)
+        end = self.clock() + GRACE_PERIOD_S
+        while targets and not self.hurry and self.clock() < end:
+            collect(max(0.0, min(POLL_INTERVAL_S, end - self.clock())))
+        for name in targets:
+            self.launcher.kill(name)
+        while targets:
+            collect(POLL_INTERVAL_S)
+
+
+__all__ = [
+    "GRACE_PERIOD_S",
+    "Event",
+    "Exited",
+    "InstanceStatus",
+    "Launcher",
+    "OutputSink",
+    "Raised",
+    "Returned",
+    "RunOptions",
+    "StatusSink",
+    "Supervisor",
+    "how",
+]
