@@ -1,4 +1,4 @@
-"""The process/channel graph and its checks (topo/graph.py).
+"""The process/channel graph (topo/graph.py) and its checks (topo/checks/topology.py).
 
 Every bad spec in tests/checks/ is validated and must give exactly the diagnostics of
 ``EXPECTED`` (code, line, column, message); every spec in specs/ must give none.
@@ -13,7 +13,7 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-import topo.graph
+import topo.checks
 from topo.api import load, validate
 from topo.checks import REGISTRY, run_checks
 from topo.graph import (

@@ -26,7 +26,7 @@ from typing import Any
 import networkx as nx
 
 from topo.errors import TopoError
-from topo.graph import MESSAGE_KINDS, Node, build_graph, process_view
+from topo.graph import Node, build_graph, process_view
 from topo.resolve import Plan
 
 RENDER_FORMATS = ("svg", "png", "pdf")
@@ -57,7 +57,7 @@ def _node_id(node: Node) -> str:
 def _family(plan: Plan, node: Node) -> str:
     """``process``, ``channel`` (messages), ``state`` (shared data) or ``lock``."""
     if node[0] == "channel":
-        return "channel" if plan.spec.channels[node[1]].kind in MESSAGE_KINDS else "state"
+        return "channel" if plan.spec.channels[node[1]].traits.messages else "state"
     return node[0]
 
 
