@@ -13,8 +13,8 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-import topo.checks
 from topo.api import load, validate
+from topo.backends.local.backend import LocalBackend
 from topo.checks import REGISTRY, run_checks
 from topo.graph import (
     Bound,
@@ -244,7 +244,7 @@ EXPECTED: dict[str, list[tuple[str, int, int, str]]] = {
 @pytest.fixture
 def two_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
     """T123 depends on the machine: pretend it has two CPUs."""
-    monkeypatch.setattr(topo.checks, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(LocalBackend, "cpus", lambda self: 2)
 
 
 # ----- the bad specs ------------------------------------------------------------------------
@@ -265,7 +265,7 @@ def test_every_bad_spec_is_in_the_table() -> None:
 
 
 def test_every_graph_code_has_a_bad_spec() -> None:
-    graph_codes = {code for code in REGISTRY if code.startswith("T1")}
+    graph_codes = {code for code in REGISTRY if code.startswith("T1")}  # T123 included
     triggered = {code for rows in EXPECTED.values() for code, *_ in rows}
     assert graph_codes <= triggered
 
@@ -315,16 +315,16 @@ def test_process_ignore_key_silences_its_warnings(
 
 def test_oversubscription_counts_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
     plan = load(CHECKS / "t123_oversubscribed.yaml", seed=0)
-    monkeypatch.setattr(topo.checks, "usable_cpus", lambda: 4)  # 18 > 4 x 4
+    monkeypatch.setattr(LocalBackend, "cpus", lambda self: 4)  # 18 > 4 x 4
     assert [d.code for d in run_checks(plan)] == ["T123"]
-    monkeypatch.setattr(topo.checks, "usable_cpus", lambda: 5)  # 18 <= 20
+    monkeypatch.setattr(LocalBackend, "cpus", lambda self: 5)  # 18 <= 20
     assert run_checks(plan) == []
-    monkeypatch.setattr(topo.checks, "usable_cpus", lambda: 1)  # never below 16 in all
+    monkeypatch.setattr(LocalBackend, "cpus", lambda self: 1)  # never below 16 in all
     assert [d.code for d in run_checks(plan)] == ["T123"]
 
 
 def test_usable_cpus_is_positive() -> None:
-    assert topo.checks.usable_cpus() >= 1
+    assert LocalBackend().cpus() >= 1
 
 
 # ----- the graph itself ---------------------------------------------------------------------

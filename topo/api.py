@@ -5,12 +5,13 @@ The CLI is a thin layer over these; notebooks and tests can call them directly.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from topo.errors import Diagnostic, SpecError
 from topo.resolve import Plan, build_plan, prepare_document, resolved_spec
@@ -19,7 +20,19 @@ from topo.spec import spec_from_document
 from topo.supervise import OutputSink, RunOptions, StatusSink, Supervisor
 from topo.yamlpos import load_path
 
+if TYPE_CHECKING:
+    from topo.backends import Backend
+
 Overrides = Mapping[str, Any] | Iterable[str]
+
+
+def _backend(backend: str | Backend | None) -> Backend:
+    """A backend by name, or as given; None: ``$TOPO_BACKEND``, else the local one."""
+    from topo.backends import get_backend
+
+    if backend is None or isinstance(backend, str):
+        return get_backend(backend or os.environ.get("TOPO_BACKEND") or "local")
+    return backend
 
 
 def _override_list(overrides: Overrides | None) -> list[str]:
@@ -58,12 +71,17 @@ def load(
 
 
 def check(
-    plan: Plan, *, select: Iterable[str] = (), ignore: Iterable[str] = ()
+    plan: Plan,
+    *,
+    select: Iterable[str] = (),
+    ignore: Iterable[str] = (),
+    backend: str | Backend | None = None,
 ) -> list[Diagnostic]:
-    """Every reference and graph diagnostic of a Plan (errors and warnings)."""
+    """Every reference, graph and placement diagnostic of a Plan for a run on
+    ``backend`` (errors and warnings)."""
     from topo.checks import run_checks
 
-    return run_checks(plan, select=select, ignore=ignore)
+    return run_checks(plan, select=select, ignore=ignore, backend=_backend(backend))
 
 
 def validate(
@@ -72,13 +90,14 @@ def validate(
     *,
     select: Iterable[str] = (),
     ignore: Iterable[str] = (),
+    backend: str | Backend | None = None,
 ) -> list[Diagnostic]:
     """All diagnostics of a spec file; never raises for a bad spec."""
     try:
         plan = load(path, overrides, seed=0)
     except SpecError as e:
         return e.diagnostics
-    return check(plan, select=select, ignore=ignore)
+    return check(plan, select=select, ignore=ignore, backend=backend)
 
 
 def _stderr_sink(name: str, line: str) -> None:
@@ -97,8 +116,10 @@ def run(
     status: StatusSink | None = None,
     watch: bool = True,
     spec_dir: str | Path | None = None,
+    backend: str | Backend | None = None,
 ) -> RunResult:
-    """Run a spec to its end and return what happened.
+    """Run a spec to its end on ``backend`` (default: ``$TOPO_BACKEND`` or local) and
+    return what happened.
 
     ``spec`` is a spec file or a Plan from ``load`` (then ``overrides``, ``seed`` and
     ``spec_dir`` are already in it). Raises ``SpecError`` (before anything starts)
@@ -108,8 +129,9 @@ def run(
     from topo import record as records
 
     say = output or _stderr_sink
+    chosen = _backend(backend)
     plan = spec if isinstance(spec, Plan) else load(spec, overrides, seed=seed, spec_dir=spec_dir)
-    diagnostics = check(plan)
+    diagnostics = check(plan, backend=chosen)
     errors = [d for d in diagnostics if d.is_error]
     if errors:
         raise SpecError(errors)
@@ -117,7 +139,7 @@ def run(
         say("", str(d))
     options = RunOptions(quiet=quiet, watch=watch, status=status)
     if not record:
-        return _run(plan, options, say)
+        return _run(plan, chosen, options, say)
     run_dir = records.new_run_dir(plan.name, runs_dir)
     manifest = records.manifest(
         spec_path=Path(plan.document.path),
@@ -146,7 +168,7 @@ def run(
     recorder = records.Recorder(run_dir)
     options = replace(options, run_dir=run_dir, log=recorder.log, events=recorder.event)
     try:
-        result = _run(plan, options, say)
+        result = _run(plan, chosen, options, say)
     finally:
         recorder.close()
     manifest["distributions"] = records.distributions()
@@ -154,11 +176,9 @@ def run(
     return result
 
 
-def _run(plan: Plan, options: RunOptions, say: OutputSink) -> RunResult:
-    from topo.backends import get_backend
-
+def _run(plan: Plan, backend: Backend, options: RunOptions, say: OutputSink) -> RunResult:
     started = time.monotonic()
-    launcher = get_backend("local").launcher(plan, options)
+    launcher = backend.launcher(plan, options)
     result = Supervisor(plan, launcher, options, say).run()
     result.duration_s = time.monotonic() - started
     return result

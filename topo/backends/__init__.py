@@ -11,11 +11,10 @@ Others can be added at run time with ``register``.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
-    from topo.checks import Finding
     from topo.resolve import Plan
     from topo.supervise import Launcher, RunOptions
 
@@ -24,7 +23,7 @@ BUILTIN = ("local",)
 
 # Instances import this package (their entry point lives in a backend): no dataclasses.
 class Capabilities(NamedTuple):
-    """What a backend can build and do; anything else in a spec is refused (T050)."""
+    """What a backend can build and do; anything else in a spec is refused (T070)."""
 
     kinds: frozenset[str]  # channel and lock kinds
     via_manager: bool = True  # `via: manager`, and the manager kinds
@@ -42,9 +41,8 @@ class Backend(Protocol):
         """A launcher for one run of ``plan``."""
         ...
 
-    def findings(self, plan: Plan) -> Iterator[Finding]:
-        """Checks that depend on where the plan runs (CPU count, pipe buffers...),
-        as warnings; see docs/checks.md."""
+    def cpus(self) -> int:
+        """How many CPUs the instances of a run share (for T123)."""
         ...
 
 

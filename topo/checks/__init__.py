@@ -8,19 +8,23 @@ documented in docs/checks.md:
 - T0xx: the document itself (YAML, schema, references, targets): always errors
   (topo/checks/document.py).
 - T1xx: the process/channel graph (topo/checks/topology.py over topo/graph.py).
+- Checks that depend on where the plan runs (what the backend supports, its CPU count)
+  are registered with ``backend_check`` and get the backend (topo/checks/placement.py).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from topo import cache
 from topo.errors import Diagnostic, Severity
 from topo.resolve import Plan
 from topo.yamlpos import Loc
+
+if TYPE_CHECKING:
+    from topo.backends import Backend
 
 SECTION_OF_ROLE: dict[str, str] = {"input": "inputs", "output": "outputs", "use": "uses"}
 
@@ -34,6 +38,10 @@ class Finding:
 
 
 CheckFn = Callable[[Plan], Iterable[Finding]]
+BackendCheckFn = Callable[[Plan, "Backend"], Iterable[Finding]]
+# document: of the spec alone; graph: of the process/channel graph (cached, topo/cache.py);
+# backend: of the spec on the chosen backend.
+Category = Literal["document", "graph", "backend"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,8 @@ class CheckInfo:
     code: str
     severity: Severity
     summary: str
-    fn: CheckFn
+    fn: Callable[..., Iterable[Finding]]
+    category: Category = "document"
 
 
 REGISTRY: dict[str, CheckInfo] = {}
@@ -52,10 +61,28 @@ def check(code: str, severity: Severity, summary: str) -> Callable[[CheckFn], Ch
 
     def register(fn: CheckFn) -> CheckFn:
         assert code not in REGISTRY, f"check code {code} registered twice"
-        REGISTRY[code] = CheckInfo(code, severity, summary, fn)
+        category: Category = "graph" if code.startswith("T1") else "document"
+        REGISTRY[code] = CheckInfo(code, severity, summary, fn, category)
         return fn
 
     return register
+
+
+def backend_check(
+    code: str, severity: Severity, summary: str
+) -> Callable[[BackendCheckFn], BackendCheckFn]:
+    """Register ``fn(plan, backend)`` under ``code``."""
+
+    def register(fn: BackendCheckFn) -> BackendCheckFn:
+        assert code not in REGISTRY, f"check code {code} registered twice"
+        REGISTRY[code] = CheckInfo(code, severity, summary, fn, "backend")
+        return fn
+
+    return register
+
+
+def _of(category: Category) -> list[CheckInfo]:
+    return [info for info in REGISTRY.values() if info.category == category]
 
 
 def run_checks(
@@ -63,35 +90,35 @@ def run_checks(
     *,
     select: Iterable[str] = (),
     ignore: Iterable[str] = (),
+    backend: Backend | None = None,
 ) -> list[Diagnostic]:
-    """Run every registered check (narrowed by ruff-style ``select``/``ignore`` prefixes).
+    """Run every registered check (narrowed by ruff-style ``select``/``ignore`` prefixes)
+    for a run on ``backend`` (default: the local one).
 
     Errors can be neither ignored nor silenced: they mean the run cannot work.
     """
+    # The document and placement checks register themselves on import.
+    import topo.checks.document
+    import topo.checks.placement  # noqa: F401
+    from topo.backends import get_backend
+
+    backend = backend or get_backend("local")
     select, ignore = tuple(select), tuple(ignore)
     found: list[Diagnostic] = []
-    import topo.checks.document  # noqa: F401  (its checks register themselves)
-
-    document_checks = [info for code, info in REGISTRY.items() if not _is_graph_check(code)]
-    for code, severity, f in [*_findings(plan, document_checks), *_graph_findings(plan)]:
+    placement = [
+        (info.code, info.severity, f) for info in _of("backend") for f in info.fn(plan, backend)
+    ]
+    for code, severity, f in [
+        *_findings(plan, _of("document")),
+        *_graph_findings(plan),
+        *placement,
+    ]:
         wanted = (not select or code.startswith(select)) and not code.startswith(ignore or ("~",))
         silenced = f.process is not None and code in plan.spec.processes[f.process].ignore
         if severity == "warning" and (silenced or not wanted):
             continue
         found.append(plan.document.diagnostic(f.loc, code, f.message, key=f.key, severity=severity))
     return sorted(set(found))
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity where the OS tells it)."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def _is_graph_check(code: str) -> bool:
-    return code.startswith("T1")
 
 
 def _findings(plan: Plan, checks: Iterable[CheckInfo]) -> list[tuple[str, Severity, Finding]]:
@@ -104,7 +131,7 @@ def _graph_findings(plan: Plan) -> list[tuple[str, Severity, Finding]]:
         [i.name, i.process, [[b.param, b.name, sorted(b.roles), b.end] for b in i.bindings]]
         for i in plan.instances
     ]
-    key = cache.key(plan.document.data, bindings, usable_cpus())
+    key = cache.key(plan.document.data, bindings)
     cached = cache.load(key, "graph")
     if isinstance(cached, list):
         try:
@@ -114,7 +141,7 @@ def _graph_findings(plan: Plan) -> list[tuple[str, Severity, Finding]]:
         else:
             return decoded
     _load_graph_checks()
-    found = _findings(plan, [info for code, info in REGISTRY.items() if _is_graph_check(code)])
+    found = _findings(plan, _of("graph"))
     cache.store(key, "graph", [[c, s, f.loc, f.message, f.key, f.process] for c, s, f in found])
     return found
 
@@ -125,7 +152,7 @@ def _decoded(
     """One cached finding, checked: a damaged cache must not reach the user."""
     if not (
         isinstance(code, str)
-        and _is_graph_check(code)
+        and code.startswith("T1")
         and severity in ("error", "warning")
         and isinstance(loc, list)
         and all(isinstance(part, str | int) for part in loc)

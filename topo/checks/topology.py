@@ -12,7 +12,6 @@ from typing import Any
 
 import networkx as nx
 
-from topo import checks
 from topo.checks import SECTION_OF_ROLE, Finding, check
 from topo.graph import (
     Bound,
@@ -35,11 +34,6 @@ from topo.spec import (
     SemaphoreLock,
     ValueChannel,
 )
-
-# A process with more instances than this many per usable CPU is oversubscribed...
-OVERSUBSCRIBED_PER_CPU = 4
-# ...but a handful of processes is never worth a warning, even on a single CPU.
-OVERSUBSCRIBED_AT_LEAST = 16
 
 # ----- 3. the checks ----------------------------------------------------------------------
 
@@ -357,27 +351,3 @@ def restart_while_holding(plan: Plan) -> Iterator[Finding]:
                 f"{_held_consequence(kind)}",
                 process=pname,
             )
-
-
-@check("T123", "warning", "more process instances than a few per CPU")
-def oversubscribed(plan: Plan) -> Iterator[Finding]:
-    view = plan_view(plan)
-    # A process that lists T123 in its `ignore` declares itself cheap (I/O-bound, mostly
-    # asleep): its instances are not counted, which is how the warning is silenced in a spec.
-    counted = {
-        p: replicas(view, p)
-        for p, process in plan.spec.processes.items()
-        if "T123" not in process.ignore
-    }
-    total = sum(counted.values())
-    cpus = checks.usable_cpus()  # through the module: tests replace it
-    if not counted or total <= max(OVERSUBSCRIBED_PER_CPU * cpus, OVERSUBSCRIBED_AT_LEAST):
-        return
-    largest = max(counted, key=counted.__getitem__)
-    yield Finding(
-        ("processes", largest, "replicas"),
-        f"{total} process instances on {_count(cpus, 'CPU')} are more than "
-        f"{OVERSUBSCRIBED_PER_CPU} per CPU: they compete for CPU time, so CPU-bound work "
-        "runs slower than with fewer instances, and each costs a whole Python interpreter's "
-        "memory",
-    )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
 from typing import TYPE_CHECKING
 
 from topo.backends import Capabilities
 from topo.spec import CHANNEL_KINDS, LOCK_KINDS
 
 if TYPE_CHECKING:
-    from topo.checks import Finding
     from topo.resolve import Plan
     from topo.supervise import Launcher, RunOptions
 
@@ -26,5 +25,9 @@ class LocalBackend:
 
         return LocalLauncher(plan, options)
 
-    def findings(self, plan: Plan) -> Iterator[Finding]:
-        return iter(())
+    def cpus(self) -> int:
+        """CPUs this process may run on (its affinity where the OS tells it)."""
+        try:
+            return len(os.sched_getaffinity(0)) or 1
+        except (AttributeError, OSError):
+            return os.cpu_count() or 1

@@ -1,0 +1,80 @@
+"""Checks of a spec on the backend chosen to run it: what the backend cannot build or
+do (T070) and what does not fit its size (T123). The facts come from the backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from topo.checks import Finding, backend_check
+from topo.resolve import Plan
+
+if TYPE_CHECKING:
+    from topo.backends import Backend
+
+# A process with more instances than this many per usable CPU is oversubscribed...
+OVERSUBSCRIBED_PER_CPU = 4
+# ...but a handful of processes is never worth a warning, even on a single CPU.
+OVERSUBSCRIBED_AT_LEAST = 16
+
+
+def _instead(backend: Backend, what: str) -> str:
+    hint = backend.capabilities.instead.get(what)
+    return f"; {hint}" if hint else ""
+
+
+@backend_check("T070", "error", "the chosen backend cannot build or do this")
+def unsupported(plan: Plan, backend: Backend) -> Iterator[Finding]:
+    can = backend.capabilities
+    on = f"the {backend.name} backend"
+    if plan.spec.start_method not in can.start_methods:
+        yield Finding(
+            ("start_method",),
+            f"{on} cannot start instances with {plan.spec.start_method!r}"
+            f"{_instead(backend, 'start_method')}",
+        )
+    for section, name, model in plan.declared():
+        if model.kind not in can.kinds:
+            yield Finding(
+                (section, name),
+                f"{on} cannot build a {model.kind} ({name!r}){_instead(backend, model.kind)}",
+                key=True,
+            )
+        elif getattr(model, "via", None) == "manager" and not can.via_manager:
+            yield Finding(
+                (section, name, "via"),
+                f"{on} has no manager process for {name!r}{_instead(backend, 'via')}",
+            )
+        elif getattr(model, "transport", "pipe") not in can.transports:
+            yield Finding(
+                (section, name, "transport"),
+                f"{on} cannot carry {name!r} with transport {model.transport!r}"
+                f"{_instead(backend, 'transport')}",
+            )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+@backend_check("T123", "warning", "more process instances than a few per CPU")
+def oversubscribed(plan: Plan, backend: Backend) -> Iterator[Finding]:
+    # A process that lists T123 in its `ignore` declares itself cheap (I/O-bound, mostly
+    # asleep): its instances are not counted, which is how the warning is silenced in a spec.
+    counted = {
+        p: len(plan.instances_of(p))
+        for p, process in plan.spec.processes.items()
+        if "T123" not in process.ignore
+    }
+    total = sum(counted.values())
+    cpus = backend.cpus()
+    if not counted or total <= max(OVERSUBSCRIBED_PER_CPU * cpus, OVERSUBSCRIBED_AT_LEAST):
+        return
+    largest = max(counted, key=counted.__getitem__)
+    yield Finding(
+        ("processes", largest, "replicas"),
+        f"{total} process instances on {_count(cpus, 'CPU')} are more than "
+        f"{OVERSUBSCRIBED_PER_CPU} per CPU: they compete for CPU time, so CPU-bound work "
+        "runs slower than with fewer instances, and each costs a whole Python interpreter's "
+        "memory",
+    )
