@@ -31,6 +31,11 @@ class Capabilities(NamedTuple):
     start_methods: frozenset[str] = frozenset({"spawn", "fork", "forkserver"})
     deadlock_detection: bool = True
     instead: Mapping[str, str] = {}  # unsupported kind or feature -> what to use instead
+    # How the checks word what bounds a channel without maxsize (T101), in this backend.
+    unbounded_buffer: str = "the OS pipe buffer under it"
+    unread_queue_writer: str = (
+        "a writer that has put more than a pipe buffer holds never exits, waiting for it to drain"
+    )
 
 
 class Backend(Protocol):

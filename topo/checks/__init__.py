@@ -51,18 +51,22 @@ class CheckInfo:
     summary: str
     fn: Callable[..., Iterable[Finding]]
     category: Category = "document"
+    wants_backend: bool = False  # called as fn(plan, backend)
 
 
 REGISTRY: dict[str, CheckInfo] = {}
 
 
-def check(code: str, severity: Severity, summary: str) -> Callable[[CheckFn], CheckFn]:
-    """Register ``fn`` under ``code``."""
+def check(
+    code: str, severity: Severity, summary: str, *, backend: bool = False
+) -> Callable[[Callable[..., Iterable[Finding]]], Callable[..., Iterable[Finding]]]:
+    """Register ``fn(plan)`` under ``code``; ``fn(plan, backend)`` with ``backend``, for a
+    check whose wording depends on the backend (then its cached findings do too)."""
 
-    def register(fn: CheckFn) -> CheckFn:
+    def register(fn: Callable[..., Iterable[Finding]]) -> Callable[..., Iterable[Finding]]:
         assert code not in REGISTRY, f"check code {code} registered twice"
         category: Category = "graph" if code.startswith("T1") else "document"
-        REGISTRY[code] = CheckInfo(code, severity, summary, fn, category)
+        REGISTRY[code] = CheckInfo(code, severity, summary, fn, category, backend)
         return fn
 
     return register
@@ -75,7 +79,7 @@ def backend_check(
 
     def register(fn: BackendCheckFn) -> BackendCheckFn:
         assert code not in REGISTRY, f"check code {code} registered twice"
-        REGISTRY[code] = CheckInfo(code, severity, summary, fn, "backend")
+        REGISTRY[code] = CheckInfo(code, severity, summary, fn, "backend", True)
         return fn
 
     return register
@@ -105,13 +109,10 @@ def run_checks(
     backend = backend or get_backend("local")
     select, ignore = tuple(select), tuple(ignore)
     found: list[Diagnostic] = []
-    placement = [
-        (info.code, info.severity, f) for info in _of("backend") for f in info.fn(plan, backend)
-    ]
     for code, severity, f in [
-        *_findings(plan, _of("document")),
-        *_graph_findings(plan),
-        *placement,
+        *_findings(plan, backend, _of("document")),
+        *_graph_findings(plan, backend),
+        *_findings(plan, backend, _of("backend")),
     ]:
         wanted = (not select or code.startswith(select)) and not code.startswith(ignore or ("~",))
         silenced = f.process is not None and code in plan.spec.processes[f.process].ignore
@@ -121,17 +122,26 @@ def run_checks(
     return sorted(set(found))
 
 
-def _findings(plan: Plan, checks: Iterable[CheckInfo]) -> list[tuple[str, Severity, Finding]]:
-    return [(info.code, info.severity, f) for info in checks for f in info.fn(plan)]
+def _findings(
+    plan: Plan, backend: Backend, checks: Iterable[CheckInfo]
+) -> list[tuple[str, Severity, Finding]]:
+    return [
+        (info.code, info.severity, f)
+        for info in checks
+        for f in (info.fn(plan, backend) if info.wants_backend else info.fn(plan))
+    ]
 
 
-def _graph_findings(plan: Plan) -> list[tuple[str, Severity, Finding]]:
+def _graph_findings(plan: Plan, backend: Backend) -> list[tuple[str, Severity, Finding]]:
     """The findings of every graph check: from the cache (topo/cache.py) when it has them."""
     bindings = [
         [i.name, i.process, [[b.param, b.name, sorted(b.roles), b.end] for b in i.bindings]]
         for i in plan.instances
     ]
-    key = cache.key(plan.document.data, bindings)
+    # The backend's wording is part of some findings (T101): its facts are in the key.
+    can = backend.capabilities
+    wording = [backend.name, can.unbounded_buffer, can.unread_queue_writer]
+    key = cache.key(plan.document.data, bindings, wording)
     cached = cache.load(key, "graph")
     if isinstance(cached, list):
         try:
@@ -141,7 +151,7 @@ def _graph_findings(plan: Plan) -> list[tuple[str, Severity, Finding]]:
         else:
             return decoded
     _load_graph_checks()
-    found = _findings(plan, _of("graph"))
+    found = _findings(plan, backend, _of("graph"))
     cache.store(key, "graph", [[c, s, f.loc, f.message, f.key, f.process] for c, s, f in found])
     return found
 

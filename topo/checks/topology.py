@@ -12,6 +12,7 @@ from typing import Any
 
 import networkx as nx
 
+from topo.backends import Backend
 from topo.checks import SECTION_OF_ROLE, Finding, check
 from topo.graph import (
     Bound,
@@ -67,22 +68,20 @@ def _is_bounded(channel: Any) -> bool:
     return bool(channel.traits.bounded_by_os)
 
 
-def _unread_consequence(channel: Any) -> str:
+def _unread_consequence(channel: Any, backend: Backend) -> str:
+    can = backend.capabilities
     if isinstance(channel, QueueChannel | JoinableQueueChannel):
         if channel.maxsize > 0:
             return f"once it holds {channel.maxsize} items every put() blocks forever"
         if channel.via == "manager":
             return "everything put into it is lost"
-        return (
-            "everything put into it is lost, and a writer that has put more than a pipe "
-            "buffer holds never exits, waiting for it to drain"
-        )
+        return f"everything put into it is lost, and {can.unread_queue_writer}"
     call = "send()" if channel.kind == "pipe" else "put()"
-    return f"once the OS pipe buffer under it is full every {call} blocks forever"
+    return f"once {can.unbounded_buffer} is full every {call} blocks forever"
 
 
-@check("T101", "warning", "a channel is written but nothing reads it")
-def written_never_read(plan: Plan) -> Iterator[Finding]:
+@check("T101", "warning", "a channel is written but nothing reads it", backend=True)
+def written_never_read(plan: Plan, backend: Backend) -> Iterator[Finding]:
     view = plan_view(plan)
     for name, channel in _message_channels(plan):
         bindings = bound_by(view, ("channel", name))
@@ -92,7 +91,7 @@ def written_never_read(plan: Plan) -> Iterator[Finding]:
             yield Finding(
                 _loc(b),
                 f"channel {name!r} is written by {b.process!r} but nothing reads it: "
-                f"{_unread_consequence(channel)}",
+                f"{_unread_consequence(channel, backend)}",
                 process=b.process,
             )
 
