@@ -79,6 +79,10 @@ class LocalLauncher:
             modules = sorted({i.target.partition(":")[0] for i in plan.instances})
             self.mp.set_forkserver_preload(["topo.backends.local.child", *modules])
         self.handles: dict[str, _Handle] = {}  # running instances
+        # Events not yet handed to the supervisor: kept here until wait() returns them, so
+        # that a signal landing in the middle of wait() loses none.
+        self.outbox: list[Event] = []
+        self.exit_codes: dict[str, int | None] = {}  # of instances reaped, by name
         self.slots = {inst.name: slot for slot, inst in enumerate(plan.instances)}
         self.board: Board | None = None
         if options.watch:
@@ -159,18 +163,20 @@ class LocalLauncher:
     # ----- events ---------------------------------------------------------------------------
 
     def wait(self, timeout: float) -> list[Event]:
+        if self.outbox:
+            timeout = 0.0
         if not self.handles:
             time.sleep(timeout)  # only restarts are due
-            return []
-        reports = {h.report: n for n, h in self.handles.items() if not h.report.closed}
-        sentinels = [h.process.sentinel for h in self.handles.values()]
-        events: list[Event] = []
-        for ready in wait([*sentinels, *reports], timeout):
-            if ready in reports:
-                events.extend(self._receive(reports[ready]))
-        for name, handle in list(self.handles.items()):
-            if not handle.process.is_alive():
-                events.extend(self._reap(name, handle))
+        else:
+            reports = {h.report: n for n, h in self.handles.items() if not h.report.closed}
+            sentinels = [h.process.sentinel for h in self.handles.values()]
+            for ready in wait([*sentinels, *reports], timeout):
+                if ready in reports:
+                    self.outbox.extend(self._receive(reports[ready]))
+            for name, handle in list(self.handles.items()):
+                if not handle.process.is_alive():
+                    self._reap(name, handle)
+        events, self.outbox = self.outbox, []
         return events
 
     def _receive(self, name: str) -> list[Event]:
@@ -184,25 +190,32 @@ class LocalLauncher:
             kind, payload = "error", f"its result could not be received: {e}"
         return [Returned(name, payload) if kind == "result" else Raised(name, payload)]
 
-    def _reap(self, name: str, handle: _Handle) -> list[Event]:
+    def _reap(self, name: str, handle: _Handle) -> None:
         """The one place an exited instance is collected: what it reported, then its exit."""
         handle.process.join()
-        events: list[Event] = []
         while not handle.report.closed and handle.report.poll():
-            events.extend(self._receive(name))
+            self.outbox.extend(self._receive(name))
         handle.report.close()
         del self.handles[name]
-        return [*events, Exited(name, handle.process.exitcode)]
+        self.exit_codes[name] = handle.process.exitcode
+        self.outbox.append(Exited(name, handle.process.exitcode))
+
+    def _signal(self, name: str, kill: bool) -> None:
+        handle = self.handles.get(name)
+        if handle is None:
+            # Reaped already, and the supervisor may not have heard (a signal came in
+            # between): say it again; a second Exited of the same instance is ignored.
+            if name in self.exit_codes:
+                self.outbox.append(Exited(name, self.exit_codes[name]))
+            return
+        if handle.process.is_alive():
+            handle.process.kill() if kill else handle.process.terminate()
 
     def terminate(self, name: str) -> None:
-        handle = self.handles.get(name)
-        if handle is not None and handle.process.is_alive():
-            handle.process.terminate()
+        self._signal(name, kill=False)
 
     def kill(self, name: str) -> None:
-        handle = self.handles.get(name)
-        if handle is not None and handle.process.is_alive():
-            handle.process.kill()
+        self._signal(name, kill=True)
 
     # ----- who waits for what ---------------------------------------------------------------
 
