@@ -94,7 +94,7 @@ def fake_run(
         "manifest": {"started_at": started},
         **fields,
     }
-    record.write_summary(folder, doc)
+    (folder / "run.json").write_text(json.dumps(doc), encoding="utf-8")
     return folder
 
 
@@ -308,26 +308,29 @@ processes:
 
 
 class FakeRun:
-    """Stands in for topo.api.run: records what it was asked, fails where told."""
+    """Stands in for topo.api.run: records what it was asked, fails where told, and
+    records the run in a RunFolder as topo.api.run does (without processes)."""
 
     def __init__(self, fail_when: Callable[[dict[str, Any]], bool] = lambda p: False) -> None:
         self.calls: list[tuple[dict[str, Any], int]] = []
         self.fail_when = fail_when
 
-    def __call__(self, plan: Any, *, runs_dir: Path) -> RunResult:
+    def __call__(
+        self, plan: Any, *, runs_dir: Path, manifest_extra: dict[str, Any] | None = None
+    ) -> RunResult:
         params = dict(plan.params)
         self.calls.append((params, plan.seed))
-        run_dir = record.new_run_dir(plan.name, runs_dir)
+        folder = record.RunFolder.create(plan, runs_dir, extra=manifest_extra)
         status = "failed" if self.fail_when(params) else "ok"
         result = RunResult(
             plan.name,
             status,  # type: ignore[arg-type]
             plan.seed,
             params,
-            run_dir=str(run_dir),
+            run_dir=str(folder.path),
             processes={"w": InstanceResult(0, {"n": params["items"]}, state="exited")},
         )
-        record.write_summary(run_dir, {**result.to_json(), "manifest": {}})
+        folder.finish(result)
         return result
 
 

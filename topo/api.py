@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from topo.errors import Diagnostic, SpecError
-from topo.resolve import Plan, build_plan, prepare_document, resolved_spec
+from topo.resolve import Plan, build_plan, prepare_document
 from topo.result import RunResult
 from topo.spec import spec_from_document
 from topo.supervise import OutputSink, RunOptions, StatusSink, Supervisor
@@ -117,6 +117,7 @@ def run(
     watch: bool = True,
     spec_dir: str | Path | None = None,
     backend: str | Backend | None = None,
+    manifest_extra: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Run a spec to its end on ``backend`` (default: ``$TOPO_BACKEND`` or local) and
     return what happened.
@@ -124,9 +125,10 @@ def run(
     ``spec`` is a spec file or a Plan from ``load`` (then ``overrides``, ``seed`` and
     ``spec_dir`` are already in it). Raises ``SpecError`` (before anything starts)
     when the spec has errors; warnings go to ``output``. Failures of the instances
-    are in the result, not raised.
+    are in the result, not raised. ``manifest_extra`` keys go into the record's
+    manifest (the sweep a run belongs to, the run it reruns).
     """
-    from topo import record as records
+    from topo.record import RunFolder
 
     say = output or _stderr_sink
     chosen = _backend(backend)
@@ -140,39 +142,14 @@ def run(
     options = RunOptions(quiet=quiet, watch=watch, status=status)
     if not record:
         return _run(plan, chosen, options, say)
-    run_dir = records.new_run_dir(plan.name, runs_dir)
-    manifest = records.manifest(
-        spec_path=Path(plan.document.path),
-        spec_text=plan.document.text,
-        spec_dir=plan.spec_dir,
-        start_method=plan.spec.start_method,
-        seed=plan.seed,
-        seeds={i.name: i.seed for i in plan.instances},
-        params=dict(plan.params),
-        overrides=list(plan.overrides),
-        targets=[i.target for i in plan.instances],
-    )
-    records.write_start(run_dir, plan.document.text, resolved_spec(plan))
-    records.write_summary(
-        run_dir,
-        {
-            "name": plan.name,
-            "status": "running",
-            "exit_code": None,
-            "seed": plan.seed,
-            "params": dict(plan.params),
-            "run_dir": str(run_dir),
-            "manifest": manifest,
-        },
-    )
-    recorder = records.Recorder(run_dir)
-    options = replace(options, run_dir=run_dir, log=recorder.log, events=recorder.event)
+    folder = RunFolder.create(plan, runs_dir, extra=manifest_extra)
+    options = replace(options, run_dir=folder.path, log=folder.log, events=folder.event)
     try:
         result = _run(plan, chosen, options, say)
-    finally:
-        recorder.close()
-    manifest["distributions"] = records.distributions()
-    records.write_summary(run_dir, {**result.to_json(), "manifest": manifest})
+    except BaseException as e:
+        folder.finish(error=e)  # the record says how it ended, never "running"
+        raise
+    folder.finish(result)
     return result
 
 

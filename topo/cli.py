@@ -583,7 +583,6 @@ def show(
     from rich.table import Table
 
     from topo.experiments import flatten, format_value, run_changed_params
-    from topo.record import EVENTS, LOGS
 
     rec = _find(run_ref, runs_dir)
     if as_json:
@@ -627,7 +626,8 @@ def show(
     console.print(table)
     for key, value in (s.get("state") or {}).items():
         console.print(f"  state {key} = {_short(value, 100)}")
-    console.print(f"  logs      {rec.path / LOGS}/<instance>.log, events in {rec.path / EVENTS}")
+    folder = rec.folder
+    console.print(f"  logs      {folder.log_file('<instance>')}, events in {folder.events_file}")
 
 
 @app.command()

@@ -1,7 +1,7 @@
 """Experiments over run records: sweeps, finding and listing runs, rerunning, comparing.
 
-Everything here works on the run directories that ``topo.record`` writes (see its
-docstring for the layout); nothing prints, the CLI does.
+Everything here works on the run and sweep folders of ``topo.record`` (``RunFolder``,
+``SweepFolder``: the only code that knows their layout); nothing prints, the CLI does.
 
 - ``expand_sweep`` turns ``--sweep params.workers=1,2,4`` axes into the cartesian
   product of ``--set`` overrides; ``run_sweep`` runs the points one after another
@@ -21,8 +21,6 @@ import io
 import itertools
 import json
 import re
-import secrets
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,14 +30,10 @@ import yaml
 
 from topo import record as records
 from topo.errors import SpecError, TopoError
+from topo.record import RunFolder, RunRecord, SweepFolder
 from topo.resolve import yaml_scalar
 from topo.result import EXIT_CODES, RunResult
 
-SWEEP_PREFIX = "sweep-"
-SWEEP_SUMMARY = "summary.csv"
-SWEEP_JSON = "sweep.json"
-# A run folder is named <YYYYmmdd-HHMMSS>-<hex id> (see record.new_run_dir).
-_RUN_ID = re.compile(r"\d{8}-\d{6}-([0-9a-f]+)")
 _LAST = re.compile(r"last(?:~(\d+))?")
 
 
@@ -116,13 +110,6 @@ def expand_sweep(axes: Iterable[Axis | str]) -> list[dict[str, Any]]:
 
 def point_overrides(point: Mapping[str, Any]) -> list[str]:
     return [f"{k}={format_value(v)}" for k, v in point.items()]
-
-
-def new_sweep_dir(name: str, runs_dir: str | Path | None = None) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = records.runs_root(runs_dir) / name / f"{SWEEP_PREFIX}{stamp}-{secrets.token_hex(3)}"
-    path.mkdir(parents=True, exist_ok=False)
-    return path
 
 
 @dataclass
@@ -227,10 +214,8 @@ class Sweep:
         }
 
     def save(self) -> None:
-        records.write_atomic(self.sweep_dir / SWEEP_SUMMARY, self.csv_text())
-        records.write_atomic(
-            self.sweep_dir / SWEEP_JSON, json.dumps(self.to_json(), indent=2) + "\n"
-        )
+        """Replace the sweep folder's summary.csv and sweep.json."""
+        SweepFolder(self.sweep_dir).save(self.csv_text(), self.to_json())
 
 
 def reported(processes: Mapping[str, Any], names: Iterable[str]) -> dict[str, str]:
@@ -284,7 +269,8 @@ def run_sweep(
     Stops after the first run that is not ok unless ``keep_going``; an interrupted run
     (Ctrl-C, SIGTERM) always stops the sweep. Raises ``SpecError`` when the spec with
     the base overrides is invalid, ``ValueError`` for a bad axis, before anything runs.
-    ``run`` is ``topo.api.run`` (replaceable in tests); ``on_start(sweep, run, total)``
+    ``run`` is ``topo.api.run`` (replaceable in tests), called as ``run(plan,
+    runs_dir=sweep_dir, manifest_extra={"sweep": ...})``; ``on_start(sweep, run, total)``
     and ``on_end(sweep, run)`` report progress.
     """
     from topo import api
@@ -299,7 +285,7 @@ def run_sweep(
     base_seed = seed if seed is not None else plan.spec.seed
     sweep = Sweep(
         name=plan.name,
-        sweep_dir=new_sweep_dir(plan.name, runs_dir),
+        sweep_dir=SweepFolder.create(plan.name, runs_dir).path,
         axes=parsed,
         repeat=repeat,
         seeds="fresh" if base_seed is None else "base+repeat",
@@ -315,25 +301,21 @@ def run_sweep(
             sweep.runs.append(entry)
             if on_start is not None:
                 on_start(sweep, entry, total)
+            in_sweep = {
+                "dir": str(sweep.sweep_dir),
+                "index": entry.index,
+                "point": point,
+                "repeat": r,
+                "seeds": sweep.seeds,
+            }
             try:
                 point_plan = api.load(spec, sets, seed=run_seed)
                 entry.seed = point_plan.seed
-                entry.result = run_fn(point_plan, runs_dir=sweep.sweep_dir)
+                entry.result = run_fn(
+                    point_plan, runs_dir=sweep.sweep_dir, manifest_extra={"sweep": in_sweep}
+                )
             except SpecError as e:
                 entry.invalid = e
-            if entry.result is not None and entry.result.run_dir:
-                _annotate(
-                    Path(entry.result.run_dir),
-                    {
-                        "sweep": {
-                            "dir": str(sweep.sweep_dir),
-                            "index": entry.index,
-                            "point": point,
-                            "repeat": r,
-                            "seeds": sweep.seeds,
-                        }
-                    },
-                )
             sweep.save()
             if on_end is not None:
                 on_end(sweep, entry)
@@ -342,112 +324,12 @@ def run_sweep(
     return sweep
 
 
-def _annotate(run_dir: Path, extra: Mapping[str, Any]) -> None:
-    """Add keys to a finished run's manifest (which sweep it belongs to, what it reruns)."""
-    try:
-        summary = records.read_summary(run_dir)
-    except (OSError, ValueError):
-        return
-    manifest = summary.setdefault("manifest", {})
-    manifest.update(extra)
-    records.write_summary(run_dir, summary)
-
-
 # ----- finding runs -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One run directory and its ``run.json``."""
-
-    path: Path
-    summary: dict[str, Any]
-
-    @property
-    def id(self) -> str:
-        return self.path.name
-
-    @property
-    def name(self) -> str:
-        return str(self.summary.get("name") or self.path.parent.name)
-
-    @property
-    def status(self) -> str:
-        return str(self.summary.get("status", "unknown"))
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        m = self.summary.get("manifest")
-        return m if isinstance(m, dict) else {}
-
-    @property
-    def started_at(self) -> str:
-        return str(self.manifest.get("started_at") or "")
-
-    @property
-    def duration_s(self) -> float | None:
-        d = self.summary.get("duration_s")
-        return float(d) if isinstance(d, int | float) else None
-
-    @property
-    def params(self) -> dict[str, Any]:
-        p = self.summary.get("params")
-        return p if isinstance(p, dict) else {}
-
-    @property
-    def sweep(self) -> str | None:
-        """The sweep folder's name when the run is part of a sweep."""
-        parent = self.path.parent.parent
-        return parent.name if parent.name.startswith(SWEEP_PREFIX) else None
-
-    def sort_key(self) -> tuple[str, str]:
-        return (self.started_at, _stamp(self.id))
-
-    def spec_defaults(self) -> dict[str, Any] | None:
-        """The params of ``spec.yaml`` as written (interpolated, without overrides).
-
-        None when the file cannot be read."""
-        from topo.resolve import prepare_document
-        from topo.yamlpos import load_path
-
-        path = self.path / "spec.yaml"
-        source = self.manifest.get("rerun_of")
-        if isinstance(source, dict) and (Path(str(source.get("run_dir"))) / "spec.yaml").is_file():
-            # a rerun ran the resolved spec: its defaults are those of the spec it reran
-            path = Path(str(source["run_dir"])) / "spec.yaml"
-        try:
-            doc = load_path(path)
-        except SpecError:
-            return None
-        try:
-            data = prepare_document(doc).data
-        except SpecError:
-            data = doc.data  # e.g. an ${env.X} unset now: compare with the text as written
-        params = data.get("params") if isinstance(data, dict) else None
-        return params if isinstance(params, dict) else {}
-
-
-def _stamp(run_id: str) -> str:
-    return run_id.removeprefix(SWEEP_PREFIX)[:15]
-
-
-def _load_record(path: Path) -> RunRecord | None:
-    try:
-        return RunRecord(path, records.read_summary(path))
-    except (OSError, ValueError, AssertionError):
-        return None
 
 
 def list_runs(runs_dir: str | Path | None = None, *, name: str | None = None) -> list[RunRecord]:
     """Every recorded run under the runs folder (sweeps included), oldest first."""
-    root = records.runs_root(runs_dir)
-    found: list[RunRecord] = []
-    patterns = [f"*/*/{records.SUMMARY}", f"*/{SWEEP_PREFIX}*/*/*/{records.SUMMARY}"]
-    for pattern in patterns:
-        for summary in root.glob(pattern):
-            rec = _load_record(summary.parent)
-            if rec is not None and (name is None or rec.name == name):
-                found.append(rec)
+    found = [r for r in records.records_under(runs_dir) if name is None or r.name == name]
     return sorted(found, key=RunRecord.sort_key)
 
 
@@ -457,13 +339,15 @@ def find_run(ref: str | Path, runs_dir: str | Path | None = None) -> RunRecord:
     ``20240501-120000-3fa2c1``, or its hex part ``3fa2c1``)."""
     text = str(ref)
     path = Path(text)
-    if path.name == records.SUMMARY and path.is_file():
+    if path.name == RunFolder.SUMMARY and path.is_file():
         path = path.parent
-    if (path / records.SUMMARY).is_file():
-        rec = _load_record(path)
-        if rec is None:
-            raise RunNotFound(f"{path / records.SUMMARY} is not a readable run record")
-        return rec
+    if RunFolder.is_run(path):
+        try:
+            return RunFolder.load(path)
+        except (OSError, ValueError):
+            raise RunNotFound(
+                f"{RunFolder(path).summary_file} is not a readable run record"
+            ) from None
     root = records.runs_root(runs_dir)
     runs = list_runs(runs_dir)
     if m := _LAST.fullmatch(text):
@@ -473,8 +357,8 @@ def find_run(ref: str | Path, runs_dir: str | Path | None = None) -> RunRecord:
             raise RunNotFound(f"{text!r}: there are {have} under {root}")
         return runs[-1 - back]
     if not text or "/" in text or path.exists():
-        raise RunNotFound(f"{text!r} is not a run directory (it has no {records.SUMMARY})")
-    matches = [r for r in runs if r.id.startswith(text) or _hex_id(r.id).startswith(text)]
+        raise RunNotFound(f"{text!r} is not a run directory (it has no {RunFolder.SUMMARY})")
+    matches = [r for r in runs if r.id.startswith(text) or RunFolder.hex_id(r.id).startswith(text)]
     if not matches:
         raise RunNotFound(f"no run under {root} has an id starting with {text!r}")
     if len(matches) > 1:
@@ -483,11 +367,6 @@ def find_run(ref: str | Path, runs_dir: str | Path | None = None) -> RunRecord:
             f"{text!r} matches {len(matches)} runs ({shown}); give more of the id, or a path"
         )
     return matches[0]
-
-
-def _hex_id(run_id: str) -> str:
-    m = _RUN_ID.fullmatch(run_id)
-    return m.group(1) if m else run_id
 
 
 # ----- params that differ -----------------------------------------------------------------
@@ -608,9 +487,9 @@ def prepare_rerun(rec: RunRecord, overrides: Iterable[str] = ()) -> Rerun:
         # spec.yaml may have no name (it defaults to the file's stem): keep the recorded one
         recorded = [f"name={format_value(rec.name)}"]
         recorded += [str(o) for o in manifest.get("overrides") or []]
-        spec_path, sets = rec.path / "spec.yaml", recorded + sets
+        spec_path, sets = rec.folder.spec_file, recorded + sets
     else:
-        spec_path = rec.path / "resolved.yaml"
+        spec_path = rec.folder.resolved_file
     if not spec_path.is_file():
         raise RunNotFound(f"{rec.path} has no {spec_path.name}: it cannot be run again")
     return Rerun(
@@ -627,19 +506,15 @@ def rerun(prepared: Rerun, **run_options: Any) -> RunResult:
     """Run ``prepared`` (see ``prepare_rerun``); ``run_options`` go to ``topo.api.run``."""
     from topo import api
 
-    result = api.run(
+    source = prepared.source
+    return api.run(
         prepared.spec_path,
         prepared.overrides,
         seed=prepared.seed,
         spec_dir=prepared.spec_dir,
+        manifest_extra={"rerun_of": {"run_dir": str(source.path), "id": source.id}},
         **run_options,
     )
-    if result.run_dir:
-        _annotate(
-            Path(result.run_dir),
-            {"rerun_of": {"run_dir": str(prepared.source.path), "id": prepared.source.id}},
-        )
-    return result
 
 
 # ----- compare ----------------------------------------------------------------------------

@@ -1,16 +1,24 @@
 """Run records: everything needed to understand a run later and to run it again.
 
-A record is a folder ``<runs>/<name>/<YYYYmmdd-HHMMSS>-<id>/`` (``<runs>`` is
-``--runs-dir``, ``$TOPO_RUNS_DIR`` or ``./runs``) holding:
+``RunFolder`` is the one place that knows a record's layout: it creates the folder
+before a run, is the run's log and event sink while it goes on, writes the final
+``run.json`` once when it ends (whatever the ending), and loads records back as
+``RunRecord``. A record is a folder ``<runs>/<name>/<YYYYmmdd-HHMMSS>-<id>/``
+(``<runs>`` is ``--runs-dir``, ``$TOPO_RUNS_DIR`` or ``./runs``) holding:
 
 - ``spec.yaml``: the spec as written; ``resolved.yaml``: with params, overrides,
   replicas and the base seed applied;
 - ``run.json``: the JSON summary of the run plus a ``manifest`` (versions, machine,
-  seeds, hashes of the spec and of the target modules, git state, distributions);
-  it says ``running`` until the run ends, so a record never claims ``ok`` for a run
-  that did not finish;
+  seeds, hashes of the spec and of the target modules, git state, distributions, and
+  what the caller adds: the sweep a run belongs to, the run it reruns); it says
+  ``running`` until the run ends, so a record never claims ``ok`` for a run that did
+  not finish;
 - ``logs/<instance>.log``: each instance's output; ``events.jsonl``: one timestamped
   line per start, exit, restart, failure, deadlock, timeout or signal.
+
+``SweepFolder`` is the same for a sweep: ``<runs>/<name>/sweep-<YYYYmmdd-HHMMSS>-<id>/``
+holding ``summary.csv``, ``sweep.json`` and each of its runs' folders (a sweep folder
+is the runs folder of its runs: ``<sweep>/<name>/<id>/``).
 
 Files are replaced atomically (temporary file, then rename).
 """
@@ -23,6 +31,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import secrets
 import socket
 import subprocess
@@ -30,27 +39,23 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import yaml
 
+if TYPE_CHECKING:
+    from topo.resolve import Plan
+    from topo.result import RunResult
+
 RUNS_DIR_ENV = "TOPO_RUNS_DIR"
 DEFAULT_RUNS_DIR = "runs"
-SUMMARY = "run.json"
-EVENTS = "events.jsonl"
-LOGS = "logs"
 
 
 def runs_root(runs_dir: str | Path | None = None) -> Path:
     return Path(runs_dir or os.environ.get(RUNS_DIR_ENV) or DEFAULT_RUNS_DIR)
-
-
-def new_run_dir(name: str, runs_dir: str | Path | None = None) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = runs_root(runs_dir) / name / f"{stamp}-{secrets.token_hex(3)}"
-    path.mkdir(parents=True, exist_ok=False)
-    return path
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -65,20 +70,361 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def write_start(run_dir: Path, spec_text: str, resolved: dict[str, Any]) -> None:
-    """The spec as written and as resolved, before anything starts."""
-    write_atomic(run_dir / "spec.yaml", spec_text)
-    write_atomic(run_dir / "resolved.yaml", yaml.safe_dump(resolved, sort_keys=False))
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
-def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    write_atomic(run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
+def _new_folder(parent: Path, prefix: str = "") -> Path:
+    """``<parent>/<prefix><YYYYmmdd-HHMMSS>-<6 hex digits>``, made here (never reused)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = parent / f"{prefix}{stamp}-{secrets.token_hex(3)}"
+    path.mkdir(parents=True, exist_ok=False)
+    return path
 
 
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    data = json.loads((run_dir / SUMMARY).read_text(encoding="utf-8"))
-    assert isinstance(data, dict)
-    return data
+# ----- one run's folder -----------------------------------------------------------------------
+
+
+class RunFolder:
+    """A run's record folder: its layout, its making, its sinks while the run goes on,
+    its final ``run.json``, and reading it back (``load``).
+
+    ``create`` makes the folder with the spec copies and a first ``run.json`` saying
+    ``running``; ``log`` and ``event`` are the run's sinks (thread-safe); ``finish``
+    writes the final ``run.json`` once, from the run's result or from the exception
+    that ended it.
+    """
+
+    SUMMARY = "run.json"
+    SPEC = "spec.yaml"
+    RESOLVED = "resolved.yaml"
+    LOGS = "logs"
+    EVENTS = "events.jsonl"
+    ID = re.compile(r"(\d{8}-\d{6})-([0-9a-f]+)")  # the folder's name: <stamp>-<hex id>
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._logs: dict[str, IO[str]] = {}
+        self._events: IO[str] | None = None
+        self._summary: dict[str, Any] | None = None  # while recording: the running run.json
+        self._started = time.monotonic()
+
+    # ----- the layout ----------------------------------------------------------------------
+
+    @property
+    def summary_file(self) -> Path:
+        return self.path / self.SUMMARY
+
+    @property
+    def spec_file(self) -> Path:
+        return self.path / self.SPEC
+
+    @property
+    def resolved_file(self) -> Path:
+        return self.path / self.RESOLVED
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.path / self.LOGS
+
+    def log_file(self, instance: str) -> Path:
+        return self.logs_dir / f"{instance}.log"
+
+    @property
+    def events_file(self) -> Path:
+        return self.path / self.EVENTS
+
+    @classmethod
+    def is_run(cls, path: str | Path) -> bool:
+        """Whether ``path`` is a run's folder (it has a ``run.json``)."""
+        return (Path(path) / cls.SUMMARY).is_file()
+
+    @classmethod
+    def hex_id(cls, run_id: str) -> str:
+        """``20240501-120000-3fa2c1`` -> ``3fa2c1`` (another name is returned as it is)."""
+        m = cls.ID.fullmatch(run_id)
+        return m.group(2) if m else run_id
+
+    @classmethod
+    def stamp(cls, run_id: str) -> str:
+        """``20240501-120000-3fa2c1`` -> ``20240501-120000``: sorts as the start time."""
+        m = cls.ID.fullmatch(run_id)
+        return m.group(1) if m else run_id
+
+    # ----- before the run ------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        plan: Plan,
+        runs_dir: str | Path | None = None,
+        *,
+        extra: Mapping[str, Any] | None = None,
+    ) -> RunFolder:
+        """A new folder ``<runs>/<plan.name>/<stamp>-<id>/`` for a run of ``plan``, with
+        the spec as written and resolved and a ``run.json`` saying ``running``.
+
+        ``extra`` keys go into the manifest (``sweep``, ``rerun_of``): known before the
+        run, they are in its record from the start.
+        """
+        from topo.resolve import resolved_spec
+
+        folder = cls(_new_folder(runs_root(runs_dir) / plan.name))
+        info = manifest(
+            spec_path=Path(plan.document.path),
+            spec_text=plan.document.text,
+            spec_dir=plan.spec_dir,
+            start_method=plan.spec.start_method,
+            seed=plan.seed,
+            seeds={i.name: i.seed for i in plan.instances},
+            params=dict(plan.params),
+            overrides=list(plan.overrides),
+            targets=[i.target for i in plan.instances],
+        )
+        info.update(extra or {})
+        write_atomic(folder.spec_file, plan.document.text)
+        write_atomic(folder.resolved_file, yaml.safe_dump(resolved_spec(plan), sort_keys=False))
+        folder._summary = {
+            "name": plan.name,
+            "status": "running",
+            "exit_code": None,
+            "seed": plan.seed,
+            "params": dict(plan.params),
+            "run_dir": str(folder.path),
+            "manifest": info,
+        }
+        _write_json(folder.summary_file, folder._summary)
+        folder.logs_dir.mkdir()
+        folder._events = open(folder.events_file, "a", encoding="utf-8")  # noqa: SIM115 - closed in finish()
+        return folder
+
+    # ----- while the run goes on -----------------------------------------------------------
+
+    def log(self, instance: str, line: str) -> None:
+        """One line of an instance's output, to ``logs/<instance>.log``."""
+        with self._lock:
+            if self._events is None:
+                raise RuntimeError(f"{self.path} is not being recorded")
+            f = self._logs.get(instance)
+            if f is None:
+                f = self._logs[instance] = open(  # noqa: SIM115 - closed in finish()
+                    self.log_file(instance), "a", encoding="utf-8"
+                )
+            f.write(line + "\n")
+            f.flush()
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """One timestamped line of ``events.jsonl``."""
+        line = json.dumps({"time": now_iso(), "event": kind, **fields})
+        with self._lock:
+            if self._events is None:
+                raise RuntimeError(f"{self.path} is not being recorded")
+            self._events.write(line + "\n")
+            self._events.flush()
+
+    # ----- after the run -------------------------------------------------------------------
+
+    def finish(
+        self,
+        result: RunResult | None = None,
+        *,
+        error: BaseException | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Close the sinks and write the final ``run.json``, once; return it.
+
+        From ``result`` when the run ended, else from the ``error`` that ended it: status
+        ``failed`` (``interrupted`` for a KeyboardInterrupt) with the error as message,
+        also told in ``events.jsonl``. ``extra`` keys go into the manifest, with the
+        installed distributions (scanned now: instances need not wait for it).
+        """
+        if self._summary is None:
+            raise RuntimeError(f"{self.path} was not created by this RunFolder, or is finished")
+        if result is None:
+            result = self._failed(error)
+            self.event(result.status, message=result.message)
+        self._close()
+        info = dict(self._summary["manifest"])
+        info.update(extra or {})
+        info["distributions"] = distributions()
+        summary = {**result.to_json(), "manifest": info}
+        self._summary = None
+        _write_json(self.summary_file, summary)
+        return summary
+
+    def _failed(self, error: BaseException | None) -> RunResult:
+        from topo.result import RunResult
+
+        assert self._summary is not None
+        interrupted = isinstance(error, KeyboardInterrupt)
+        if error is None:
+            message = "topo error: the run ended without a result"
+        elif interrupted:
+            message = "interrupted"
+        else:
+            message = f"topo error: {type(error).__name__}: {error}"
+        return RunResult(
+            self._summary["name"],
+            "interrupted" if interrupted else "failed",
+            self._summary["seed"],
+            self._summary["params"],
+            run_dir=str(self.path),
+            duration_s=time.monotonic() - self._started,
+            message=message,
+        )
+
+    def _close(self) -> None:
+        with self._lock:
+            for f in self._logs.values():
+                f.close()
+            self._logs.clear()
+            if self._events is not None:
+                self._events.close()
+                self._events = None
+
+    # ----- reading it back -----------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunRecord:
+        """The record in ``path``; raises OSError or ValueError when it has no readable
+        ``run.json``."""
+        path = Path(path)
+        data = json.loads((path / cls.SUMMARY).read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"{path / cls.SUMMARY} does not hold a JSON object")
+        return RunRecord(path, data)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A recorded run as read back: its folder and its ``run.json``."""
+
+    path: Path
+    summary: dict[str, Any]
+
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.path)
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def name(self) -> str:
+        return str(self.summary.get("name") or self.path.parent.name)
+
+    @property
+    def status(self) -> str:
+        return str(self.summary.get("status", "unknown"))
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        m = self.summary.get("manifest")
+        return m if isinstance(m, dict) else {}
+
+    @property
+    def started_at(self) -> str:
+        return str(self.manifest.get("started_at") or "")
+
+    @property
+    def duration_s(self) -> float | None:
+        d = self.summary.get("duration_s")
+        return float(d) if isinstance(d, int | float) else None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        p = self.summary.get("params")
+        return p if isinstance(p, dict) else {}
+
+    @property
+    def sweep(self) -> str | None:
+        """The sweep folder's name when the run is part of a sweep."""
+        parent = self.path.parent.parent
+        return parent.name if SweepFolder.is_sweep_name(parent.name) else None
+
+    def sort_key(self) -> tuple[str, str]:
+        return (self.started_at, RunFolder.stamp(self.id))
+
+    def spec_defaults(self) -> dict[str, Any] | None:
+        """The params of ``spec.yaml`` as written (interpolated, without overrides).
+
+        None when the file cannot be read."""
+        from topo.errors import SpecError
+        from topo.resolve import prepare_document
+        from topo.yamlpos import load_path
+
+        path = self.folder.spec_file
+        source = self.manifest.get("rerun_of")
+        if isinstance(source, dict):
+            # a rerun ran the resolved spec: its defaults are those of the spec it reran
+            original = RunFolder(str(source.get("run_dir"))).spec_file
+            if original.is_file():
+                path = original
+        try:
+            doc = load_path(path)
+        except SpecError:
+            return None
+        try:
+            data = prepare_document(doc).data
+        except SpecError:
+            data = doc.data  # e.g. an ${env.X} unset now: compare with the text as written
+        params = data.get("params") if isinstance(data, dict) else None
+        return params if isinstance(params, dict) else {}
+
+
+# ----- a sweep's folder -----------------------------------------------------------------------
+
+
+class SweepFolder:
+    """A sweep's folder: the runs folder of its runs, with ``summary.csv`` and
+    ``sweep.json`` beside them."""
+
+    PREFIX = "sweep-"
+    SUMMARY = "summary.csv"
+    JSON = "sweep.json"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, name: str, runs_dir: str | Path | None = None) -> SweepFolder:
+        """A new folder ``<runs>/<name>/sweep-<stamp>-<id>/``."""
+        return cls(_new_folder(runs_root(runs_dir) / name, cls.PREFIX))
+
+    @classmethod
+    def is_sweep_name(cls, name: str) -> bool:
+        return name.startswith(cls.PREFIX)
+
+    @property
+    def summary_file(self) -> Path:
+        return self.path / self.SUMMARY
+
+    @property
+    def json_file(self) -> Path:
+        return self.path / self.JSON
+
+    def save(self, csv_text: str, doc: Mapping[str, Any]) -> None:
+        """Replace ``summary.csv`` and ``sweep.json``."""
+        write_atomic(self.summary_file, csv_text)
+        _write_json(self.json_file, doc)
+
+
+def records_under(runs_dir: str | Path | None = None) -> Iterator[RunRecord]:
+    """Every readable run record under the runs folder, sweeps' runs included (in no
+    particular order)."""
+    root = runs_root(runs_dir)
+    patterns = [
+        f"*/*/{RunFolder.SUMMARY}",  # <name>/<id>/
+        f"*/{SweepFolder.PREFIX}*/*/*/{RunFolder.SUMMARY}",  # <name>/sweep-<id>/<name>/<id>/
+    ]
+    for pattern in patterns:
+        for summary in root.glob(pattern):
+            try:
+                yield RunFolder.load(summary.parent)
+            except (OSError, ValueError):
+                continue
 
 
 # ----- the manifest ---------------------------------------------------------------------------
@@ -197,7 +543,7 @@ def manifest(
         "targets": {
             m: {"file": f, "sha256": sha256_file(f) if f else None} for m, f in files.items()
         },
-        # "distributions" is added once the run has ended (see topo.api.run): scanning
+        # "distributions" is added once the run has ended (see RunFolder.finish): scanning
         # every installed distribution takes ~0.1 s that instances need not wait for.
         "started_at": now_iso(),
     }
@@ -205,40 +551,3 @@ def manifest(
 
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-
-
-# ----- logs and events while the run goes on ------------------------------------------------
-
-
-class Recorder:
-    """Appends instance log lines and events to a run directory; thread-safe."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        (run_dir / LOGS).mkdir(exist_ok=True)
-        self.lock = threading.Lock()
-        self.logs: dict[str, IO[str]] = {}
-        self.events = open(run_dir / EVENTS, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-
-    def log(self, instance: str, line: str) -> None:
-        with self.lock:
-            f = self.logs.get(instance)
-            if f is None:
-                f = self.logs[instance] = open(  # noqa: SIM115 - closed in close()
-                    self.run_dir / LOGS / f"{instance}.log", "a", encoding="utf-8"
-                )
-            f.write(line + "\n")
-            f.flush()
-
-    def event(self, kind: str, **fields: Any) -> None:
-        line = json.dumps({"time": now_iso(), "event": kind, **fields})
-        with self.lock:
-            self.events.write(line + "\n")
-            self.events.flush()
-
-    def close(self) -> None:
-        with self.lock:
-            for f in self.logs.values():
-                f.close()
-            self.logs.clear()
-            self.events.close()
