@@ -7,31 +7,24 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from topo.backend import OutputSink, RunOptions, StatusSink, get_backend
 from topo.errors import Diagnostic, SpecError
-from topo.resolve import Plan, build_plan, prepare_document, resolved_spec
+from topo.resolve import (
+    Overrides,
+    Plan,
+    build_plan,
+    override_items,
+    override_text,
+    prepare_document,
+    resolved_spec,
+)
 from topo.result import RunResult
 from topo.spec import spec_from_document
 from topo.yamlpos import load_path
-
-Overrides = Mapping[str, Any] | Iterable[str]
-
-
-def _override_list(overrides: Overrides | None) -> list[str]:
-    if overrides is None:
-        return []
-    if isinstance(overrides, Mapping):
-        import json
-
-        return [
-            f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()
-        ]
-    return list(overrides)
 
 
 def load(
@@ -43,15 +36,18 @@ def load(
 ) -> Plan:
     """Read, validate and resolve a spec into a Plan; raise ``SpecError`` if it is invalid.
 
+    ``overrides`` is a mapping of dotted keys to values, set as they are
+    (``{"params.label": "8"}`` sets the text "8"), or ``key=value`` texts whose values
+    are read as YAML scalars, as ``--set`` reads them (``["params.workers=8"]``).
     Only the document is checked here; ``check`` runs the reference and graph checks.
     ``spec_dir`` is the folder targets are imported from (default: the spec file's);
     ``topo rerun`` uses it to run a recorded spec with the original folder's modules.
     """
-    sets = _override_list(overrides)
-    document = prepare_document(load_path(path), sets)
+    items = override_items(overrides)
+    document = prepare_document(load_path(path), items)
     spec = spec_from_document(document)
     plan = build_plan(spec, document, seed=seed)
-    plan.overrides = tuple(sets)
+    plan.overrides = tuple(override_text(item) for item in items)
     if spec_dir is not None:
         plan.spec_dir = Path(spec_dir).resolve()
     return plan

@@ -32,7 +32,15 @@ import yaml
 
 from topo import record as records
 from topo.errors import SpecError, TopoError
-from topo.resolve import yaml_scalar
+from topo.resolve import (
+    Override,
+    Overrides,
+    is_single_value,
+    override_items,
+    override_text,
+    scalar_text,
+    yaml_scalar,
+)
 from topo.result import EXIT_CODES, RunResult
 
 SWEEP_PREFIX = "sweep-"
@@ -61,8 +69,9 @@ class Axis:
 def parse_axis(text: str) -> Axis:
     """``params.workers=1,2,4`` -> Axis("params.workers", (1, 2, 4)).
 
-    Values are YAML scalars, as for ``--set``; a value list written as a YAML flow
-    sequence (``params.mode=[a, "b,c"]``) may hold commas inside quoted values.
+    Values are YAML scalars, read as ``--set`` reads its value (``yaml_scalar``); a value
+    list written as a YAML flow sequence (``params.mode=[a, "b,c"]``) may hold commas
+    inside quoted values.
     """
     key, sep, raw = text.partition("=")
     key = key.strip()
@@ -74,26 +83,19 @@ def parse_axis(text: str) -> Axis:
         except yaml.YAMLError:
             raise ValueError(f"--sweep {text!r}: the value list is not valid YAML") from None
     else:
-        values = [_scalar(part) for part in raw.split(",")]
+        values = [yaml_scalar(part.strip()) for part in raw.split(",")]
     if not isinstance(values, list) or not values:
         raise ValueError(f"--sweep {text!r}: give at least one value")
     for v in values:
-        if isinstance(v, dict | list):
+        if not is_single_value(v):
             raise ValueError(f"--sweep {text!r}: each value must be a single value")
     return Axis(key, tuple(values))
 
 
-def _scalar(raw: str) -> Any:
-    value = yaml_scalar(raw.strip())
-    return raw.strip() if isinstance(value, dict | list) else value
-
-
 def format_value(value: Any) -> str:
-    """A value as ``--set`` would read it back (YAML scalar text)."""
-    if isinstance(value, str):
-        # quote only when YAML would read the text as something else (a number, true...)
-        return value if _scalar(value) == value and value.strip() == value else json.dumps(value)
-    return json.dumps(value)
+    """A value as ``--set`` would read it back (YAML scalar text); JSON for a list or
+    mapping (a param shown by ``topo runs`` and ``topo show``)."""
+    return scalar_text(value) if is_single_value(value) else json.dumps(value)
 
 
 def expand_sweep(axes: Iterable[Axis | str]) -> list[dict[str, Any]]:
@@ -115,7 +117,8 @@ def expand_sweep(axes: Iterable[Axis | str]) -> list[dict[str, Any]]:
 
 
 def point_overrides(point: Mapping[str, Any]) -> list[str]:
-    return [f"{k}={format_value(v)}" for k, v in point.items()]
+    """A sweep point as ``key=value`` texts that read back as its values."""
+    return [override_text(item) for item in point.items()]
 
 
 def new_sweep_dir(name: str, runs_dir: str | Path | None = None) -> Path:
@@ -265,7 +268,7 @@ def _flatten(prefix: str, value: Any) -> dict[str, str]:
 def run_sweep(
     spec: str | Path,
     axes: Iterable[Axis | str],
-    overrides: Iterable[str] = (),
+    overrides: Overrides = (),
     *,
     repeat: int = 1,
     seed: int | None = None,
@@ -294,7 +297,7 @@ def run_sweep(
         raise ValueError(f"--repeat must be at least 1, not {repeat}")
     parsed = [a if isinstance(a, Axis) else parse_axis(a) for a in axes]
     points = expand_sweep(parsed)
-    base = list(overrides)
+    base = override_items(overrides)
     plan = api.load(spec, base, seed=seed)  # the name, and whether the spec has a seed
     base_seed = seed if seed is not None else plan.spec.seed
     sweep = Sweep(
@@ -309,7 +312,7 @@ def run_sweep(
     total = len(points) * repeat
     for point in points:
         for r in range(repeat):
-            sets = base + point_overrides(point)
+            sets: list[Override] = [*base, *point.items()]  # the point's values as they are
             run_seed = None if base_seed is None else base_seed + r
             entry = SweepRun(len(sweep.runs) + 1, point, r, run_seed)
             sweep.runs.append(entry)
@@ -606,7 +609,7 @@ def prepare_rerun(rec: RunRecord, overrides: Iterable[str] = ()) -> Rerun:
     spec_dir = Path(str(manifest.get("spec_dir") or rec.path))
     if sets:
         # spec.yaml may have no name (it defaults to the file's stem): keep the recorded one
-        recorded = [f"name={format_value(rec.name)}"]
+        recorded = [override_text(("name", rec.name))]
         recorded += [str(o) for o in manifest.get("overrides") or []]
         spec_path, sets = rec.path / "spec.yaml", recorded + sets
     else:
