@@ -121,3 +121,30 @@ def test_name_and_version_from_the_headers_or_the_parser() -> None:
     assert record._name_and_version(_Dist(folded)) == ("late", "3")
     no_version = "Metadata-Version: 2.1\nName: partial\n\nVersion: 9 (in the body)\n"
     assert record._name_and_version(_Dist(no_version)) == ("partial", None)
+
+
+def test_new_run_dir_says_which_folder_it_cannot_create(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(NotADirectoryError) as info:  # still the OSError it was
+        record.new_run_dir("spec", tmp_path / "a-file")
+    assert re.fullmatch(
+        rf"cannot create run folder {re.escape(str(tmp_path))}/a-file/spec/[-0-9a-f]+: "
+        "Not a directory",
+        info.value.strerror,
+    )
+
+
+def test_recorder_keeps_the_first_write_error_and_never_raises(tmp_path: Path) -> None:
+    run_dir = record.new_run_dir("spec", tmp_path)
+    recorder = record.Recorder(run_dir)
+    recorder.log("a", "first line")
+    recorder.event("start", instance="a")
+    (run_dir / record.LOGS / "a.log").unlink()
+    os.rmdir(run_dir / record.LOGS)  # a new instance's log cannot be opened now
+    recorder.log("b", "lost")
+    assert isinstance(recorder.error, FileNotFoundError)
+    recorder.log("a", "dropped too")  # nothing more is written after the first error
+    recorder.event("exit", instance="a")
+    recorder.close()
+    assert isinstance(recorder.error, FileNotFoundError)
+    assert len((run_dir / record.EVENTS).read_text().splitlines()) == 1

@@ -5,6 +5,7 @@ The CLI is a thin layer over these; notebooks and tests can call them directly.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Iterable
@@ -12,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from topo.backend import OutputSink, RunOptions, StatusSink, get_backend
-from topo.errors import Diagnostic, SpecError
+from topo.errors import Diagnostic, RunError, SpecError, os_error_doing, os_error_text
 from topo.resolve import (
     Overrides,
     Plan,
@@ -22,7 +23,7 @@ from topo.resolve import (
     prepare_document,
     resolved_spec,
 )
-from topo.result import RunResult
+from topo.result import EXIT_CODES, RunResult
 from topo.spec import spec_from_document
 from topo.yamlpos import load_path
 
@@ -98,8 +99,11 @@ def run(
 
     ``spec`` is a spec file or a Plan from ``load`` (then ``overrides``, ``seed`` and
     ``spec_dir`` are already in it). Raises ``SpecError`` (before anything starts)
-    when the spec has errors; warnings go to ``output``. Failures of the instances
-    are in the result, not raised.
+    when the spec has errors; warnings go to ``output``. Raises ``OSError``, before
+    anything starts too, when the run's record cannot be created (its message says
+    which folder or file). Failures of the instances are in the result, not raised;
+    so is a record that could not be completed once they had started (the run then
+    fails, and ``message`` says why).
     """
     from topo import record as records
 
@@ -126,32 +130,53 @@ def run(
         overrides=list(plan.overrides),
         targets=[i.target for i in plan.instances],
     )
-    records.write_start(run_dir, plan.document.text, resolved_spec(plan))
-    records.write_summary(
-        run_dir,
-        {
-            "name": plan.name,
-            "status": "running",
-            "exit_code": None,
-            "seed": plan.seed,
-            "params": dict(plan.params),
-            "run_dir": str(run_dir),
-            "manifest": manifest,
-        },
-    )
-    recorder = records.Recorder(run_dir)
+    try:
+        records.write_start(run_dir, plan.document.text, resolved_spec(plan))
+        records.write_summary(
+            run_dir,
+            {
+                "name": plan.name,
+                "status": "running",
+                "exit_code": None,
+                "seed": plan.seed,
+                "params": dict(plan.params),
+                "run_dir": str(run_dir),
+                "manifest": manifest,
+            },
+        )
+        recorder = records.Recorder(run_dir)
+    except OSError as e:
+        shutil.rmtree(run_dir, ignore_errors=True)  # nothing started: no half record left
+        raise os_error_doing(f"cannot write the run record in {run_dir}", e) from e
     options = replace(options, run_dir=run_dir, log=recorder.log, events=recorder.event)
     try:
         result = _run(plan, options, say)
     finally:
         recorder.close()
+    if recorder.error is not None:
+        _record_failed(result, f"the logs and events in {run_dir}", recorder.error)
     manifest["distributions"] = records.distributions()
-    records.write_summary(run_dir, {**result.to_json(), "manifest": manifest})
+    try:
+        records.write_summary(run_dir, {**result.to_json(), "manifest": manifest})
+    except OSError as e:
+        _record_failed(result, str(run_dir / records.SUMMARY), e)
     return result
+
+
+def _record_failed(result: RunResult, what: str, error: OSError) -> None:
+    """The run's record could not be completed: the run fails (whatever its instances
+    did), and its message says what was not written and why."""
+    why = f"{what} could not be written: {error.strerror or error}"
+    if result.ok:
+        result.status, result.exit_code = "failed", EXIT_CODES["failed"]
+    result.message = f"{result.message}; {why}" if result.message else why
 
 
 def _run(plan: Plan, options: RunOptions, say: OutputSink) -> RunResult:
     started = time.monotonic()
-    result = get_backend("local").run(plan, options, say)
+    try:
+        result = get_backend("local").run(plan, options, say)
+    except OSError as e:  # the backend reports what instances do; this is about topo itself
+        raise RunError(f"the run could not go on: {os_error_text(e)}") from e
     result.duration_s = time.monotonic() - started
     return result

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from topo import record as records
-from topo.errors import SpecError, TopoError
+from topo.errors import RunError, SpecError, UsageError, os_error_text, outcome_document
 from topo.resolve import (
     Override,
     Overrides,
@@ -51,7 +51,7 @@ _RUN_ID = re.compile(r"\d{8}-\d{6}-([0-9a-f]+)")
 _LAST = re.compile(r"last(?:~(\d+))?")
 
 
-class RunNotFound(TopoError):
+class RunNotFound(UsageError):
     """A RUN reference (path, id prefix, ``last``) names no run, or more than one."""
 
 
@@ -76,19 +76,19 @@ def parse_axis(text: str) -> Axis:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or not raw.strip():
-        raise ValueError(f"--sweep {text!r} is not of the form dotted.key=value1,value2,...")
+        raise UsageError(f"--sweep {text!r} is not of the form dotted.key=value1,value2,...")
     if raw.strip().startswith("["):
         try:
             values = yaml.safe_load(raw)
         except yaml.YAMLError:
-            raise ValueError(f"--sweep {text!r}: the value list is not valid YAML") from None
+            raise UsageError(f"--sweep {text!r}: the value list is not valid YAML") from None
     else:
         values = [yaml_scalar(part.strip()) for part in raw.split(",")]
     if not isinstance(values, list) or not values:
-        raise ValueError(f"--sweep {text!r}: give at least one value")
+        raise UsageError(f"--sweep {text!r}: give at least one value")
     for v in values:
         if not is_single_value(v):
-            raise ValueError(f"--sweep {text!r}: each value must be a single value")
+            raise UsageError(f"--sweep {text!r}: each value must be a single value")
     return Axis(key, tuple(values))
 
 
@@ -107,7 +107,7 @@ def expand_sweep(axes: Iterable[Axis | str]) -> list[dict[str, Any]]:
     seen: set[str] = set()
     for a in parsed:
         if a.key in seen:
-            raise ValueError(f"--sweep {a.key} is given twice; put all its values in one")
+            raise UsageError(f"--sweep {a.key} is given twice; put all its values in one")
         seen.add(a.key)
     keys = [a.key for a in parsed]
     return [
@@ -124,7 +124,7 @@ def point_overrides(point: Mapping[str, Any]) -> list[str]:
 def new_sweep_dir(name: str, runs_dir: str | Path | None = None) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = records.runs_root(runs_dir) / name / f"{SWEEP_PREFIX}{stamp}-{secrets.token_hex(3)}"
-    path.mkdir(parents=True, exist_ok=False)
+    records.make_folder(path, "sweep folder")
     return path
 
 
@@ -149,14 +149,16 @@ class SweepRun:
             return EXIT_CODES["invalid"]
         return self.result.exit_code or 0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, name: str | None = None) -> dict[str, Any]:
+        """The run's ``topo run --json`` document (for an invalid point, the "invalid"
+        document of ``outcome_document`` with the point's seed), plus point and repeat."""
         data: dict[str, Any] = {"point": self.point, "repeat": self.repeat}
         if self.result is not None:
             data.update(self.result.to_json())
         else:
-            data.update({"status": "invalid", "exit_code": self.exit_code, "seed": self.seed})
-            if self.invalid is not None:
-                data["diagnostics"] = [d.to_json() for d in self.invalid.diagnostics]
+            diagnostics = self.invalid.diagnostics if self.invalid is not None else []
+            data.update(outcome_document(name, "invalid", self.exit_code, diagnostics))
+            data["seed"] = self.seed
         return data
 
 
@@ -226,14 +228,19 @@ class Sweep:
             "repeat": self.repeat,
             "seeds": self.seeds,
             "base_seed": self.base_seed,
-            "runs": [r.to_json() for r in self.runs],
+            "runs": [r.to_json(self.name) for r in self.runs],
         }
 
     def save(self) -> None:
-        records.write_atomic(self.sweep_dir / SWEEP_SUMMARY, self.csv_text())
-        records.write_atomic(
-            self.sweep_dir / SWEEP_JSON, json.dumps(self.to_json(), indent=2) + "\n"
-        )
+        """Write summary.csv and sweep.json; ``RunError`` if they cannot be (a run has
+        been made by then)."""
+        try:
+            records.write_atomic(self.sweep_dir / SWEEP_SUMMARY, self.csv_text())
+            records.write_atomic(
+                self.sweep_dir / SWEEP_JSON, json.dumps(self.to_json(), indent=2) + "\n"
+            )
+        except OSError as e:
+            raise RunError(f"cannot write the sweep's summary: {os_error_text(e)}") from e
 
 
 def reported(processes: Mapping[str, Any], names: Iterable[str]) -> dict[str, str]:
@@ -286,7 +293,8 @@ def run_sweep(
     ``sweep.json`` (rewritten after every run, so they are complete whenever it stops).
     Stops after the first run that is not ok unless ``keep_going``; an interrupted run
     (Ctrl-C, SIGTERM) always stops the sweep. Raises ``SpecError`` when the spec with
-    the base overrides is invalid, ``ValueError`` for a bad axis, before anything runs.
+    the base overrides is invalid, ``UsageError`` (a ValueError) for a bad axis, and
+    ``OSError`` when the sweep folder cannot be created, before anything runs.
     ``run`` is ``topo.api.run`` (replaceable in tests); ``on_start(sweep, run, total)``
     and ``on_end(sweep, run)`` report progress.
     """
@@ -294,7 +302,7 @@ def run_sweep(
 
     run_fn = run or api.run
     if repeat < 1:
-        raise ValueError(f"--repeat must be at least 1, not {repeat}")
+        raise UsageError(f"--repeat must be at least 1, not {repeat}")
     parsed = [a if isinstance(a, Axis) else parse_axis(a) for a in axes]
     points = expand_sweep(parsed)
     base = override_items(overrides)
@@ -353,7 +361,10 @@ def _annotate(run_dir: Path, extra: Mapping[str, Any]) -> None:
         return
     manifest = summary.setdefault("manifest", {})
     manifest.update(extra)
-    records.write_summary(run_dir, summary)
+    try:
+        records.write_summary(run_dir, summary)
+    except OSError as e:  # the run has been made by then
+        raise RunError(f"cannot complete the record in {run_dir}: {os_error_text(e)}") from e
 
 
 # ----- finding runs -----------------------------------------------------------------------

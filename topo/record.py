@@ -35,6 +35,8 @@ from typing import IO, Any
 
 import yaml
 
+from topo.errors import os_error_doing
+
 RUNS_DIR_ENV = "TOPO_RUNS_DIR"
 DEFAULT_RUNS_DIR = "runs"
 SUMMARY = "run.json"
@@ -47,10 +49,20 @@ def runs_root(runs_dir: str | Path | None = None) -> Path:
 
 
 def new_run_dir(name: str, runs_dir: str | Path | None = None) -> Path:
+    """Create ``<runs>/<name>/<stamp>-<id>/``; an OSError says which folder it could not
+    create (``cannot create run folder /proc/nope/...: No such file or directory``)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = runs_root(runs_dir) / name / f"{stamp}-{secrets.token_hex(3)}"
-    path.mkdir(parents=True, exist_ok=False)
+    make_folder(path, "run folder")
     return path
+
+
+def make_folder(path: Path, what: str) -> None:
+    """Create the new folder ``path`` and its parents; an OSError names ``what`` it was."""
+    try:
+        path.mkdir(parents=True, exist_ok=False)
+    except OSError as e:
+        raise os_error_doing(f"cannot create {what} {path}", e) from e
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -211,7 +223,12 @@ def now_iso() -> str:
 
 
 class Recorder:
-    """Appends instance log lines and events to a run directory; thread-safe."""
+    """Appends instance log lines and events to a run directory; thread-safe.
+
+    Creating it raises OSError (nothing has started then). Once the run goes on, a write
+    that fails (a full disk, the folder gone) never raises into the supervisor or the
+    output pump: the first such error is kept in ``error``, and nothing more is written.
+    """
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
@@ -219,26 +236,39 @@ class Recorder:
         self.lock = threading.Lock()
         self.logs: dict[str, IO[str]] = {}
         self.events = open(run_dir / EVENTS, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.error: OSError | None = None
 
     def log(self, instance: str, line: str) -> None:
         with self.lock:
-            f = self.logs.get(instance)
-            if f is None:
-                f = self.logs[instance] = open(  # noqa: SIM115 - closed in close()
-                    self.run_dir / LOGS / f"{instance}.log", "a", encoding="utf-8"
-                )
-            f.write(line + "\n")
-            f.flush()
+            if self.error is not None:
+                return
+            try:
+                f = self.logs.get(instance)
+                if f is None:
+                    f = self.logs[instance] = open(  # noqa: SIM115 - closed in close()
+                        self.run_dir / LOGS / f"{instance}.log", "a", encoding="utf-8"
+                    )
+                f.write(line + "\n")
+                f.flush()
+            except OSError as e:
+                self.error = e
 
     def event(self, kind: str, **fields: Any) -> None:
         line = json.dumps({"time": now_iso(), "event": kind, **fields})
         with self.lock:
-            self.events.write(line + "\n")
-            self.events.flush()
+            if self.error is not None:
+                return
+            try:
+                self.events.write(line + "\n")
+                self.events.flush()
+            except OSError as e:
+                self.error = e
 
     def close(self) -> None:
         with self.lock:
-            for f in self.logs.values():
-                f.close()
+            for f in [*self.logs.values(), self.events]:
+                try:
+                    f.close()  # flushes what is left: may fail as a write does
+                except OSError as e:
+                    self.error = self.error or e
             self.logs.clear()
-            self.events.close()
