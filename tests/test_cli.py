@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from topo.cli import app
+from topo.errors import RunError
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = REPO / "specs" / "pipeline.yaml"
@@ -80,24 +84,43 @@ def test_validate_several_specs(runner: CliRunner, bad_spec: Path) -> None:
 
 
 def test_validate_json(runner: CliRunner, bad_spec: Path) -> None:
+    # the document of `topo run --json` for an invalid spec, not a bare list of diagnostics
     result = runner.invoke(app, ["validate", "--json", str(bad_spec)])
     assert result.exit_code == 2
-    assert json.loads(result.stdout) == [
-        {
-            "path": str(bad_spec),
-            "line": 4,
-            "col": 5,
-            "severity": "error",
-            "code": "T010",
-            "message": BAD_MESSAGE.split(": ", 2)[2],
-        }
-    ]
+    assert json.loads(result.stdout) == {
+        "name": "bad",
+        "status": "invalid",
+        "exit_code": 2,
+        "diagnostics": [
+            {
+                "path": str(bad_spec),
+                "line": 4,
+                "col": 5,
+                "severity": "error",
+                "code": "T010",
+                "message": BAD_MESSAGE.split(": ", 2)[2],
+            }
+        ],
+    }
 
 
 def test_validate_json_of_a_good_spec(runner: CliRunner) -> None:
     result = runner.invoke(app, ["validate", "--json", "--strict", str(GOOD)])
     assert result.exit_code == 0
-    assert json.loads(result.stdout) == []
+    assert json.loads(result.stdout) == {
+        "name": "pipeline",
+        "status": "ok",
+        "exit_code": 0,
+        "diagnostics": [],
+    }
+
+
+def test_validate_json_of_several_specs(runner: CliRunner, bad_spec: Path) -> None:
+    result = runner.invoke(app, ["validate", "--json", str(GOOD), str(bad_spec)])
+    assert result.exit_code == 2
+    doc = json.loads(result.stdout)
+    assert doc["name"] is None and doc["status"] == "invalid"
+    assert [d["path"] for d in doc["diagnostics"]] == [str(bad_spec)]
 
 
 def test_validate_with_set(
@@ -241,3 +264,181 @@ def test_graph_renders_an_svg_with_graphviz(runner: CliRunner, tmp_path: Path) -
         return
     assert result.exit_code == 0, result.stderr
     assert "<svg" in out.read_text()
+
+
+# ----- the error funnel: one message and one exit code per exception -----------------------
+
+INVALID_KEYS = {"name", "status", "exit_code", "diagnostics"}
+
+
+def assert_error_document(stdout: str, status: str, exit_code: int, message: str) -> None:
+    """stdout is the one document of a command that ran nothing, with a message."""
+    doc = json.loads(stdout)
+    assert set(doc) == INVALID_KEYS | {"message"}, doc
+    assert (doc["status"], doc["exit_code"], doc["diagnostics"]) == (status, exit_code, [])
+    assert message in doc["message"], doc
+
+
+def test_every_command_runs_inside_the_error_funnel() -> None:
+    from topo.cli import _FUNNELED
+
+    commands = {c.callback for c in app.registered_commands}
+    assert commands and commands <= _FUNNELED  # registered with _command, not app.command
+
+
+def test_run_invalid_sweep_json_has_the_same_shape(
+    runner: CliRunner, bad_spec: Path, tmp_path: Path
+) -> None:
+    # it had no diagnostics (the second shape of the "invalid" document)
+    runs = tmp_path / "runs"
+    args = ["run", "--json", "--runs-dir", str(runs), "--sweep", "params.x=1,2", str(bad_spec)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    doc = json.loads(result.stdout)
+    assert set(doc) == INVALID_KEYS
+    assert (doc["name"], doc["status"], doc["exit_code"]) == ("bad", "invalid", 2)
+    assert [(d["line"], d["col"], d["code"]) for d in doc["diagnostics"]] == [(4, 5, "T010")]
+    assert result.stderr.splitlines()[0] == f"{bad_spec}:{BAD_MESSAGE}"
+    assert not runs.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", str(GOOD), "--no-record", "--repeat", "2"], "sweeps are always recorded"),
+        (["run", str(GOOD), "--sweep", "params.workers"], "--sweep 'params.workers' is not of"),
+        (["run", str(GOOD), "--sweep", "params.a=1", "--sweep", "params.a=2"], "given twice"),
+        (["show", "nosuchrun"], "no run under"),
+        (["rerun", "last"], "'last': there are no runs under"),
+        (["compare", "last", "last~1"], "'last': there are no runs under"),
+    ],
+    ids=["no-record-sweep", "bad-axis", "axis-twice", "show", "rerun", "compare"],
+)
+def test_usage_errors_exit_2_with_one_line(
+    runner: CliRunner, tmp_path: Path, args: list[str], message: str
+) -> None:
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    result = runner.invoke(app, [*args, *runs])
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith("topo: error: ") and message in line, line
+    assert result.stdout == ""
+    as_json = runner.invoke(app, [*args, *runs, "--json"])  # each of them has --json
+    assert as_json.exit_code == 2
+    assert_error_document(as_json.stdout, "invalid", 2, message)
+    assert json.loads(as_json.stdout)["name"] == ("pipeline" if args[0] == "run" else None)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_graph_usage_error(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["graph", str(GOOD), "--format", "png"])
+    assert result.exit_code == 2
+    assert result.stderr == "topo: error: --format must be mermaid or dot, not 'png'\n"
+
+
+@pytest.mark.parametrize(
+    ("errno_", "where", "reason"),
+    [
+        (errno.ENOSPC, "write", "No space left on device"),
+        (errno.EROFS, "mkdir", "Read-only file system"),
+        (errno.EACCES, "mkdir", "Permission denied"),
+    ],
+)
+def test_a_run_record_that_cannot_be_made_exits_2_before_the_start(
+    runner: CliRunner,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    errno_: int,
+    where: str,
+    reason: str,
+) -> None:
+    """A full disk, a read-only file system, a permission: faked (tests run as root),
+    where topo makes the run folder or writes its first file."""
+    import topo.api
+    from topo import record
+
+    runs = tmp_path / "runs"
+    started: list[object] = []
+    monkeypatch.setattr(topo.api, "_run", lambda *a: started.append(a))  # must not be reached
+    if where == "write":
+
+        def write_atomic(path: Path, text: str) -> None:
+            raise OSError(errno_, os.strerror(errno_), str(path))
+
+        monkeypatch.setattr(record, "write_atomic", write_atomic)
+    else:
+        mkdir = Path.mkdir
+
+        def refuse(self: Path, *args: object, **kwargs: object) -> None:
+            if self.is_relative_to(runs):
+                raise OSError(errno_, os.strerror(errno_), str(self))
+            mkdir(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "mkdir", refuse)
+    result = runner.invoke(app, ["run", str(GOOD), "--json", "--runs-dir", str(runs)])
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    doing = "write the run record in" if where == "write" else "create run folder"
+    assert re.fullmatch(
+        rf"topo: error: cannot {doing} {re.escape(str(runs))}/pipeline/[-0-9a-f]+: {reason}", line
+    ), line
+    assert_error_document(result.stdout, "invalid", 2, reason)
+    assert json.loads(result.stdout)["name"] == "pipeline"
+    assert started == []
+    assert not list(runs.glob("*/*")), "a half record was left"
+
+
+def test_an_internal_error_is_one_line_and_a_hint(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import topo.api
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(topo.api, "validate", broken)
+    result = runner.invoke(app, ["validate", str(GOOD)])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "topo: internal error: ZeroDivisionError: division by zero",
+        "topo: this is a bug in topo, not in your spec: please report it "
+        "(run again with TOPO_DEBUG=1 to see the traceback)",
+    ]
+    assert "Traceback" not in result.output
+    as_json = runner.invoke(app, ["validate", "--json", str(GOOD)])
+    assert_error_document(as_json.stdout, "failed", 1, "internal error: ZeroDivisionError")
+    debug = runner.invoke(app, ["validate", str(GOOD)], env={"TOPO_DEBUG": "1"})
+    assert debug.exit_code == 1
+    assert "Traceback (most recent call last):" in debug.stderr
+    assert debug.stderr.rstrip().endswith("(run again with TOPO_DEBUG=1 to see the traceback)")
+
+
+@pytest.mark.parametrize(
+    ("raised", "exit_code", "status", "line"),
+    [
+        (lambda: RunError("the manager process did not start"), 1, "failed", "topo: error: "),
+        (KeyboardInterrupt, 130, "interrupted", "topo: interrupted"),
+    ],
+    ids=["run-error", "ctrl-c"],
+)
+def test_run_errors_and_ctrl_c(
+    runner: CliRunner,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    raised: Callable[[], BaseException],
+    exit_code: int,
+    status: str,
+    line: str,
+) -> None:
+    import topo.api
+
+    def fails(*args: object, **kwargs: object) -> None:
+        raise raised()
+
+    monkeypatch.setattr(topo.api, "run", fails)
+    result = runner.invoke(app, ["run", str(GOOD), "--json", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == exit_code, result.output
+    [said] = result.stderr.splitlines()
+    assert said.startswith(line)
+    assert json.loads(result.stdout)["status"] == status
+    assert json.loads(result.stdout)["exit_code"] == exit_code

@@ -36,6 +36,7 @@ def test_parse_axis_reads_yaml_scalars() -> None:
         ("params.x=[]", "give at least one value"),
         ("params.x=[[1], 2]", "each value must be a single value"),
         ("params.x=[1", "not valid YAML"),
+        ("params.x=1,{a: b}", "each value must be a single value"),
     ],
 )
 def test_parse_axis_refuses(text: str, message: str) -> None:
@@ -56,7 +57,9 @@ def test_expand_sweep_refuses_an_axis_given_twice() -> None:
         ex.expand_sweep(["params.a=1", "params.a=2"])
 
 
-@pytest.mark.parametrize("value", [1, 2.5, True, None, "fast", "1", "true", "a b", " x"])
+@pytest.mark.parametrize(
+    "value", [1, 2.5, 1e20, True, None, "fast", "1", "true", "a b", " x", "a=b", ""]
+)
 def test_point_overrides_read_back_as_the_same_value(value: Any) -> None:
     [text] = ex.point_overrides({"params.v": value})
     from topo.resolve import parse_override
@@ -368,6 +371,16 @@ def test_run_sweep_runs_every_point_with_repeat_seeds(
     assert Path(rows[0][-1]).parent == sweep.sweep_dir / "tiny"
 
 
+def test_run_sweep_sets_each_point_and_api_override_as_it_is(
+    tmp_path: Path, write_spec: Callable[..., Path]
+) -> None:
+    spec = write_spec(tmp_path, SPEC)
+    fake = FakeRun()
+    axes = [ex.Axis("params.label", ("8", 8))]
+    ex.run_sweep(spec, axes, {"params.tag": "true"}, runs_dir=tmp_path / "runs", run=fake)
+    assert [(p["label"], p["tag"]) for p, _ in fake.calls] == [("8", "true"), (8, "true")]
+
+
 def test_run_sweep_stops_at_the_first_failure_unless_keep_going(
     tmp_path: Path, write_spec: Callable[..., Path]
 ) -> None:
@@ -394,7 +407,10 @@ def test_run_sweep_records_an_invalid_point(
     )
     assert [r.status for r in sweep.runs] == ["ok", "invalid"]
     assert sweep.exit_code == 2
-    assert sweep.to_json()["runs"][1]["diagnostics"]
+    invalid = sweep.to_json()["runs"][1]  # the "invalid" document, plus point, repeat, seed
+    assert set(invalid) == {"point", "repeat", "name", "status", "exit_code", "diagnostics", "seed"}
+    assert (invalid["name"], invalid["status"], invalid["exit_code"]) == ("tiny", "invalid", 2)
+    assert [d["code"] for d in invalid["diagnostics"]] == ["T011"]
 
 
 def test_run_sweep_without_a_seed_uses_fresh_ones(

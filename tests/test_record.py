@@ -315,3 +315,34 @@ def test_name_and_version_from_the_headers_or_the_parser() -> None:
     assert record._name_and_version(_Dist(folded)) == ("late", "3")
     no_version = "Metadata-Version: 2.1\nName: partial\n\nVersion: 9 (in the body)\n"
     assert record._name_and_version(_Dist(no_version)) == ("partial", None)
+
+
+def test_create_says_which_folder_it_cannot_create(plan: Plan, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(NotADirectoryError) as info:  # still the OSError it was
+        RunFolder.create(plan, tmp_path / "a-file")
+    assert re.fullmatch(
+        rf"cannot create run folder {re.escape(str(tmp_path))}/a-file/{plan.name}/[-0-9a-f]+: "
+        "Not a directory",
+        info.value.strerror,
+    )
+
+
+def test_sinks_keep_the_first_write_error_and_never_raise(plan: Plan, tmp_path: Path) -> None:
+    folder = RunFolder.create(plan, tmp_path)
+    folder.log("a", "first line")
+    folder.event("start", instance="a")
+    folder.log_file("a").unlink()
+    os.rmdir(folder.logs_dir)  # a new instance's log cannot be opened now
+    folder.log("b", "lost")
+    assert isinstance(folder.error, FileNotFoundError)
+    folder.log("a", "dropped too")  # nothing more is written after the first error
+    folder.event("exit", instance="a")
+    result = RunResult(plan.name, "ok", plan.seed, {}, run_dir=str(folder.path))
+    summary = folder.finish(result)
+    assert len(folder.events_file.read_text().splitlines()) == 1
+    assert (result.status, result.exit_code) == ("failed", 1)  # a lost record fails the run
+    assert summary["status"] == "failed"
+    assert summary["message"] == (
+        f"the logs and events in {folder.path} could not be written: No such file or directory"
+    )

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from topo.api import load
 from topo.errors import SpecError
 from topo.resolve import (
     Binding,
+    Overrides,
     Plan,
     apply_override,
     build_plan,
     derive_seed,
     instance_name,
+    override_text,
     parse_override,
     prepare_document,
     resolved_spec,
+    scalar_text,
+    yaml_scalar,
 )
 from topo.spec import spec_from_document
 from topo.yamlpos import load_text
@@ -29,7 +36,7 @@ PROCESS = "processes:\n  p:\n    target: m:f\n"
 
 def plan(
     text: str,
-    overrides: Sequence[str] = (),
+    overrides: Overrides = (),
     environ: Mapping[str, str] | None = None,
     seed: int | None = 1,
 ) -> Plan:
@@ -38,7 +45,7 @@ def plan(
 
 
 def problems(
-    text: str, overrides: Sequence[str] = (), environ: Mapping[str, str] | None = None
+    text: str, overrides: Overrides = (), environ: Mapping[str, str] | None = None
 ) -> list[str]:
     with pytest.raises(SpecError) as info:
         plan(text, overrides, environ)
@@ -318,6 +325,119 @@ def test_overrides_through_the_api(tmp_path: Path, write_spec: Callable[..., Pat
         "name": "b",
     }
     assert load(path, ["params.workers=9"]).params["workers"] == 9
+    assert load(path, "params.workers=7").params["workers"] == 7  # one text: one override
+
+
+def test_a_mapping_keeps_the_text_8(tmp_path: Path, write_spec: Callable[..., Path]) -> None:
+    # It was read again as YAML, and became the int 8.
+    path = write_spec(tmp_path, "params: {label: a}\n" + PROCESS)
+    assert load(path, {"params.label": "8"}).params["label"] == "8"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [8, -3, 2.5, 1e20, True, False, None, "8", "true", "null", "", "a=b", "x=1,y=2", " pad "],
+)
+def test_a_mapping_keeps_python_values_as_they_are(
+    tmp_path: Path, write_spec: Callable[..., Path], value: Any
+) -> None:
+    path = write_spec(tmp_path, "params: {v: old}\n" + PROCESS)
+    got = load(path, {"params.v": value}).params["v"]
+    assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("params.v=8", 8),
+        ("params.v=true", True),
+        ("params.v=null", None),
+        ("params.v='8'", "8"),
+        ("params.v=a=b", "a=b"),
+        ("params.v=", ""),
+    ],
+)
+def test_texts_are_read_as_yaml_scalars(
+    tmp_path: Path, write_spec: Callable[..., Path], text: str, value: Any
+) -> None:
+    path = write_spec(tmp_path, "params: {v: old}\n" + PROCESS)
+    got = load(path, [text]).params["v"]
+    assert got == value and type(got) is type(value)
+
+
+def test_the_record_of_overrides_reads_back_as_the_same_values(
+    tmp_path: Path, write_spec: Callable[..., Path]
+) -> None:
+    path = write_spec(tmp_path, "params: {a: 0}\n" + PROCESS)
+    given = {
+        "params.a": "8",
+        "params.b": 8,
+        "params.c": None,
+        "params.d": "k=v",
+        "params.e": 1e-3,
+        "params.f": "yes",
+    }
+    first = load(path, {**given, "params.g": True})
+    assert first.overrides[:2] == ('params.a="8"', "params.b=8")  # the record, as texts
+    again = load(path, list(first.overrides))  # as topo rerun reads them
+    assert again.params == first.params
+    assert again.overrides == first.overrides
+    # the texts of --set are recorded as they were given
+    assert load(path, ["params.a=8", "params.b='x'"]).overrides == ("params.a=8", "params.b='x'")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"params.v": [1, 2]},
+            "override 'params.v': the value must be a single value, not a collection",
+        ),
+        (
+            {"params.v": Path("x")},
+            "override 'params.v': the value must be a single value, not a PosixPath",
+        ),
+        ({"": 1}, "override '': the key must be a dotted path such as params.workers"),
+        (
+            {"params.v=1": 1},
+            "override 'params.v=1': the key must be a dotted path such as params.workers",
+        ),
+        ({"params.v.x": 1}, "override 'params.v.x': params.v is 0, not a mapping"),
+        (
+            [("params.v",)],
+            "override ('params.v',) is neither key=value text nor a (key, value) pair",
+        ),
+    ],
+)
+def test_bad_mapping_override_is_t021(overrides: Any, message: str) -> None:
+    assert problems("params: {v: 0}\n" + PROCESS, overrides) == [
+        f"s.yaml:1:1: error[T021]: {message}"
+    ]
+
+
+_SINGLE_VALUES = (
+    st.text()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.booleans()
+    | st.none()
+    | st.dates()
+    | st.sampled_from(["8", "true", "~", "null", "1e3", "1.0e+3", "- a", "a: b", "#", "'q'"])
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_SINGLE_VALUES)
+def test_scalar_text_reads_back_as_the_same_value(value: Any) -> None:
+    read = yaml_scalar(scalar_text(value))
+    assert read == value and type(read) is type(value)
+    assert parse_override(override_text(("params.v", value))) == (["params", "v"], value)
+
+
+def test_scalar_text_of_odd_floats() -> None:
+    assert scalar_text(1e20) == "1.0e+20"  # json's 1e+20 would read back as text
+    assert yaml_scalar(scalar_text(float("inf"))) == float("inf")
+    assert math.isnan(yaml_scalar(scalar_text(float("nan"))))
 
 
 # ----- replicas and per-instance references -----------------------------------------------

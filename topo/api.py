@@ -13,8 +13,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from topo.errors import Diagnostic, SpecError
-from topo.resolve import Plan, build_plan, prepare_document
+from topo.errors import Diagnostic, RunError, SpecError, os_error_text
+from topo.resolve import (
+    Overrides,
+    Plan,
+    build_plan,
+    override_items,
+    override_text,
+    prepare_document,
+)
 from topo.result import RunResult
 from topo.spec import spec_from_document
 from topo.supervise import OutputSink, RunOptions, StatusSink, Supervisor
@@ -22,8 +29,6 @@ from topo.yamlpos import load_path
 
 if TYPE_CHECKING:
     from topo.backends import Backend
-
-Overrides = Mapping[str, Any] | Iterable[str]
 
 
 def _backend(backend: str | Backend | None) -> Backend:
@@ -35,18 +40,6 @@ def _backend(backend: str | Backend | None) -> Backend:
     return backend
 
 
-def _override_list(overrides: Overrides | None) -> list[str]:
-    if overrides is None:
-        return []
-    if isinstance(overrides, Mapping):
-        import json
-
-        return [
-            f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()
-        ]
-    return list(overrides)
-
-
 def load(
     path: str | Path,
     overrides: Overrides | None = None,
@@ -56,15 +49,18 @@ def load(
 ) -> Plan:
     """Read, validate and resolve a spec into a Plan; raise ``SpecError`` if it is invalid.
 
+    ``overrides`` is a mapping of dotted keys to values, set as they are
+    (``{"params.label": "8"}`` sets the text "8"), or ``key=value`` texts whose values
+    are read as YAML scalars, as ``--set`` reads them (``["params.workers=8"]``).
     Only the document is checked here; ``check`` runs the reference and graph checks.
     ``spec_dir`` is the folder targets are imported from (default: the spec file's);
     ``topo rerun`` uses it to run a recorded spec with the original folder's modules.
     """
-    sets = _override_list(overrides)
-    document = prepare_document(load_path(path), sets)
+    items = override_items(overrides)
+    document = prepare_document(load_path(path), items)
     spec = spec_from_document(document)
     plan = build_plan(spec, document, seed=seed)
-    plan.overrides = tuple(sets)
+    plan.overrides = tuple(override_text(item) for item in items)
     if spec_dir is not None:
         plan.spec_dir = Path(spec_dir).resolve()
     return plan
@@ -124,8 +120,11 @@ def run(
 
     ``spec`` is a spec file or a Plan from ``load`` (then ``overrides``, ``seed`` and
     ``spec_dir`` are already in it). Raises ``SpecError`` (before anything starts)
-    when the spec has errors; warnings go to ``output``. Failures of the instances
-    are in the result, not raised. ``manifest_extra`` keys go into the record's
+    when the spec has errors; warnings go to ``output``. Raises ``OSError``, before
+    anything starts too, when the run's record cannot be created (its message says
+    which folder or file). Failures of the instances are in the result, not raised;
+    so is a record that could not be completed once they had started (the run then
+    fails, and ``message`` says why). ``manifest_extra`` keys go into the record's
     manifest (the sweep a run belongs to, the run it reruns).
     """
     from topo.record import RunFolder
@@ -156,6 +155,9 @@ def run(
 def _run(plan: Plan, backend: Backend, options: RunOptions, say: OutputSink) -> RunResult:
     started = time.monotonic()
     launcher = backend.launcher(plan, options)
-    result = Supervisor(plan, launcher, options, say).run()
+    try:
+        result = Supervisor(plan, launcher, options, say).run()
+    except OSError as e:  # the result tells what instances did; this is about topo itself
+        raise RunError(f"the run could not go on: {os_error_text(e)}") from e
     result.duration_s = time.monotonic() - started
     return result

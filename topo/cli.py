@@ -1,17 +1,22 @@
 """The ``topo`` command: parse flags, call the core, print, map outcomes to exit codes.
 
 No logic lives here. Human output goes to stderr; stdout carries only what a
-command is asked for (JSON, a schema, a graph).
+command is asked for (JSON, a schema, a graph). Every command runs inside ``_errors``,
+the one place where an exception becomes a message and an exit code.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import os
 import sys
 import threading
 import zlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -19,7 +24,10 @@ if TYPE_CHECKING:
     from topo.errors import Diagnostic
     from topo.supervise import InstanceStatus
 
+EXIT_FAILED = 1
 EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130
+DEBUG_ENV = "TOPO_DEBUG"  # TOPO_DEBUG=1: an error shows its traceback too
 
 app = typer.Typer(
     name="topo",
@@ -113,7 +121,116 @@ def _report(diagnostics: list[Diagnostic], console: Any) -> None:
         _show_diagnostic(console, d, sources[d.path])
 
 
-@app.command()
+# ----- the error funnel ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _errors(as_json: bool = False, name: str | None = None) -> Iterator[None]:
+    """The one place where an exception becomes what topo says and its exit code.
+
+    ============================== ======================================= ==== ===========
+    raised                         on stderr                               exit --json status
+    ============================== ======================================= ==== ===========
+    SpecError                      its diagnostics, located                2    invalid
+    UsageError (RunNotFound...)    ``topo: error: <message>``              2    invalid
+    OSError                        ``topo: error: cannot create run ...``  2    invalid
+    TopoError (RunError...)        ``topo: error: <message>``              1    failed
+    KeyboardInterrupt              ``topo: interrupted``                   130  interrupted
+    anything else                  ``topo: internal error: ...`` + a hint  1    failed
+    ============================== ======================================= ==== ===========
+
+    An OSError that reaches this far happened before anything started: the core turns
+    one after the start into a failed run (see ``topo.api.run``) or a RunError. With
+    ``--json``, stdout gets ``outcome_document`` (named ``name``); with TOPO_DEBUG=1,
+    stderr gets the traceback too. ``typer.Exit`` (an outcome already decided) passes.
+    """
+    from topo.errors import SpecError, TopoError, UsageError, os_error_text
+
+    def fail(
+        status: str,
+        exit_code: int,
+        message: str,
+        said: str | None = None,
+        diagnostics: Sequence[Diagnostic] = (),
+    ) -> NoReturn:
+        from topo.errors import outcome_document
+
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            import traceback
+
+            traceback.print_exc()
+        if said is not None:
+            sys.stderr.write(said + "\n")
+        if as_json:
+            shown = None if diagnostics else message
+            print(json.dumps(outcome_document(name, status, exit_code, diagnostics, shown)))
+        raise typer.Exit(exit_code)
+
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except SpecError as e:
+        _report(e.diagnostics, _stderr())
+        fail("invalid", EXIT_INVALID, str(e), diagnostics=e.diagnostics)
+    except UsageError as e:
+        fail("invalid", EXIT_INVALID, str(e), f"topo: error: {e}")
+    except BrokenPipeError:
+        # whoever read stdout has gone (`topo runs --json | head -1`): nothing to tell it
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(EXIT_FAILED) from None
+    except OSError as e:
+        fail("invalid", EXIT_INVALID, os_error_text(e), f"topo: error: {os_error_text(e)}")
+    except TopoError as e:
+        fail("failed", EXIT_FAILED, str(e), f"topo: error: {e}")
+    except KeyboardInterrupt:
+        fail("interrupted", EXIT_INTERRUPTED, "interrupted", "topo: interrupted")
+    except Exception as e:
+        what = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        hint = (
+            f"topo: this is a bug in topo, not in your spec: please report it"
+            f" (run again with {DEBUG_ENV}=1 to see the traceback)"
+        )
+        fail(
+            "failed",
+            EXIT_FAILED,
+            f"internal error: {what}",
+            f"topo: internal error: {what}\n{hint}",
+        )
+
+
+_FUNNELED: set[Callable[..., None]] = set()  # every command's callback, as registered
+
+
+def _spec_name(specs: Sequence[Path | str | None]) -> str | None:
+    """What a JSON document is named after: the spec's file name, if there is one spec."""
+    return Path(specs[0]).stem if len(specs) == 1 and specs[0] is not None else None
+
+
+def _command(**options: Any) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register a command with typer, running inside ``_errors``; its ``--json`` flag
+    is its ``as_json`` argument, and the JSON document of an error is named after its
+    ``spec`` (or the only one of its ``specs``)."""
+
+    def register(command: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(command)
+        def funneled(**kwargs: Any) -> None:
+            name = _spec_name(kwargs.get("specs") or [kwargs.get("spec")])
+            with _errors(as_json=bool(kwargs.get("as_json")), name=name):
+                command(**kwargs)
+
+        _FUNNELED.add(funneled)
+        app.command(**options)(funneled)
+        return funneled
+
+    return register
+
+
+# ----- commands ------------------------------------------------------------------------------
+
+
+@_command()
 def validate(
     specs: Annotated[list[Path], typer.Argument(help="Spec files to check.", show_default=False)],
     set_: SetOption = None,
@@ -128,6 +245,7 @@ def validate(
 ) -> None:
     """Check specs without running them: exit 0 when there are no errors, 2 otherwise."""
     from topo.api import validate as validate_spec
+    from topo.errors import outcome_document
 
     console = _stderr()
     found: list[Diagnostic] = []
@@ -135,7 +253,8 @@ def validate(
         found += validate_spec(path, set_ or [], select=select or [], ignore=ignore or [])
     failing = [d for d in found if d.is_error or strict]
     if as_json:
-        print(json.dumps([d.to_json() for d in found], indent=2))
+        status, code = ("invalid", EXIT_INVALID) if failing else ("ok", 0)
+        print(json.dumps(outcome_document(_spec_name(specs), status, code, found), indent=2))
     else:
         _report(found, console)
         errors = sum(d.is_error for d in found)
@@ -149,7 +268,7 @@ def validate(
     raise typer.Exit(EXIT_INVALID if failing else 0)
 
 
-@app.command()
+@_command()
 def run(
     spec: Annotated[Path, typer.Argument(help="The spec file to run.", show_default=False)],
     set_: SetOption = None,
@@ -193,8 +312,9 @@ def run(
     """
     if sweep or repeat > 1:
         if no_record:
-            _stderr().print("topo: sweeps are always recorded: drop --no-record")
-            raise typer.Exit(EXIT_INVALID)
+            from topo.errors import UsageError
+
+            raise UsageError("sweeps are always recorded: drop --no-record")
         _run_sweep(
             spec,
             sweep or [],
@@ -224,32 +344,15 @@ def run(
             watch=not no_watch,
         )
 
-    _run_and_report(start, spec.stem, as_json)
+    _run_and_report(start, as_json)
 
 
-def _run_and_report(start: Any, name: str, as_json: bool) -> None:
+def _run_and_report(start: Any, as_json: bool) -> None:
     """Run ``start(printer, status)`` under the live status, print its outcome, exit."""
-    from topo.errors import SpecError
-
     printer = _Printer()
     status = _LiveStatus(printer.console) if printer.console.is_terminal else _StatusLines(printer)
-    try:
-        with status:
-            result = start(printer, status)
-    except SpecError as e:
-        _report(e.diagnostics, printer.console)
-        if as_json:
-            print(
-                json.dumps(
-                    {
-                        "name": name,
-                        "status": "invalid",
-                        "exit_code": EXIT_INVALID,
-                        "diagnostics": [d.to_json() for d in e.diagnostics],
-                    }
-                )
-            )
-        raise typer.Exit(EXIT_INVALID) from None
+    with status:
+        result = start(printer, status)
     _summary(result, printer.console)
     if as_json:
         print(json.dumps(result.to_json()))
@@ -312,6 +415,8 @@ class _StatusLines:
 def _summary(result: Any, console: Any) -> None:
     from rich.table import Table
 
+    from topo.record import RunFolder
+
     table = Table(title=f"{result.name}: {result.status}", title_justify="left")
     for column in ("instance", "state", "exit", "restarts", "seconds", "result"):
         table.add_column(column)
@@ -329,10 +434,16 @@ def _summary(result: Any, console: Any) -> None:
     if result.message:
         console.print(f"topo: {result.message}")
     if result.run_dir:
-        console.print(f"topo: run recorded in {result.run_dir}")
+        recorded = RunFolder.is_run(result.run_dir)  # else: result.message says why
+        console.print(
+            f"topo: run recorded in {result.run_dir}"
+            if recorded
+            else f"topo: the run's record in {result.run_dir} is incomplete",
+            markup=False,
+        )
 
 
-@app.command()
+@_command()
 def graph(
     spec: Annotated[Path, typer.Argument(help="The spec file to draw.", show_default=False)],
     set_: SetOption = None,
@@ -346,30 +457,20 @@ def graph(
 ) -> None:
     """Print the topology as Mermaid or DOT, or render it to an image with Graphviz."""
     from topo.api import load
-    from topo.errors import SpecError, TopoError
+    from topo.errors import UsageError
     from topo.render import render_file, to_dot, to_mermaid
 
-    console = _stderr()
     if format_ not in ("mermaid", "dot"):
-        console.print(f"topo: --format must be mermaid or dot, not {format_!r}")
-        raise typer.Exit(EXIT_INVALID)
-    try:
-        plan = load(spec, set_ or [], seed=0)
-    except SpecError as e:
-        _report(e.diagnostics, console)
-        raise typer.Exit(EXIT_INVALID) from None
+        raise UsageError(f"--format must be mermaid or dot, not {format_!r}")
+    plan = load(spec, set_ or [], seed=0)
     if output is None:
         print(to_mermaid(plan) if format_ == "mermaid" else to_dot(plan), end="")
         return
-    try:
-        render_file(to_dot(plan), output)
-    except TopoError as e:
-        console.print(f"topo: {e}")
-        raise typer.Exit(1) from None
-    console.print(f"topo: wrote {output}")
+    render_file(to_dot(plan), output)
+    _stderr().print(f"topo: wrote {output}", markup=False)
 
 
-@app.command()
+@_command()
 def schema() -> None:
     """Print the JSON Schema of the spec format (for editors)."""
     from topo.spec import json_schema
@@ -397,7 +498,6 @@ def _run_sweep(
     from functools import partial
 
     from topo.api import run as run_spec
-    from topo.errors import SpecError
     from topo.experiments import Sweep, SweepRun, point_overrides, run_sweep
 
     printer = _Printer()
@@ -424,28 +524,19 @@ def _run_sweep(
             why = f": {r.message}" if r.message else ""
             console.print(f"topo: sweep run {entry.index}: {r.status} in {r.duration_s:.2f}s{why}")
 
-    try:
-        sweep = run_sweep(
-            spec,
-            axes,
-            overrides,
-            repeat=repeat,
-            seed=seed,
-            runs_dir=runs_dir,
-            keep_going=keep_going,
-            report=report,
-            run=partial(run_one),
-            on_start=on_start,
-            on_end=on_end,
-        )
-    except ValueError as e:
-        console.print(f"topo: {e}")
-        raise typer.Exit(EXIT_INVALID) from None
-    except SpecError as e:
-        _report(e.diagnostics, console)
-        if as_json:
-            print(json.dumps({"name": spec.stem, "status": "invalid", "exit_code": EXIT_INVALID}))
-        raise typer.Exit(EXIT_INVALID) from None
+    sweep = run_sweep(
+        spec,
+        axes,
+        overrides,
+        repeat=repeat,
+        seed=seed,
+        runs_dir=runs_dir,
+        keep_going=keep_going,
+        report=report,
+        run=partial(run_one),
+        on_start=on_start,
+        on_end=on_end,
+    )
     _sweep_table(sweep, console)
     if as_json:
         print(json.dumps(sweep.to_json()))
@@ -475,16 +566,6 @@ def _sweep_table(sweep: Any, console: Any) -> None:
 _RUNS_DIR_OPTION = typer.Option(help="Where run records are [default: $TOPO_RUNS_DIR or ./runs].")
 
 
-def _find(ref: str, runs_dir: Path | None) -> Any:
-    from topo.experiments import RunNotFound, find_run
-
-    try:
-        return find_run(ref, runs_dir)
-    except RunNotFound as e:
-        _stderr().print(f"topo: {e}")
-        raise typer.Exit(EXIT_INVALID) from None
-
-
 def _when(started_at: str) -> str:
     import datetime as dt
 
@@ -503,7 +584,7 @@ def _short(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-@app.command()
+@_command()
 def runs(
     name: Annotated[str | None, typer.Option(help="Only runs of this spec name.")] = None,
     last: Annotated[int | None, typer.Option(help="Only the N most recent runs.", min=1)] = None,
@@ -568,7 +649,7 @@ def runs(
     console.print(table)
 
 
-@app.command()
+@_command()
 def show(
     run_ref: Annotated[
         str,
@@ -582,9 +663,9 @@ def show(
     """One run's summary: status, params, each instance's exit code and result, final state."""
     from rich.table import Table
 
-    from topo.experiments import flatten, format_value, run_changed_params
+    from topo.experiments import find_run, flatten, format_value, run_changed_params
 
-    rec = _find(run_ref, runs_dir)
+    rec = find_run(run_ref, runs_dir)
     if as_json:
         print(json.dumps(rec.summary, indent=2))
         return
@@ -630,7 +711,7 @@ def show(
     console.print(f"  logs      {folder.log_file('<instance>')}, events in {folder.events_file}")
 
 
-@app.command()
+@_command()
 def rerun(
     run_ref: Annotated[
         str,
@@ -649,33 +730,35 @@ def rerun(
     changes, target files). With --set, the spec as written is resolved again with the
     recorded overrides followed by the new ones.
     """
-    from topo.experiments import RunNotFound, prepare_rerun
+    from topo.experiments import find_run, prepare_rerun
     from topo.experiments import rerun as rerun_record
 
-    rec = _find(run_ref, runs_dir)
-    console = _stderr()
-    try:
+    rec = find_run(run_ref, runs_dir)
+    with _errors(as_json, rec.name):  # from here on, a JSON document is named after the run
         prepared = prepare_rerun(rec, set_ or [])
-    except RunNotFound as e:
-        console.print(f"topo: {e}")
-        raise typer.Exit(EXIT_INVALID) from None
-    console.print(f"topo: running {rec.id} again (seed {prepared.seed}) from {prepared.spec_path}")
-    for note in prepared.notes:
-        console.print(f"topo: warning: code differs from the record: {note}", style="yellow")
-
-    def start(printer: _Printer, status: Any) -> Any:
-        return rerun_record(
-            prepared,
-            runs_dir=runs_dir,
-            quiet=quiet,
-            output=printer,
-            status=status,
+        console = _stderr()
+        console.print(
+            f"topo: running {rec.id} again (seed {prepared.seed}) from {prepared.spec_path}",
+            markup=False,
         )
+        for note in prepared.notes:
+            console.print(
+                f"topo: warning: code differs from the record: {note}", style="yellow", markup=False
+            )
 
-    _run_and_report(start, rec.name, as_json)
+        def start(printer: _Printer, status: Any) -> Any:
+            return rerun_record(
+                prepared,
+                runs_dir=runs_dir,
+                quiet=quiet,
+                output=printer,
+                status=status,
+            )
+
+        _run_and_report(start, as_json)
 
 
-@app.command()
+@_command()
 def compare(
     run_a: Annotated[
         str, typer.Argument(metavar="RUN_A", help="The first run.", show_default=False)
@@ -690,8 +773,9 @@ def compare(
     from rich.table import Table
 
     from topo.experiments import compare as compare_runs
+    from topo.experiments import find_run
 
-    a, b = _find(run_a, runs_dir), _find(run_b, runs_dir)
+    a, b = find_run(run_a, runs_dir), find_run(run_b, runs_dir)
     rows = compare_runs(a.summary, b.summary)
     differences = [r for r in rows if not r.same and not r.incidental]
     if as_json:
@@ -729,9 +813,10 @@ def compare(
 
 
 def main() -> None:
-    """Console entry point; a bad command line exits 2, as click does."""
+    """Console entry point; a bad command line exits 2, as click does. Errors inside a
+    command are ``_errors``'s; this catches only a Ctrl-C outside any command."""
     try:
         app()
-    except KeyboardInterrupt:  # pragma: no cover - outside a run
+    except KeyboardInterrupt:  # pragma: no cover - outside a command
         sys.stderr.write("topo: interrupted\n")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)

@@ -29,15 +29,23 @@ from typing import Any
 import yaml
 
 from topo import record as records
-from topo.errors import SpecError, TopoError
+from topo.errors import RunError, SpecError, UsageError, os_error_text, outcome_document
 from topo.record import RunFolder, RunRecord, SweepFolder
-from topo.resolve import yaml_scalar
+from topo.resolve import (
+    Override,
+    Overrides,
+    is_single_value,
+    override_items,
+    override_text,
+    scalar_text,
+    yaml_scalar,
+)
 from topo.result import EXIT_CODES, RunResult
 
 _LAST = re.compile(r"last(?:~(\d+))?")
 
 
-class RunNotFound(TopoError):
+class RunNotFound(UsageError):
     """A RUN reference (path, id prefix, ``last``) names no run, or more than one."""
 
 
@@ -55,39 +63,33 @@ class Axis:
 def parse_axis(text: str) -> Axis:
     """``params.workers=1,2,4`` -> Axis("params.workers", (1, 2, 4)).
 
-    Values are YAML scalars, as for ``--set``; a value list written as a YAML flow
-    sequence (``params.mode=[a, "b,c"]``) may hold commas inside quoted values.
+    Values are YAML scalars, read as ``--set`` reads its value (``yaml_scalar``); a value
+    list written as a YAML flow sequence (``params.mode=[a, "b,c"]``) may hold commas
+    inside quoted values.
     """
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or not raw.strip():
-        raise ValueError(f"--sweep {text!r} is not of the form dotted.key=value1,value2,...")
+        raise UsageError(f"--sweep {text!r} is not of the form dotted.key=value1,value2,...")
     if raw.strip().startswith("["):
         try:
             values = yaml.safe_load(raw)
         except yaml.YAMLError:
-            raise ValueError(f"--sweep {text!r}: the value list is not valid YAML") from None
+            raise UsageError(f"--sweep {text!r}: the value list is not valid YAML") from None
     else:
-        values = [_scalar(part) for part in raw.split(",")]
+        values = [yaml_scalar(part.strip()) for part in raw.split(",")]
     if not isinstance(values, list) or not values:
-        raise ValueError(f"--sweep {text!r}: give at least one value")
+        raise UsageError(f"--sweep {text!r}: give at least one value")
     for v in values:
-        if isinstance(v, dict | list):
-            raise ValueError(f"--sweep {text!r}: each value must be a single value")
+        if not is_single_value(v):
+            raise UsageError(f"--sweep {text!r}: each value must be a single value")
     return Axis(key, tuple(values))
 
 
-def _scalar(raw: str) -> Any:
-    value = yaml_scalar(raw.strip())
-    return raw.strip() if isinstance(value, dict | list) else value
-
-
 def format_value(value: Any) -> str:
-    """A value as ``--set`` would read it back (YAML scalar text)."""
-    if isinstance(value, str):
-        # quote only when YAML would read the text as something else (a number, true...)
-        return value if _scalar(value) == value and value.strip() == value else json.dumps(value)
-    return json.dumps(value)
+    """A value as ``--set`` would read it back (YAML scalar text); JSON for a list or
+    mapping (a param shown by ``topo runs`` and ``topo show``)."""
+    return scalar_text(value) if is_single_value(value) else json.dumps(value)
 
 
 def expand_sweep(axes: Iterable[Axis | str]) -> list[dict[str, Any]]:
@@ -99,7 +101,7 @@ def expand_sweep(axes: Iterable[Axis | str]) -> list[dict[str, Any]]:
     seen: set[str] = set()
     for a in parsed:
         if a.key in seen:
-            raise ValueError(f"--sweep {a.key} is given twice; put all its values in one")
+            raise UsageError(f"--sweep {a.key} is given twice; put all its values in one")
         seen.add(a.key)
     keys = [a.key for a in parsed]
     return [
@@ -109,7 +111,8 @@ def expand_sweep(axes: Iterable[Axis | str]) -> list[dict[str, Any]]:
 
 
 def point_overrides(point: Mapping[str, Any]) -> list[str]:
-    return [f"{k}={format_value(v)}" for k, v in point.items()]
+    """A sweep point as ``key=value`` texts that read back as its values."""
+    return [override_text(item) for item in point.items()]
 
 
 @dataclass
@@ -133,14 +136,16 @@ class SweepRun:
             return EXIT_CODES["invalid"]
         return self.result.exit_code or 0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, name: str | None = None) -> dict[str, Any]:
+        """The run's ``topo run --json`` document (for an invalid point, the "invalid"
+        document of ``outcome_document`` with the point's seed), plus point and repeat."""
         data: dict[str, Any] = {"point": self.point, "repeat": self.repeat}
         if self.result is not None:
             data.update(self.result.to_json())
         else:
-            data.update({"status": "invalid", "exit_code": self.exit_code, "seed": self.seed})
-            if self.invalid is not None:
-                data["diagnostics"] = [d.to_json() for d in self.invalid.diagnostics]
+            diagnostics = self.invalid.diagnostics if self.invalid is not None else []
+            data.update(outcome_document(name, "invalid", self.exit_code, diagnostics))
+            data["seed"] = self.seed
         return data
 
 
@@ -210,12 +215,16 @@ class Sweep:
             "repeat": self.repeat,
             "seeds": self.seeds,
             "base_seed": self.base_seed,
-            "runs": [r.to_json() for r in self.runs],
+            "runs": [r.to_json(self.name) for r in self.runs],
         }
 
     def save(self) -> None:
-        """Replace the sweep folder's summary.csv and sweep.json."""
-        SweepFolder(self.sweep_dir).save(self.csv_text(), self.to_json())
+        """Replace the sweep folder's summary.csv and sweep.json; ``RunError`` if they
+        cannot be written (a run has been made by then)."""
+        try:
+            SweepFolder(self.sweep_dir).save(self.csv_text(), self.to_json())
+        except OSError as e:
+            raise RunError(f"cannot write the sweep's summary: {os_error_text(e)}") from e
 
 
 def reported(processes: Mapping[str, Any], names: Iterable[str]) -> dict[str, str]:
@@ -250,7 +259,7 @@ def _flatten(prefix: str, value: Any) -> dict[str, str]:
 def run_sweep(
     spec: str | Path,
     axes: Iterable[Axis | str],
-    overrides: Iterable[str] = (),
+    overrides: Overrides = (),
     *,
     repeat: int = 1,
     seed: int | None = None,
@@ -268,7 +277,8 @@ def run_sweep(
     ``sweep.json`` (rewritten after every run, so they are complete whenever it stops).
     Stops after the first run that is not ok unless ``keep_going``; an interrupted run
     (Ctrl-C, SIGTERM) always stops the sweep. Raises ``SpecError`` when the spec with
-    the base overrides is invalid, ``ValueError`` for a bad axis, before anything runs.
+    the base overrides is invalid, ``UsageError`` (a ValueError) for a bad axis, and
+    ``OSError`` when the sweep folder cannot be created, before anything runs.
     ``run`` is ``topo.api.run`` (replaceable in tests), called as ``run(plan,
     runs_dir=sweep_dir, manifest_extra={"sweep": ...})``; ``on_start(sweep, run, total)``
     and ``on_end(sweep, run)`` report progress.
@@ -277,10 +287,10 @@ def run_sweep(
 
     run_fn = run or api.run
     if repeat < 1:
-        raise ValueError(f"--repeat must be at least 1, not {repeat}")
+        raise UsageError(f"--repeat must be at least 1, not {repeat}")
     parsed = [a if isinstance(a, Axis) else parse_axis(a) for a in axes]
     points = expand_sweep(parsed)
-    base = list(overrides)
+    base = override_items(overrides)
     plan = api.load(spec, base, seed=seed)  # the name, and whether the spec has a seed
     base_seed = seed if seed is not None else plan.spec.seed
     sweep = Sweep(
@@ -295,7 +305,7 @@ def run_sweep(
     total = len(points) * repeat
     for point in points:
         for r in range(repeat):
-            sets = base + point_overrides(point)
+            sets: list[Override] = [*base, *point.items()]  # the point's values as they are
             run_seed = None if base_seed is None else base_seed + r
             entry = SweepRun(len(sweep.runs) + 1, point, r, run_seed)
             sweep.runs.append(entry)
@@ -485,7 +495,7 @@ def prepare_rerun(rec: RunRecord, overrides: Iterable[str] = ()) -> Rerun:
     spec_dir = Path(str(manifest.get("spec_dir") or rec.path))
     if sets:
         # spec.yaml may have no name (it defaults to the file's stem): keep the recorded one
-        recorded = [f"name={format_value(rec.name)}"]
+        recorded = [override_text(("name", rec.name))]
         recorded += [str(o) for o in manifest.get("overrides") or []]
         spec_path, sets = rec.folder.spec_file, recorded + sets
     else:

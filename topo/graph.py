@@ -24,7 +24,6 @@ from topo.spec import ConditionLock
 Node = tuple[str, str]
 
 
-
 # ----- 1. the graph -----------------------------------------------------------------------
 
 

@@ -33,6 +33,7 @@ import os
 import platform
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -45,6 +46,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import yaml
+
+from topo.errors import os_error_doing
 
 if TYPE_CHECKING:
     from topo.resolve import Plan
@@ -74,12 +77,28 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
-def _new_folder(parent: Path, prefix: str = "") -> Path:
-    """``<parent>/<prefix><YYYYmmdd-HHMMSS>-<6 hex digits>``, made here (never reused)."""
+def _new_folder(parent: Path, what: str, prefix: str = "") -> Path:
+    """``<parent>/<prefix><YYYYmmdd-HHMMSS>-<6 hex digits>``, made here (never reused);
+    an OSError says which ``what`` it could not create
+    (``cannot create run folder /proc/nope/...: No such file or directory``)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = parent / f"{prefix}{stamp}-{secrets.token_hex(3)}"
-    path.mkdir(parents=True, exist_ok=False)
+    try:
+        path.mkdir(parents=True, exist_ok=False)
+    except OSError as e:
+        raise os_error_doing(f"cannot create {what} {path}", e) from e
     return path
+
+
+def _record_failed(result: RunResult, what: str, error: OSError) -> None:
+    """The run's record could not be completed: the run fails (whatever its instances
+    did), and its message says what was not written and why."""
+    from topo.result import EXIT_CODES
+
+    why = f"{what} could not be written: {error.strerror or error}"
+    if result.ok:
+        result.status, result.exit_code = "failed", EXIT_CODES["failed"]
+    result.message = f"{result.message}; {why}" if result.message else why
 
 
 # ----- one run's folder -----------------------------------------------------------------------
@@ -108,6 +127,9 @@ class RunFolder:
         self._logs: dict[str, IO[str]] = {}
         self._events: IO[str] | None = None
         self._summary: dict[str, Any] | None = None  # while recording: the running run.json
+        # The first write that failed while the run went on (a full disk, the folder gone):
+        # the sinks never raise into the supervisor or the output pump; finish() says it.
+        self.error: OSError | None = None
         self._started = time.monotonic()
 
     # ----- the layout ----------------------------------------------------------------------
@@ -166,11 +188,22 @@ class RunFolder:
         the spec as written and resolved and a ``run.json`` saying ``running``.
 
         ``extra`` keys go into the manifest (``sweep``, ``rerun_of``): known before the
-        run, they are in its record from the start.
+        run, they are in its record from the start. Raises an OSError that names the
+        folder when it cannot be made (and then leaves nothing behind).
         """
+        folder = cls(_new_folder(runs_root(runs_dir) / plan.name, "run folder"))
+        try:
+            folder._start(plan, extra)
+        except OSError as e:
+            folder._close()
+            shutil.rmtree(folder.path, ignore_errors=True)  # nothing started: no half record
+            raise os_error_doing(f"cannot write the run record in {folder.path}", e) from e
+        return folder
+
+    def _start(self, plan: Plan, extra: Mapping[str, Any] | None) -> None:
         from topo.resolve import resolved_spec
 
-        folder = cls(_new_folder(runs_root(runs_dir) / plan.name))
+        folder = self
         info = manifest(
             spec_path=Path(plan.document.path),
             spec_text=plan.document.text,
@@ -197,7 +230,6 @@ class RunFolder:
         _write_json(folder.summary_file, folder._summary)
         folder.logs_dir.mkdir()
         folder._events = open(folder.events_file, "a", encoding="utf-8")  # noqa: SIM115 - closed in finish()
-        return folder
 
     # ----- while the run goes on -----------------------------------------------------------
 
@@ -206,13 +238,18 @@ class RunFolder:
         with self._lock:
             if self._events is None:
                 raise RuntimeError(f"{self.path} is not being recorded")
-            f = self._logs.get(instance)
-            if f is None:
-                f = self._logs[instance] = open(  # noqa: SIM115 - closed in finish()
-                    self.log_file(instance), "a", encoding="utf-8"
-                )
-            f.write(line + "\n")
-            f.flush()
+            if self.error is not None:
+                return
+            try:
+                f = self._logs.get(instance)
+                if f is None:
+                    f = self._logs[instance] = open(  # noqa: SIM115 - closed in finish()
+                        self.log_file(instance), "a", encoding="utf-8"
+                    )
+                f.write(line + "\n")
+                f.flush()
+            except OSError as e:
+                self.error = e
 
     def event(self, kind: str, **fields: Any) -> None:
         """One timestamped line of ``events.jsonl``."""
@@ -220,8 +257,13 @@ class RunFolder:
         with self._lock:
             if self._events is None:
                 raise RuntimeError(f"{self.path} is not being recorded")
-            self._events.write(line + "\n")
-            self._events.flush()
+            if self.error is not None:
+                return
+            try:
+                self._events.write(line + "\n")
+                self._events.flush()
+            except OSError as e:
+                self.error = e
 
     # ----- after the run -------------------------------------------------------------------
 
@@ -245,13 +287,17 @@ class RunFolder:
             result = self._failed(error)
             self.event(result.status, message=result.message)
         self._close()
+        if self.error is not None:
+            _record_failed(result, f"the logs and events in {self.path}", self.error)
         info = dict(self._summary["manifest"])
         info.update(extra or {})
         info["distributions"] = distributions()
-        summary = {**result.to_json(), "manifest": info}
         self._summary = None
-        _write_json(self.summary_file, summary)
-        return summary
+        try:
+            _write_json(self.summary_file, {**result.to_json(), "manifest": info})
+        except OSError as e:
+            _record_failed(result, str(self.summary_file), e)
+        return {**result.to_json(), "manifest": info}
 
     def _failed(self, error: BaseException | None) -> RunResult:
         from topo.result import RunResult
@@ -276,12 +322,13 @@ class RunFolder:
 
     def _close(self) -> None:
         with self._lock:
-            for f in self._logs.values():
-                f.close()
+            for f in [*self._logs.values(), *([self._events] if self._events else [])]:
+                try:
+                    f.close()  # flushes what is left: may fail as a write does
+                except OSError as e:
+                    self.error = self.error or e
             self._logs.clear()
-            if self._events is not None:
-                self._events.close()
-                self._events = None
+            self._events = None
 
     # ----- reading it back -----------------------------------------------------------------
 
@@ -391,7 +438,7 @@ class SweepFolder:
     @classmethod
     def create(cls, name: str, runs_dir: str | Path | None = None) -> SweepFolder:
         """A new folder ``<runs>/<name>/sweep-<stamp>-<id>/``."""
-        return cls(_new_folder(runs_root(runs_dir) / name, cls.PREFIX))
+        return cls(_new_folder(runs_root(runs_dir) / name, "sweep folder", cls.PREFIX))
 
     @classmethod
     def is_sweep_name(cls, name: str) -> bool:

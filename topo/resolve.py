@@ -3,7 +3,7 @@
 Two steps, because typed keys such as ``replicas: "${params.workers}"`` must hold
 their final value before the schema checks them:
 
-1. ``prepare_document`` applies ``--set`` overrides and replaces ``${params.X}`` and
+1. ``prepare_document`` applies overrides (``--set``) and replaces ``${params.X}`` and
    ``${env.X}`` everywhere in the document (positions are kept).
 2. ``build_plan`` expands each process into its instances and replaces the
    per-instance references ``${replica}``, ``${replicas}``, ``${name}`` and ``${seed}``
@@ -13,11 +13,12 @@ their final value before the schema checks them:
 from __future__ import annotations
 
 import copy
+import datetime
 import hashlib
 import os
 import re
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,11 +38,27 @@ Role = Literal["input", "output", "use"]
 
 
 # ----- overrides --------------------------------------------------------------------------
+#
+# An override is either a ``key=value`` text (``--set``, ``--sweep``, a run record), whose
+# value is read as a YAML scalar by ``yaml_scalar`` and nothing else, or a ``(key, value)``
+# pair (a mapping given to the Python API), whose value is kept as it is. ``read_override``
+# is the one reader of both; ``override_text`` writes either back as a text that reads
+# back as the same value, for the run's record.
+
+Override = str | tuple[str, Any]
+Overrides = Mapping[str, Any] | Iterable[Override]
+"""``{"params.workers": 8}`` (values kept as they are), ``["params.workers=8"]`` (values
+read as YAML scalars, as ``--set`` does), or ``(key, value)`` pairs; one text alone is one
+override."""
+
+# What a key can be set to: one value, as YAML reads one (a date too: 2024-01-01).
+_SINGLE_VALUES = (str, int, float, bool, type(None), datetime.date)
 
 
 def yaml_scalar(raw: str) -> Any:
-    """A command-line value read as YAML would read it (``8``, ``true``, ``1e-3``, ``"8"``);
-    the text itself when it is not valid YAML, and ``""`` for nothing."""
+    """A command-line value read as YAML would read it (``8``, ``true``, ``1.5``, ``"8"``;
+    as PyYAML reads YAML 1.1, ``1e-3`` is text, ``1.0e-3`` a float); the text itself when
+    it is not valid YAML, and ``""`` for nothing."""
     if not raw.strip():
         return ""
     try:
@@ -50,19 +67,83 @@ def yaml_scalar(raw: str) -> Any:
         return raw
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``params.workers=8`` -> (["params", "workers"], 8); the value is a YAML scalar."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"--set {text!r} is not of the form dotted.key=value")
-    value = yaml_scalar(raw)
-    if isinstance(value, dict | list):
-        raise ValueError(f"--set {text!r}: the value must be a single value, not a collection")
+def is_single_value(value: Any) -> bool:
+    """Whether an override may set a key to ``value``: no list, mapping or other object."""
+    return isinstance(value, _SINGLE_VALUES)
+
+
+def scalar_text(value: Any) -> str:
+    """The text ``yaml_scalar`` reads back as ``value``, a single value: ``8``, ``"8"``,
+    ``true``, ``null``, ``1.0e+20``; a text as it is when YAML would read it unchanged."""
+    if isinstance(value, str) and value and yaml_scalar(value) == value:
+        return value
+    style = '"' if isinstance(value, str) else None
+    text = yaml.safe_dump(value, default_style=style, allow_unicode=True, width=float("inf"))
+    return text.removesuffix("\n").removesuffix("\n...")  # the end marker of a plain scalar
+
+
+def override_items(overrides: Overrides | None) -> list[Override]:
+    """Overrides as a list of texts and (key, value) pairs, in the order given."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):
+        return [overrides]
+    if isinstance(overrides, Mapping):
+        return list(overrides.items())
+    return list(overrides)
+
+
+def _where(item: Override) -> str:
+    if isinstance(item, str):
+        return f"--set {item!r}"
+    return f"override {item[0]!r}" if isinstance(item, tuple) and len(item) == 2 else "override"
+
+
+def read_override(item: Override) -> tuple[list[str], Any]:
+    """The one reader of overrides: ``"params.workers=8"`` -> (["params", "workers"], 8),
+    the value read by ``yaml_scalar``; ``("params.label", "8")`` -> (["params", "label"],
+    "8"), the value as it is. Raise ``ValueError`` for an override of another form."""
+    where = _where(item)
+    if isinstance(item, str):
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{where} is not of the form dotted.key=value")
+        value = yaml_scalar(raw)
+    elif not isinstance(item, tuple) or len(item) != 2:
+        raise ValueError(f"override {item!r} is neither key=value text nor a (key, value) pair")
+    else:
+        key, value = item
+        if not isinstance(key, str) or not key.strip() or "=" in key:
+            raise ValueError(f"{where}: the key must be a dotted path such as params.workers")
+    if not is_single_value(value):
+        what = (
+            "a collection"
+            if isinstance(value, Mapping | list | tuple | set | frozenset)
+            else f"a {type(value).__name__}"
+        )
+        raise ValueError(f"{where}: the value must be a single value, not {what}")
     return [part for part in key.strip().split(".")], value
 
 
-def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
-    """Set ``data[k1][k2]... = value``, creating mappings on the way."""
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``params.workers=8`` -> (["params", "workers"], 8); the value is a YAML scalar."""
+    return read_override(text)
+
+
+def override_text(item: Override) -> str:
+    """An override as the run's record keeps it: a text as given; a pair as
+    ``key=value``, the value written so that ``read_override`` reads the same value."""
+    if isinstance(item, str):
+        return item
+    key, value = item
+    return f"{key}={scalar_text(value)}"
+
+
+def apply_override(
+    data: dict[str, Any], keys: list[str], value: Any, where: str | None = None
+) -> None:
+    """Set ``data[k1][k2]... = value``, creating mappings on the way; ``where`` names the
+    override in messages."""
     node: Any = data
     for depth, key in enumerate(keys[:-1]):
         if isinstance(node, list):
@@ -74,8 +155,10 @@ def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
         elif child is None:
             child = {}
         elif not isinstance(child, dict | list):
-            where = ".".join(keys[: depth + 1])
-            raise ValueError(f"--set {'.'.join(keys)}: {where} is {child!r}, not a mapping")
+            path = ".".join(keys[: depth + 1])
+            raise ValueError(
+                f"{where or '--set ' + '.'.join(keys)}: {path} is {child!r}, not a mapping"
+            )
         node[key] = child
         node = child
     if isinstance(node, list):
@@ -170,18 +253,21 @@ def _document_lookup(params: Mapping[str, Any], environ: Mapping[str, str]) -> A
 
 def prepare_document(
     doc: Document,
-    overrides: Sequence[str] = (),
+    overrides: Overrides | None = (),
     environ: Mapping[str, str] | None = None,
 ) -> Document:
-    """Apply ``--set`` overrides and document-wide interpolation; raise ``SpecError``."""
+    """Apply overrides (see ``read_override``) and document-wide interpolation; raise
+    ``SpecError``."""
     data = copy.deepcopy(doc.data)
     problems: list[Diagnostic] = []
-    for text in overrides:
+    for item in override_items(overrides):
+        where = _where(item)
         try:
-            keys, value = parse_override(text)
-            apply_override(data, keys, value)
+            keys, value = read_override(item)
+            apply_override(data, keys, value, None if isinstance(item, str) else where)
         except (ValueError, IndexError, TypeError, AttributeError) as e:
-            msg = str(e) if str(e).startswith("--set") else f"--set {text!r} cannot be applied: {e}"
+            said = str(e).startswith(("--set ", "override "))  # names the override already
+            msg = str(e) if said else f"{where} cannot be applied: {e}"
             problems.append(doc.diagnostic((), "T021", msg))
     if problems:
         raise SpecError(problems)
@@ -267,7 +353,8 @@ class Plan:
     seed: int
     instances: list[Instance]
     barrier_parties: dict[str, int] = field(default_factory=dict)
-    overrides: tuple[str, ...] = ()  # the --set texts applied, for the record
+    # the overrides applied, for the record: texts that read_override reads back the same
+    overrides: tuple[str, ...] = ()
     # What the checks derive from the plan once and share (the graph, imported targets).
     cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 

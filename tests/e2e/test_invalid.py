@@ -2,9 +2,10 @@
 
 An invalid spec ends with exit code 2, a located diagnostic on stderr, a JSON document
 with status "invalid" on stdout, no traceback, and no process started (each target
-would create a marker file when called). A target that raises fails the run (exit 1):
-its traceback is shown under its instance's name, the other instances are stopped, and
-what finished before is kept.
+would create a marker file when called). So does a --runs-dir where no run folder can
+be made, with one line saying which folder and why. A target that raises fails the run
+(exit 1): its traceback is shown under its instance's name, the other instances are
+stopped, and what finished before is kept; so does a record lost while the run goes on.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ import pytest
 if TYPE_CHECKING:
     from conftest import TopoRun
 
+REPO = Path(__file__).resolve().parents[2]
+
 TARGETS = """\
+import shutil
 import time
 from pathlib import Path
 
@@ -48,6 +52,12 @@ def sleep(marker):
     Path(marker).write_text("started")
     time.sleep(30)
     return "never"
+
+
+def vanish(ctx):
+    shutil.rmtree(ctx.run_dir)  # the run's record, from under topo's feet
+    print("the record is gone", flush=True)
+    return "gone"
 """
 
 
@@ -218,3 +228,123 @@ def test_target_that_raises_fails_the_run(run_topo: Callable[..., TopoRun], fold
     assert doc["run_dir"] == str(run_dir)
     recorded = (run_dir / "run.json").read_text()
     assert '"status": "failed"' in recorded
+
+
+# ----- a --runs-dir where no record can be made ----------------------------------------------
+
+
+def assert_cannot_record(run: TopoRun, name: str, folder: str, runs_dir: str, reason: str) -> None:
+    """Exit 2, one line on stderr naming the folder and the reason, the "invalid"
+    document with that message on stdout, and nothing started."""
+    assert run.returncode == 2, str(run)
+    assert "Traceback" not in run.stderr, str(run)
+    [line] = run.stderr.splitlines()  # nothing else: no instance started, no status line
+    pattern = rf"topo: error: cannot create {folder} {re.escape(runs_dir)}/{name}/[-\w]+: {reason}"
+    assert re.fullmatch(pattern, line), str(run)
+    assert run.doc == {
+        "name": name,
+        "status": "invalid",
+        "exit_code": 2,
+        "diagnostics": [],
+        "message": line.removeprefix("topo: error: "),
+    }, str(run)
+
+
+@pytest.mark.timeout(60)
+def test_runs_dir_under_proc(run_topo: Callable[..., TopoRun]) -> None:
+    # This ended in a FileNotFoundError traceback.
+    spec = str(REPO / "specs" / "event.yaml")
+    run = run_topo("run", spec, "--runs-dir", "/proc/nope")
+    assert run.returncode == 2, str(run)
+    assert run.stdout == ""
+    line = (
+        r"topo: error: cannot create run folder /proc/nope/event/[-\w]+: No such file or directory"
+    )
+    assert re.fullmatch(line + "\n", run.stderr), str(run)
+    run = run_topo("run", spec, "--json", "--runs-dir", "/proc/nope")
+    assert_cannot_record(run, "event", "run folder", "/proc/nope", "No such file or directory")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("runs_dir", "reason", "sweep"),
+    [
+        ("FILE", "Not a directory", False),
+        ("FILE/below", "Not a directory", False),
+        ("/proc/self/nope", "No such file or directory", False),
+        ("/sys/nope", "(Operation not permitted|Permission denied|Read-only file system)", False),
+        ("FILE", "Not a directory", True),
+    ],
+    ids=["a-file", "under-a-file", "under-proc", "under-sys", "sweep-in-a-file"],
+)
+def test_runs_dir_where_no_folder_can_be_made(
+    run_topo: Callable[..., TopoRun], folder: Path, runs_dir: str, reason: str, sweep: bool
+) -> None:
+    # (Tests run as root, for whom no chmod makes a folder unwritable: these paths are.)
+    (folder / "a-file").write_text("not a folder")
+    runs_dir = runs_dir.replace("FILE", str(folder / "a-file"))
+    spec = write(
+        folder,
+        """\
+        params: {n: 1}
+        processes:
+          p:
+            target: e2e_targets:touch
+            args: {marker: MARKER}
+        """,
+        name="quick.yaml",
+    )
+    axes = ["--sweep", "params.n=1,2"] if sweep else []
+    run = run_topo("run", "--json", "--runs-dir", runs_dir, *axes, str(spec))
+    what = "sweep folder" if sweep else "run folder"
+    assert_cannot_record(run, "quick", what, runs_dir, reason)
+    assert not (folder / "marker").exists(), "a target ran"
+
+
+@pytest.mark.timeout(60)
+def test_runs_dir_with_missing_parents_is_created(
+    run_topo: Callable[..., TopoRun], folder: Path
+) -> None:
+    spec = write(
+        folder,
+        """\
+        processes:
+          p:
+            target: e2e_targets:touch
+            args: {marker: MARKER}
+        """,
+        name="quick.yaml",
+    )
+    runs = folder / "not" / "yet" / "there"
+    doc = run_topo("run", "--json", "-q", "--runs-dir", str(runs), str(spec)).ok()
+    assert Path(doc["run_dir"]).parent == runs / "quick"
+    assert (Path(doc["run_dir"]) / "run.json").is_file()
+
+
+@pytest.mark.timeout(60)
+def test_a_record_lost_during_the_run_fails_it(
+    run_topo: Callable[..., TopoRun], folder: Path
+) -> None:
+    spec = write(
+        folder,
+        """\
+        processes:
+          v:
+            target: e2e_targets:vanish
+        """,
+        name="lost.yaml",
+    )
+    run = run_topo("run", "--json", "--runs-dir", str(folder / "runs"), str(spec))
+    assert run.returncode == 1, str(run)
+    assert "Traceback" not in run.stderr, str(run)
+    doc = run.doc
+    assert doc is not None, str(run)
+    assert (doc["status"], doc["exit_code"]) == ("failed", 1)
+    assert doc["processes"]["v"]["result"] == "gone"  # what the instance did is kept
+    run_dir = doc["run_dir"]
+    assert doc["message"] == (
+        f"the logs and events in {run_dir} could not be written: No such file or directory; "
+        f"{run_dir}/run.json could not be written: No such file or directory"
+    )
+    assert "v | the record is gone" in run.stderr.splitlines()
+    assert f"topo: the run's record in {run_dir} is incomplete" in run.stderr.splitlines()
