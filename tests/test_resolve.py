@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import topo
 from topo.api import load
 from topo.errors import SpecError
 from topo.resolve import (
@@ -654,3 +655,16 @@ def test_an_instance_reference_outside_a_process_is_t020() -> None:
         "s.yaml:2:29: error[T020]: '${replica}' has a value only in a process's args, env, "
         "inputs, outputs, uses"
     ]
+
+
+def test_a_plan_is_frozen_once_built(tmp_path: Path) -> None:
+    import dataclasses
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("processes:\n  a: {target: 'm:f'}\n")
+    plan = topo.load(spec, ["params.x=1"], spec_dir=tmp_path / "elsewhere")
+    assert plan.overrides == ("params.x=1",)
+    assert plan.spec_dir == (tmp_path / "elsewhere").resolve()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.spec_dir = tmp_path  # type: ignore[misc]
+    assert plan != topo.load(spec, ["params.x=1"])  # plans are compared by identity

@@ -59,11 +59,8 @@ def load(
     items = override_items(overrides)
     document = prepare_document(load_path(path), items)
     spec = spec_from_document(document)
-    plan = build_plan(spec, document, seed=seed)
-    plan.overrides = tuple(override_text(item) for item in items)
-    if spec_dir is not None:
-        plan.spec_dir = Path(spec_dir).resolve()
-    return plan
+    texts = [override_text(item) for item in items]  # for the record
+    return build_plan(spec, document, seed=seed, overrides=texts, spec_dir=spec_dir)
 
 
 def check(

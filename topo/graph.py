@@ -13,6 +13,7 @@ Two layers, kept apart from the wording of the checks (topo/checks/topology.py):
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -86,9 +87,14 @@ def process_view(g: nx.MultiDiGraph) -> nx.MultiDiGraph:
 
 def plan_view(plan: Plan) -> nx.MultiDiGraph:
     """``process_view(build_graph(plan))``, built once per Plan for all the checks."""
-    if "view" not in plan.cache:
-        plan.cache["view"] = process_view(build_graph(plan))
-    return plan.cache["view"]
+    view = _VIEWS.get(plan)
+    if view is None:
+        view = _VIEWS[plan] = process_view(build_graph(plan))
+    return view
+
+
+# A plan's view lives as long as the plan (plans are hashed by identity).
+_VIEWS: weakref.WeakKeyDictionary[Plan, nx.MultiDiGraph] = weakref.WeakKeyDictionary()
 
 
 # ----- 2. graph queries -------------------------------------------------------------------

@@ -18,7 +18,7 @@ import hashlib
 import os
 import re
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -342,9 +342,12 @@ class Instance:
     bindings: tuple[Binding, ...]
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Plan:
-    """Everything a backend needs to start the run, with nothing left to interpolate."""
+    """Everything a backend needs to start the run, with nothing left to interpolate.
+
+    Frozen once built; compared (and hashed) by identity, so that what is derived from a
+    plan can be kept beside it (``graph.plan_view``) without being part of it."""
 
     spec: Spec
     document: Document
@@ -448,8 +451,19 @@ def _instance_values(
     return _unescape(_walk(values, interpolate))
 
 
-def build_plan(spec: Spec, document: Document, *, seed: int | None = None) -> Plan:
-    """Expand replicas into instances; interpolate per-instance references."""
+def build_plan(
+    spec: Spec,
+    document: Document,
+    *,
+    seed: int | None = None,
+    overrides: Sequence[str] = (),
+    spec_dir: str | Path | None = None,
+) -> Plan:
+    """Expand replicas into instances; interpolate per-instance references.
+
+    ``overrides`` are the ``--set`` texts applied to ``document``, for the record;
+    ``spec_dir`` is where targets are imported from (default: the spec file's folder).
+    """
     base_seed = seed if seed is not None else spec.seed
     if base_seed is None:
         base_seed = secrets.randbits(32)
@@ -492,19 +506,21 @@ def build_plan(spec: Spec, document: Document, *, seed: int | None = None) -> Pl
     if problems:
         raise SpecError(problems)
     instances = _assign_pipe_ends(spec, instances)
-    plan = Plan(
+    parties = {}
+    for name, lock in spec.locks.items():
+        if isinstance(lock, BarrierLock):
+            users = {inst.name for inst in instances for b in inst.bindings if b.name == name}
+            parties[name] = lock.parties or max(len(users), 1)
+    return Plan(
         spec,
         document,
         spec.name or Path(document.path).stem,
-        Path(document.path).resolve().parent,
+        Path(spec_dir or Path(document.path).parent).resolve(),
         base_seed,
         instances,
+        parties,
+        tuple(overrides),
     )
-    for name, lock in spec.locks.items():
-        if isinstance(lock, BarrierLock):
-            users = {inst.name for inst, _ in plan.users_of(name)}
-            plan.barrier_parties[name] = lock.parties or max(len(users), 1)
-    return plan
 
 
 def resolved_spec(plan: Plan) -> dict[str, Any]:

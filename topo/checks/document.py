@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -88,9 +89,13 @@ def shared_name(plan: Plan) -> Iterator[Finding]:
         )
 
 
+# Targets imported for a plan, kept as long as the plan (plans are hashed by identity).
+_TARGETS: weakref.WeakKeyDictionary[Plan, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
 def _load(plan: Plan, target: str) -> Any:
     """``load_target`` once per distinct target of a plan: the callable or its TargetError."""
-    found: dict[str, Any] = plan.cache.setdefault("targets", {})
+    found = _TARGETS.setdefault(plan, {})
     if target not in found:
         try:
             found[target] = load_target(target, plan.spec_dir)
