@@ -60,7 +60,11 @@ def _seen_while(board: Board, release: Callable[[], object], delay: float = 0.4)
         seen.append(board.snapshot().blocked(0))
         release()
 
-    threading.Timer(delay, look_then_release).start()
+    # A thread named as topo's own: a helper of the target's would make the instance
+    # not blocked (it could wake the main thread), which is the point of other tests.
+    timer = threading.Timer(delay, look_then_release)
+    timer.name = "topo-test-release"
+    timer.start()
     return seen
 
 
@@ -174,3 +178,17 @@ def test_wrappers_delegate_and_pickle() -> None:
     assert isinstance(copy, WatchedLock) and copy._prim == 2
     assert lock.acquire(False) is True
     lock.release()
+
+
+def test_a_returned_target_with_a_live_thread_is_not_exiting(board: Board) -> None:
+    go = threading.Event()
+    helper = threading.Thread(target=go.wait)  # not a daemon: the process waits for it
+    helper.start()
+    try:
+        watch.exiting()
+        assert board.snapshot().blocked(0) is None
+    finally:
+        go.set()
+        helper.join()
+    watch.exiting()
+    assert board.snapshot().blocked(0) == ("exit", EXITING_PRIMITIVE)

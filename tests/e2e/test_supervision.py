@@ -408,6 +408,17 @@ def test_no_false_alarm_on_a_slow_writer(run_topo: RunTopo, tmp_path: Path) -> N
     assert "deadlock" not in run.stderr
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])
+def test_no_false_alarm_while_a_helper_thread_can_progress(
+    run_topo: RunTopo, tmp_path: Path, method: str
+) -> None:
+    run = run_topo(*topo_args("helper_thread", tmp_path), "--set", f"start_method={method}")
+    doc = finished(run, 0, "ok", within=3.0 + STARTUP_S + 2, at_least=3.0)
+    assert doc["processes"]["asker"]["result"] == 42
+    assert "deadlock" not in run.stderr
+
+
 # ----- daemons ------------------------------------------------------------------------
 
 

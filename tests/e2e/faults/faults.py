@@ -202,3 +202,23 @@ def join_unfinished(tasks: Any) -> str:
 
 def take_without_done(tasks: Any) -> Any:
     return tasks.get()
+
+
+def ask_through_a_helper_thread(tasks: Any, results: Any, delay: float) -> Any:
+    """The main thread waits for the answer while a helper thread of the same instance
+    sends the question later: the instance is not blocked, its helper can progress."""
+    import threading
+
+    def ask() -> None:
+        time.sleep(delay)
+        tasks.put(21)
+
+    threading.Thread(target=ask).start()
+    say("waiting for the answer")
+    return results.get()
+
+
+def double(tasks: Any, results: Any) -> Any:
+    n = tasks.get()
+    results.put(2 * n)
+    return n

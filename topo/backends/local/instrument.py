@@ -133,10 +133,15 @@ def exiting() -> None:
 
     A queue's feeder thread must push every item into its pipe before the process
     can exit; if nobody reads that pipe any more, the process never exits. Marked as
-    waiting, that case is caught by the deadlock detector like any other.
+    waiting, that case is caught by the deadlock detector like any other. Not while a
+    thread of the target's is still running: the process waits for it, and it may yet
+    do anything (the instance is then never called blocked).
     """
     global _sampling
     _sampling = False
+    main = threading.main_thread()
+    if any(t is not main and not t.daemon for t in threading.enumerate()):
+        return
     if _cells is not None:
         _cells[_at + _EXITED] = _code(_EXIT, EXITING_PRIMITIVE)
 
@@ -334,6 +339,11 @@ def _proxy_call(f_locals: Mapping[str, Any]) -> int | None:
     return op if _forever(block, timeout) else None
 
 
+# Threads that never wake an instance's main thread: queues' feeders (they only move what
+# was put into the pipe) and topo's own, whose names start with "topo-".
+_FEEDER_THREAD = "QueueFeederThread"
+
+
 def sample(watched: Mapping[int, int]) -> None:
     """Start this instance's sampler; ``watched`` maps id() of each bound object (a
     queue, a pipe end, a lock's wrapper...) to its primitive number."""
@@ -345,8 +355,8 @@ def sample(watched: Mapping[int, int]) -> None:
     main = threading.main_thread().ident or 0
     cells, at = _cells, _at + _SEEN
 
-    def seen() -> float:
-        frame = sys._current_frames().get(main)
+    def waiting_in(frame: Any) -> float:
+        """The code of the call that can wait for ever this stack is in, or 0.0."""
         for _ in range(_SAMPLED_DEPTH):
             if frame is None:
                 break
@@ -366,6 +376,25 @@ def sample(watched: Mapping[int, int]) -> None:
                     return _code(op, prim)
             frame = frame.f_back
         return 0.0
+
+    def seen() -> float:
+        frames = sys._current_frames()
+        code = waiting_in(frames.get(main))
+        if not code:
+            return 0.0
+        # The instance is blocked only if no other thread of its own can still make
+        # progress: a helper thread that computes, sleeps or waits on anything but a
+        # bound channel or lock may yet wake the main thread (no false alarm, ever).
+        me = threading.get_ident()
+        for ident, frame in frames.items():
+            if ident in (main, me):
+                continue
+            thread = threading._active.get(ident)  # type: ignore[attr-defined]
+            if thread is not None and thread.name.startswith((_FEEDER_THREAD, "topo-")):
+                continue
+            if not waiting_in(frame):
+                return 0.0
+        return code
 
     def run() -> None:
         while _sampling:
