@@ -419,6 +419,17 @@ def test_no_false_alarm_while_a_helper_thread_can_progress(
     assert "deadlock" not in run.stderr
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])
+def test_a_one_way_pipe_reader_sees_eof_when_its_writer_returns(
+    run_topo: RunTopo, tmp_path: Path, method: str
+) -> None:
+    run = run_topo(*topo_args("pipe_eof", tmp_path), "--set", f"start_method={method}")
+    doc = finished(run, 0, "ok", within=STARTUP_S + 2)
+    assert states(doc) == {"reader": ("exited", 0), "writer": ("exited", 0)}
+    assert doc["processes"]["reader"]["result"] == 3
+
+
 # ----- daemons ------------------------------------------------------------------------
 
 

@@ -222,3 +222,20 @@ def double(tasks: Any, results: Any) -> Any:
     n = tasks.get()
     results.put(2 * n)
     return n
+
+
+def send_and_leave(conn: Any, count: int) -> int:
+    for n in range(count):
+        conn.send(n)
+    return count
+
+
+def receive_until_eof(conn: Any) -> int:
+    """Count what comes until the sending end is closed everywhere (EOFError)."""
+    received = 0
+    while True:
+        try:
+            conn.recv()
+        except EOFError:
+            return received
+        received += 1

@@ -6,6 +6,7 @@ only what it needs: the stdlib and the target's own module.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
 import random
@@ -28,6 +29,7 @@ class Job:
     __slots__ = (
         "args",
         "board",
+        "close_fds",
         "context",
         "env",
         "objects",
@@ -48,6 +50,7 @@ class Job:
         board: Board | None = None,  # the deadlock detector's shared table
         slot: int = 0,  # this instance's row on the board
         sampled: dict[str, int] | None = None,  # watched parameter -> primitive number
+        close_fds: list[int] | None = None,  # inherited pipe ends of others (fork)
     ) -> None:
         self.target = target
         self.args = args
@@ -58,6 +61,7 @@ class Job:
         self.board = board
         self.slot = slot
         self.sampled = sampled or {}
+        self.close_fds = close_fds or []
 
 
 def _redirect_output(output: Connection) -> None:
@@ -124,6 +128,12 @@ def _attached(objects: dict[str, Any]) -> dict[str, Any]:
 def child_main(job: Job, report: Connection, output: Connection | None) -> None:
     """Entry point of every instance: set up, call the target, report its result."""
     die_with(job.supervisor_pid)
+    # Under fork this process inherited every pipe end the parent had open: holding the
+    # sending end of another instance's one-way pipe, it would keep that pipe's reader
+    # from ever seeing EOFError. Only its own ends stay open.
+    for fd in job.close_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     # The supervisor stops instances itself; a terminal Ctrl-C must not print a
     # KeyboardInterrupt traceback in every child.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -94,6 +94,8 @@ class LocalLauncher:
             for name, c in plan.spec.channels.items()
             if c.kind == "pipe"
         }
+        self.kept_pipes: set[str] = set()  # all users started, ends kept for restarts
+        self.forks = plan.spec.start_method == "fork"
 
     def open(self, output: OutputSink) -> None:
         self.pump = OutputPump(output)
@@ -114,16 +116,18 @@ class LocalLauncher:
         )
         slot = self.slots[instance.name]
         watching = self.board is not None
+        bound = self.primitives.bind(instance, watch=watching)
         job = Job(
             instance.target,
             instance.args,
             instance.env,
             context,
-            self.primitives.bind(instance, watch=watching),
+            bound,
             supervisor_pid=os.getpid(),
             board=self.board,
             slot=slot,
             sampled=self.primitives.sampled(instance) if watching else None,
+            close_fds=self._others_pipe_ends(bound) if self.forks else None,
         )
         if self.board is not None:
             self.board.reset(slot)
@@ -141,6 +145,17 @@ class LocalLauncher:
         self._release_pipe_ends(instance)
         return process.pid
 
+    def _others_pipe_ends(self, bound: dict[str, Any]) -> list[int]:
+        """The descriptors of the pipe ends open here that are not ``bound``'s."""
+        assert self.primitives is not None
+        mine = {id(obj) for obj in bound.values()}
+        return [
+            end.fileno()
+            for name in self.unstarted_pipe_users.keys() | self.kept_pipes
+            for end in self.primitives.pipe_ends(name)
+            if not end.closed and id(end) not in mine
+        ]
+
     def _release_pipe_ends(self, instance: Instance) -> None:
         # Once every user of a pipe has its end, the parent closes its own copies so that
         # a reader sees EOFError when its writer is gone instead of waiting for ever.
@@ -155,10 +170,13 @@ class LocalLauncher:
                 self.plan.process_of(i).restart == "on-failure"
                 for i, _ in self.plan.users_of(b.name)
             )
-            if not users and not restartable:
-                for end in self.primitives.pipe_ends(b.name):
-                    end.close()
+            if not users:
                 del self.unstarted_pipe_users[b.name]
+                if restartable:
+                    self.kept_pipes.add(b.name)
+                else:
+                    for end in self.primitives.pipe_ends(b.name):
+                        end.close()
 
     # ----- events ---------------------------------------------------------------------------
 
