@@ -50,3 +50,26 @@ def test_an_exiting_instance_without_queues_is_not_provably_stuck() -> None:
     assert find_deadlock(waiters, {"w": EXITING}, {}, lambda wait, w: None) is None
     assert str(EXITING) == "exiting, flushing its queues"
     assert str(Wait("put", "x")) == "blocked in put() on 'x'"
+
+
+def test_replicas_in_the_same_wait_share_one_line_at_any_scale() -> None:
+    workers = [f"worker[{i}]" for i in range(256)]
+    waiters = [Waiter(n, True, False) for n in workers]
+    waiters.append(Waiter("starter", False, False, "exited with code 0"))
+    waits = {n: Wait("wait", "go") for n in workers}
+    every_other_user = lambda wait, w: [n for n in [*workers, "starter"] if n != w]  # noqa: E731
+    lines = find_deadlock(waiters, waits, {}, every_other_user)
+    assert lines == [
+        "worker[0..255] wait in wait() on 'go'; their peers: 'starter' (exited with code 0)"
+    ]
+
+
+def test_groups_name_gaps_and_keep_peers_grouped() -> None:
+    names = ["w[0]", "w[1]", "w[2]", "w[5]"]
+    waiters = [Waiter(n, True, False) for n in names]
+    waiters += [Waiter(f"r[{i}]", False, False, "exited with code 0") for i in range(3)]
+    waits = {n: Wait("get", "q") for n in names}
+    readers = lambda wait, w: ["r[0]", "r[1]", "r[2]"]  # noqa: E731
+    assert find_deadlock(waiters, waits, {}, readers) == [
+        "w[0..2,5] wait in get() on 'q'; their peers: 'r[0..2]' (exited with code 0)"
+    ]

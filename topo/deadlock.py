@@ -10,6 +10,7 @@ checks the first two and explains the deadlock in words.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
@@ -92,7 +93,8 @@ def find_deadlock(
 
     ``waits`` maps each blocked instance to its wait, ``holders`` each held lock to
     the instance holding it. The caller checks that progress has stood still for
-    ``QUIET_S``; this function checks the rest.
+    ``QUIET_S``; this function checks the rest. Replicas of one process in the same
+    wait share one line, so that the explanation stays short at any scale.
     """
     by_name = {w.name: w for w in waiters}
     live = [w for w in waiters if w.alive]
@@ -100,7 +102,7 @@ def find_deadlock(
         return None
     if any(w.name not in waits for w in live if not w.daemon):
         return None
-    lines = []
+    groups: dict[tuple[str, Wait], list[tuple[Waiter, list[Waiter]]]] = {}
     for w in live:
         wait = waits.get(w.name)
         if wait is None:
@@ -111,41 +113,100 @@ def find_deadlock(
         others = [by_name[n] for n in candidates if n in by_name]
         if any(o.alive and o.name not in waits for o in others):
             return None  # someone who can wake it is still running
-        holder = holders.get(wait.name) if wait.name is not None else None
-        lines.append(_explain(w, wait, others, holder, waits, by_name))
-    return lines
+        groups.setdefault((_process(w.name), wait), []).append((w, others))
+    explain = _Explainer(waits, holders, by_name)
+    return [explain.group(wait, members) for (_, wait), members in groups.items()]
 
 
-def _explain(
-    w: Waiter,
-    wait: Wait,
-    others: list[Waiter],
-    holder: str | None,
-    waits: Mapping[str, Wait],
-    by_name: Mapping[str, Waiter],
-) -> str:
-    def status(o: Waiter) -> str:
-        where = waits.get(o.name)
+_REPLICA = re.compile(r"^(.*)\[(\d+)\]$")
+
+
+def _process(name: str) -> str:
+    m = _REPLICA.match(name)
+    return m.group(1) if m else name
+
+
+def _spans(numbers: list[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> ``0..2,5,7..8``."""
+    spans: list[list[int]] = []
+    for n in sorted(numbers):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ",".join(str(a) if a == b else f"{a}..{b}" for a, b in spans)
+
+
+def group_name(names: list[str]) -> str:
+    """``worker[0..3]`` for the names of some replicas of one process."""
+    if len(names) == 1:
+        return names[0]
+    replicas = [int(m.group(2)) for n in names if (m := _REPLICA.match(n))]
+    return f"{_process(names[0])}[{_spans(replicas)}]"
+
+
+class _Explainer:
+    def __init__(
+        self, waits: Mapping[str, Wait], holders: Mapping[str, str], by_name: Mapping[str, Waiter]
+    ) -> None:
+        self.waits, self.holders, self.by_name = waits, holders, by_name
+
+    def status(self, o: Waiter) -> str:
+        where = self.waits.get(o.name)
         if o.alive and where is not None:
-            return f"'{o.name}' ({where})"
+            return f"({where})"
         if o.alive:
-            return f"'{o.name}'"
-        return f"'{o.name}' ({o.ended or 'gone'})"
+            return ""
+        return f"({o.ended or 'gone'})"
 
-    if wait.name is None:
-        readers = ", ".join(status(o) for o in others) or "nobody"
-        return (
-            f"{w.name} returned but cannot exit until its queues are flushed into pipes "
-            f"that nobody reads any more (readers: {readers})"
+    def peers(self, others: list[Waiter]) -> str:
+        """``'a' (blocked in get() on 'q'), 'w[0..9]' (exited with code 0)``."""
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for o in others:
+            grouped.setdefault((_process(o.name), self.status(o)), []).append(o.name)
+        return ", ".join(
+            f"'{group_name(names)}'" + (f" {status}" if status else "")
+            for (_, status), names in grouped.items()
         )
-    text = f"{w.name} waits in {wait.op}() on '{wait.name}'"
-    if wait.op == "acquire" and holder is not None and holder in by_name:
-        return f"{text}, held by {status(by_name[holder])}"
-    if not others:
-        return f"{text}, and no other instance uses it"
-    if len(others) == 1:
-        o = others[0]
-        if not o.alive:
-            return f"{text}; its only peer '{o.name}' {o.ended or 'is gone'}"
-        return f"{text}; its only peer is {status(o)}"
-    return f"{text}; its peers: " + ", ".join(status(o) for o in others)
+
+    def group(self, wait: Wait, members: list[tuple[Waiter, list[Waiter]]]) -> str:
+        if len(members) == 1:
+            w, others = members[0]
+            return self.one(w, wait, others)
+        names = [w.name for w, _ in members]
+        inside = set(names)
+        outside = {o.name: o for _, peers in members for o in peers if o.name not in inside}
+        who = group_name(names)
+        if wait.name is None:
+            readers = self.peers(list(outside.values())) or "nobody"
+            return (
+                f"{who} returned but cannot exit until their queues are flushed into pipes "
+                f"that nobody reads any more (readers: {readers})"
+            )
+        text = f"{who} wait in {wait.op}() on '{wait.name}'"
+        holder = self.holders.get(wait.name)
+        if wait.op == "acquire" and holder is not None and holder in self.by_name:
+            return f"{text}, held by {self.peers([self.by_name[holder]])}"
+        if not outside:
+            return f"{text}, and no other instance can wake them"
+        return f"{text}; their peers: {self.peers(list(outside.values()))}"
+
+    def one(self, w: Waiter, wait: Wait, others: list[Waiter]) -> str:
+        if wait.name is None:
+            readers = self.peers(others) or "nobody"
+            return (
+                f"{w.name} returned but cannot exit until its queues are flushed into pipes "
+                f"that nobody reads any more (readers: {readers})"
+            )
+        text = f"{w.name} waits in {wait.op}() on '{wait.name}'"
+        holder = self.holders.get(wait.name)
+        if wait.op == "acquire" and holder is not None and holder in self.by_name:
+            return f"{text}, held by {self.peers([self.by_name[holder]])}"
+        if not others:
+            return f"{text}, and no other instance uses it"
+        if len(others) == 1:
+            o = others[0]
+            if not o.alive:
+                return f"{text}; its only peer '{o.name}' {o.ended or 'is gone'}"
+            return f"{text}; its only peer is {self.peers(others)}"
+        return f"{text}; its peers: {self.peers(others)}"

@@ -430,6 +430,16 @@ def test_a_one_way_pipe_reader_sees_eof_when_its_writer_returns(
     assert doc["processes"]["reader"]["result"] == 3
 
 
+@pytest.mark.timeout(60)
+def test_many_waiters_are_explained_in_one_line(run_topo: RunTopo, tmp_path: Path) -> None:
+    run = run_fault(run_topo, tmp_path, "many_waiters")
+    doc = finished(run, 3, "deadlock", within=QUIET_S + STARTUP_S + 3)
+    assert doc["message"] == (
+        "deadlock: waiter[0..23] wait in wait() on 'go'; "
+        "their peers: 'starter' (exited with code 0)"
+    )
+
+
 # ----- daemons ------------------------------------------------------------------------
 
 

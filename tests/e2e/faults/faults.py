@@ -239,3 +239,12 @@ def receive_until_eof(conn: Any) -> int:
         except EOFError:
             return received
         received += 1
+
+
+def wait_for(go: Any) -> str:
+    go.wait()
+    return "went"
+
+
+def leave_unset(go: Any) -> str:
+    return "left without setting it"
