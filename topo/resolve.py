@@ -26,7 +26,7 @@ from typing import Any, Literal
 import yaml
 
 from topo.errors import Diagnostic, SpecError
-from topo.spec import BarrierLock, PipeChannel, Process, Spec
+from topo.spec import BarrierLock, PipeChannel, Process, Spec, run_name_of
 from topo.yamlpos import Document, Loc
 
 # `$${` writes a literal `${`; a reference is `${...}` with no nested braces.
@@ -514,7 +514,7 @@ def build_plan(
     return Plan(
         spec,
         document,
-        spec.name or Path(document.path).stem,
+        spec.name or run_name_of(str(document.path)),
         Path(spec_dir or Path(document.path).parent).resolve(),
         base_seed,
         instances,

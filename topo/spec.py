@@ -37,6 +37,26 @@ def _identifier(name: str) -> str:
     return name
 
 
+RUN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+
+
+def _run_name(name: str) -> str:
+    # The name is a folder of the runs directory: one plain path component, never a way
+    # out of it ("../x", "/etc") nor something a file system refuses (NUL, 300 characters).
+    if not RUN_NAME.match(name):
+        raise ValueError(
+            f"{name[:40]!r} cannot name a run folder: use 1 to 100 letters, digits, '_', "
+            "'-' and '.', starting with a letter, digit or '_'"
+        )
+    return name
+
+
+def run_name_of(path: str) -> str:
+    """The run name a spec file gives when it has no ``name``: its stem, made safe."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", path.rsplit("/", 1)[-1].rsplit(".", 1)[0])[:100]
+    return stem if RUN_NAME.match(stem) else f"_{stem}"[:100]
+
+
 def _target(value: str) -> str:
     if not TARGET.match(value):
         raise ValueError(f"{value!r} is not of the form module:function")
@@ -425,7 +445,7 @@ class Process(Model):
 
 class Spec(Model):
     topo: Literal[1] = 1
-    name: str | None = None
+    name: Annotated[str, AfterValidator(_run_name)] | None = None
     description: str | None = None
     start_method: Literal["spawn", "fork", "forkserver"] = "spawn"
     seed: int | None = None

@@ -348,3 +348,27 @@ def test_a_record_lost_during_the_run_fails_it(
     )
     assert "v | the record is gone" in run.stderr.splitlines()
     assert f"topo: the run's record in {run_dir} is incomplete" in run.stderr.splitlines()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/topo-escaped", "..", "x" * 300, "a\0b"])
+def test_a_name_that_would_leave_the_runs_folder(
+    run_topo: Callable[..., TopoRun], folder: Path, name: str
+) -> None:
+    quoted = name.replace("\0", "\\0")
+    spec = write(
+        folder,
+        f"""\
+        name: "{quoted}"
+        processes:
+          a: {{target: e2e_targets:touch, args: {{marker: MARKER}}}}
+        """,
+    )
+    run = run_invalid(run_topo, spec)
+    assert run.returncode == 2, str(run)
+    assert [d["code"] for d in run.doc["diagnostics"]] == ["T011"], str(run)
+    assert "cannot name a run folder" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (folder / "marker").exists()
+    assert not (folder / "runs").exists() and not (folder.parent / "escaped").exists()
+    assert not Path("/tmp/topo-escaped").exists()
