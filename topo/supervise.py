@@ -155,7 +155,7 @@ class RunOptions:
 
 
 class _Stopped(BaseException):
-    """Raised in the supervisor by SIGTERM; a BaseException like KeyboardInterrupt."""
+    """SIGTERM came: a BaseException like KeyboardInterrupt for SIGINT."""
 
 
 def how(code: int | None) -> str:
@@ -197,6 +197,7 @@ class Supervisor:
         self.exit_code: int | None = None
         self.stopping = False  # set once teardown begins (or the first signal came)
         self.hurry = False  # a second signal: no more grace period
+        self.signalled: int | None = None  # the first SIGINT or SIGTERM, until acted on
         self.next_status = 0.0
         self.quiet_since: float | None = None  # when everyone was first seen blocked
         self.quiet_progress = -1.0
@@ -260,15 +261,17 @@ class Supervisor:
             return None
 
         def on_signal(signum: int, frame: Any) -> None:
-            # The first signal breaks out of supervision; once topo is stopping, a
-            # second one only cuts the grace period short: teardown is never interrupted.
+            # The first signal ends supervision at its next step (within POLL_INTERVAL_S):
+            # raising here could land anywhere, in a fork hook or half-way through reaping
+            # an instance. Once topo is stopping, a second one only cuts the grace period
+            # short: teardown is never interrupted.
             if self.stopping:
                 if not self.hurry:
                     self.hurry = True
                     self.say("", "stopping at once")
                 return
             self.stopping = True
-            raise KeyboardInterrupt if signum == signal.SIGINT else _Stopped()
+            self.signalled = signum
 
         # SIGINT explicitly too: a shell starts background jobs with SIGINT ignored.
         return (
@@ -282,6 +285,11 @@ class Supervisor:
             signal.signal(signal.SIGTERM, previous[0])
             signal.signal(signal.SIGINT, previous[1])
 
+    def _check_signals(self) -> None:
+        """Act on a signal that came: end supervision as Ctrl-C or SIGTERM does."""
+        if self.signalled is not None:
+            raise KeyboardInterrupt if self.signalled == signal.SIGINT else _Stopped()
+
     def _end(self, status: Status, message: str, exit_code: int | None = None) -> None:
         """The first verdict other than ok is the run's."""
         if self.status == "ok":
@@ -293,6 +301,7 @@ class Supervisor:
 
     def _supervise(self, deadline: float | None) -> None:
         while True:
+            self._check_signals()
             self._start_ready()
             if not self.running and not self._can_start_more():
                 return
@@ -318,6 +327,7 @@ class Supervisor:
                 timeout = max(0.0, min(timeout, deadline - now))
             if not self.pending:
                 self.pending.extend(self.launcher.wait(timeout))
+            self._check_signals()
             while self.pending:
                 self._handle(self.pending.popleft())
                 if self.status != "ok":
@@ -359,6 +369,7 @@ class Supervisor:
         for inst in list(self.waiting):
             if self._deps_state(inst) != "ready" or self.retry_at.get(inst.name, 0) > now:
                 continue
+            self._check_signals()  # thousands of instances take a while to start
             self.waiting.remove(inst)
             self.retry_at.pop(inst.name, None)
             self._start(inst)

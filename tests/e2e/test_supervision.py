@@ -227,6 +227,29 @@ def test_sigint(start_topo: StartTopo, tmp_path: Path, group: bool) -> None:
     interrupt(start_topo, tmp_path, signal.SIGINT, group)
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])
+def test_ctrl_c_during_start_up_is_one_line_and_130(
+    start_topo: StartTopo, tmp_path: Path, method: str
+) -> None:
+    """A terminal's Ctrl-C (SIGINT to the whole group) while instances are still
+    starting: never ignored, no traceback from topo or from a child just started."""
+    for attempt in range(3):
+        live = start_topo(
+            *topo_args("many_sleepers", tmp_path / str(attempt)),
+            "--set",
+            f"start_method={method}",
+        )
+        live.wait_for("sleeper[1] | ready")  # some run, most are still starting
+        sent = live.signal(signal.SIGINT, group=True)
+        run = live.finish()
+        doc = finished(run, 130, "interrupted", within=STARTUP_S + STOP_BOUND_S + 10)
+        assert run.ended_at is not None and run.ended_at - sent < STOP_BOUND_S, str(run)
+        assert "Traceback" not in run.stderr and "KeyboardInterrupt" not in run.stderr, str(run)
+        assert run.stderr.count("interrupted by Ctrl-C (SIGINT)") == 1, str(run)
+        assert doc["processes"]["sleeper[0]"]["state"] == "stopped"
+
+
 @pytest.mark.timeout(60)
 def test_sigterm(start_topo: StartTopo, tmp_path: Path) -> None:
     interrupt(start_topo, tmp_path, signal.SIGTERM, group=False)
@@ -438,6 +461,29 @@ def test_many_waiters_are_explained_in_one_line(run_topo: RunTopo, tmp_path: Pat
         "deadlock: waiter[0..23] wait in wait() on 'go'; "
         "their peers: 'starter' (exited with code 0)"
     )
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])
+@pytest.mark.parametrize("kind", ["queue", "joinable_queue"])
+def test_a_put_that_cannot_be_sent_fails_the_run(
+    run_topo: RunTopo, tmp_path: Path, method: str, kind: str
+) -> None:
+    run = run_topo(
+        *topo_args("lost_put", tmp_path),
+        "--set",
+        f"start_method={method}",
+        "--set",
+        f"channels.tasks.kind={kind}",
+    )
+    doc = finished(run, 1, "failed", within=STARTUP_S + 2)
+    assert doc["message"] == "producer exited with code 1"
+    error = doc["processes"]["producer"]["error"]
+    assert error.startswith(
+        "producer: out.put() of a function could not be sent through channel 'tasks': "
+        "AttributeError: "
+    ), error
+    assert doc["processes"]["consumer"]["state"] == "stopped"
 
 
 # ----- daemons ------------------------------------------------------------------------

@@ -248,3 +248,16 @@ def wait_for(go: Any) -> str:
 
 def leave_unset(go: Any) -> str:
     return "left without setting it"
+
+
+def put_unpicklable(out: Any) -> str:
+    out.put(1)
+    out.put(lambda: 1)  # a multiprocessing.Queue pickles it later, in its feeder thread
+    say("put it")
+    time.sleep(FOREVER_S)  # the lost put must end the run, not the target
+    return "never"
+
+
+def get_forever(inbox: Any) -> Any:
+    while True:
+        inbox.get()

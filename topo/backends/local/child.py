@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import functools
 import os
 import random
 import signal
@@ -32,6 +33,7 @@ class Job:
         "close_fds",
         "context",
         "env",
+        "names",
         "objects",
         "sampled",
         "slot",
@@ -51,6 +53,7 @@ class Job:
         slot: int = 0,  # this instance's row on the board
         sampled: dict[str, int] | None = None,  # watched parameter -> primitive number
         close_fds: list[int] | None = None,  # inherited pipe ends of others (fork)
+        names: dict[str, str] | None = None,  # bound parameter -> channel or lock name
     ) -> None:
         self.target = target
         self.args = args
@@ -62,6 +65,7 @@ class Job:
         self.slot = slot
         self.sampled = sampled or {}
         self.close_fds = close_fds or []
+        self.names = names or {}
 
 
 def _redirect_output(output: Connection) -> None:
@@ -125,8 +129,46 @@ def _attached(objects: dict[str, Any]) -> dict[str, Any]:
     return {k: v.attach() if isinstance(v, shm.SharedArray) else v for k, v in objects.items()}
 
 
+def _fail_on_lost_puts(job: Job, report: Connection) -> None:
+    """A ``multiprocessing.Queue`` pickles what is put in a feeder thread, which prints
+    a traceback and drops the item when it cannot (``out.put(lambda: 1)``): the put
+    would be lost without a word. Here such an error fails the instance at once."""
+    queues = sys.modules.get("multiprocessing.queues")  # loaded by unpickling a queue
+    if queues is None:
+        return
+    for param, obj in job.objects.items():
+        if isinstance(obj, queues.Queue):  # JoinableQueue too
+            # The feeder calls self._on_queue_feeder_error: an instance attribute wins.
+            obj._on_queue_feeder_error = functools.partial(
+                _lost_put, job.context.name, param, job.names.get(param, param), report
+            )
+
+
+def _lost_put(
+    instance: str, param: str, channel: str, report: Connection, error: BaseException, obj: Any
+) -> None:
+    text = (
+        f"{instance}: {param}.put() of a {type(obj).__name__} could not be sent through "
+        f"channel '{channel}': {type(error).__name__}: {error}\n"
+    )
+    with contextlib.suppress(Exception):
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    with contextlib.suppress(Exception):
+        report.send(("error", text))
+    os._exit(1)
+
+
 def child_main(job: Job, report: Connection, output: Connection | None) -> None:
     """Entry point of every instance: set up, call the target, report its result."""
+    # The supervisor stops instances itself; a terminal Ctrl-C must not print a
+    # KeyboardInterrupt traceback in every child. Under fork the supervisor's own SIGTERM
+    # handler would be inherited: the default makes SIGTERM end this process (and its
+    # own children, e.g. a Pool's). Both came blocked (see LocalLauncher.start): a signal
+    # sent meanwhile is handled now, as these say.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     die_with(job.supervisor_pid)
     # Under fork this process inherited every pipe end the parent had open: holding the
     # sending end of another instance's one-way pipe, it would keep that pipe's reader
@@ -134,15 +176,10 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
     for fd in job.close_fds:
         with contextlib.suppress(OSError):
             os.close(fd)
-    # The supervisor stops instances itself; a terminal Ctrl-C must not print a
-    # KeyboardInterrupt traceback in every child.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Under fork the supervisor's own SIGTERM handler would be inherited: restore the
-    # default so that SIGTERM ends this process (and its own children, e.g. a Pool's).
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if output is not None:
         _redirect_output(output)
     os.environ.update(job.env)
+    _fail_on_lost_puts(job, report)
     if job.board is not None:
         instrument.attach(job.board, job.slot)
         # The supervisor asks for the stack of an instance it finds deadlocked.

@@ -33,6 +33,7 @@ from topo.supervise import Event, Exited, OutputSink, Raised, Returned, RunOptio
 from topo.targets import add_to_path
 
 STACK_DUMP_WAIT_S = 0.3  # for the stacks of a deadlock to reach the output
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 @dataclass
@@ -128,6 +129,7 @@ class LocalLauncher:
             slot=slot,
             sampled=self.primitives.sampled(instance) if watching else None,
             close_fds=self._others_pipe_ends(bound) if self.forks else None,
+            names={b.param: b.name for b in instance.bindings},
         )
         if self.board is not None:
             self.board.reset(slot)
@@ -136,8 +138,14 @@ class LocalLauncher:
         process = self.mp.Process(
             target=child_main, name=instance.name, args=(job, report_out, output_out)
         )
-        with _main_module_hidden():
-            process.start()
+        # SIGINT and SIGTERM stay blocked in the new process until child_main has set its
+        # own handlers: under fork it would otherwise run the supervisor's.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            with _main_module_hidden():
+                process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         report_out.close()
         output_out.close()
         self.pump.add(instance.name, output_in)
