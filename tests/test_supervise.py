@@ -62,6 +62,7 @@ class FakeLauncher:
     running: dict[str, Attempt] = field(default_factory=dict)
     starts: dict[str, int] = field(default_factory=dict)
     closed: bool = False
+    left: dict[str, list[Any]] = field(default_factory=dict)  # what drain() finds
 
     def clock(self) -> float:
         return self.now
@@ -123,6 +124,9 @@ class FakeLauncher:
 
     def dump_stacks(self) -> None:
         self.log.append((self.now, "dump_stacks", ""))
+
+    def drain(self) -> dict[str, list[Any]]:
+        return self.left
 
     def read_state(self) -> dict[str, Any]:
         return {"total": 42}
@@ -407,3 +411,13 @@ def test_status_rows_keep_the_state_and_the_detail_apart(tmp_path: Path) -> None
     assert last["b"].state == State.RUNNING
     assert last["b"].detail == "blocked in get() on 'q'"
     assert last["b"].label == "blocked in get() on 'q'"
+
+
+def test_what_is_left_in_channels_is_counted_kept_and_said(tmp_path: Path) -> None:
+    launcher = FakeLauncher({"a": [Attempt(0.1)], "b": [Attempt(0.1)]}, left={"q": [1, 2, 3]})
+    result, said = supervise(plan_of(tmp_path, TWO), launcher)
+    assert result.status == "ok"  # a message nobody read is no failure, but it is told
+    assert result.undelivered == {"q": 3}
+    assert result.leftovers == {"q": [1, 2, 3]}
+    assert result.to_json()["undelivered"] == {"q": 3}
+    assert "undelivered: 3 in 'q'" in said

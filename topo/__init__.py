@@ -19,6 +19,8 @@ _EXPORTS = {
     "Spec": "topo.spec",
     "Plan": "topo.resolve",
     "RunResult": "topo.result",
+    "RawItem": "topo.result",
+    "undelivered": "topo.api",
     "InstanceResult": "topo.result",
     "RunContext": "topo.context",
     "Diagnostic": "topo.errors",
@@ -31,6 +33,7 @@ __all__ = [
     "Diagnostic",
     "InstanceResult",
     "Plan",
+    "RawItem",
     "RunContext",
     "RunError",
     "RunResult",
@@ -41,6 +44,7 @@ __all__ = [
     "check",
     "load",
     "run",
+    "undelivered",
     "validate",
 ]
 
@@ -54,9 +58,9 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from topo.api import check, load, run, validate
+    from topo.api import check, load, run, undelivered, validate
     from topo.context import RunContext
     from topo.errors import Diagnostic, RunError, SpecError, TopoError
     from topo.resolve import Plan
-    from topo.result import InstanceResult, RunResult
+    from topo.result import InstanceResult, RawItem, RunResult
     from topo.spec import Spec

@@ -158,3 +158,11 @@ def _run(plan: Plan, backend: Backend, options: RunOptions, say: OutputSink) -> 
         raise RunError(f"the run could not go on: {os_error_text(e)}") from e
     result.duration_s = time.monotonic() - started
     return result
+
+
+def undelivered(run_dir: str | Path) -> dict[str, list[Any]]:
+    """The messages a recorded run left in its channels (``run.json``'s ``undelivered``
+    counts them), by channel; one that could not be read back is a ``topo.RawItem``."""
+    from topo.record import RunFolder
+
+    return RunFolder(run_dir).load_undelivered()

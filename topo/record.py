@@ -30,6 +30,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import pickle
 import platform
 import re
 import secrets
@@ -119,6 +120,7 @@ class RunFolder:
     RESOLVED = "resolved.yaml"
     LOGS = "logs"
     EVENTS = "events.jsonl"
+    UNDELIVERED = "undelivered"  # <channel>.pickle: what was left in it, as a list
     ID = re.compile(r"(\d{8}-\d{6})-([0-9a-f]+)")  # the folder's name: <stamp>-<hex id>
 
     def __init__(self, path: str | Path) -> None:
@@ -156,6 +158,36 @@ class RunFolder:
     @property
     def events_file(self) -> Path:
         return self.path / self.EVENTS
+
+    def undelivered_file(self, channel: str) -> Path:
+        return self.path / self.UNDELIVERED / f"{channel}.pickle"
+
+    def load_undelivered(self) -> dict[str, list[Any]]:
+        """What was left in each channel at the end of the run; a message that could not
+        be read back is a ``topo.RawItem`` (its bytes and why)."""
+        folder = self.path / self.UNDELIVERED
+        if not folder.is_dir():
+            return {}
+        return {f.stem: pickle.loads(f.read_bytes()) for f in sorted(folder.glob("*.pickle"))}
+
+    def _save_undelivered(self, leftovers: Mapping[str, list[Any]]) -> None:
+        from topo.result import RawItem
+
+        for channel, items in leftovers.items():
+            try:
+                data = pickle.dumps(items)
+            except Exception:  # one item that cannot be pickled again: keep the others
+                kept = []
+                for item in items:
+                    try:
+                        pickle.dumps(item)
+                        kept.append(item)
+                    except Exception as e:
+                        kept.append(RawItem(b"", f"{type(item).__name__}: {e}"))
+                data = pickle.dumps(kept)
+            path = self.undelivered_file(channel)
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(data)
 
     @classmethod
     def is_run(cls, path: str | Path) -> bool:
@@ -289,6 +321,11 @@ class RunFolder:
         self._close()
         if self.error is not None:
             _record_failed(result, f"the logs and events in {self.path}", self.error)
+        if result.leftovers:
+            try:
+                self._save_undelivered(result.leftovers)
+            except OSError as e:
+                _record_failed(result, str(self.path / self.UNDELIVERED), e)
         info = dict(self._summary["manifest"])
         info.update(extra or {})
         info["distributions"] = distributions()

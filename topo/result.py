@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from topo.jsonable import to_jsonable
 
@@ -12,6 +12,7 @@ __all__ = [
     "EXIT_CODES",
     "EXIT_SIGTERM",
     "InstanceResult",
+    "RawItem",
     "RunResult",
     "State",
     "Status",
@@ -29,6 +30,14 @@ EXIT_CODES: dict[str, int] = {
     "interrupted": 130,
 }
 EXIT_SIGTERM = 143
+
+
+class RawItem(NamedTuple):
+    """A message left in a channel that could not be read back as an object: its bytes
+    as they were, and why (``topo.load_undelivered`` gives these for such items)."""
+
+    data: bytes
+    error: str
 
 
 class State(StrEnum):
@@ -88,6 +97,10 @@ class RunResult:
     state: dict[str, Any] = field(default_factory=dict)
     message: str | None = None  # why the run ended, when it was not ok
     exit_code: int | None = None  # set for signals; derived from status otherwise
+    # Messages still in channels once every instance had stopped: how many, and the
+    # messages themselves (kept in the run folder, not in the JSON).
+    undelivered: dict[str, int] = field(default_factory=dict)
+    leftovers: dict[str, list[Any]] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.exit_code is None:
@@ -108,6 +121,7 @@ class RunResult:
             "duration_s": round(self.duration_s, 6),
             "processes": {n: r.to_json() for n, r in self.processes.items()},
             "state": self.state,
+            "undelivered": dict(self.undelivered),
         }
         if self.message:
             data["message"] = self.message

@@ -109,6 +109,10 @@ class Launcher(Protocol):
     def dump_stacks(self) -> None:
         """Have every running instance print its stack (to explain a deadlock)."""
 
+    def drain(self) -> dict[str, list[Any]]:
+        """Once every instance has stopped: the messages still in each channel (bounded
+        in count and time, never waiting on a lock a stopped instance held)."""
+
     def read_state(self) -> dict[str, Any]:
         """The final contents of every state channel, as JSON-able data."""
 
@@ -222,12 +226,13 @@ class Supervisor:
         deadline = started + self.plan.spec.timeout if self.plan.spec.timeout else None
         previous = self._install_signal_handlers()
         state: dict[str, Any] = {}
+        leftovers: dict[str, list[Any]] = {}
         try:
             try:
                 self.launcher.open(self.instance_line)
             except RunError as e:
                 self._end("failed", str(e))
-                return self._result(started, state)
+                return self._result(started, state, leftovers)
             try:
                 self._supervise(deadline)
             except KeyboardInterrupt:
@@ -236,13 +241,19 @@ class Supervisor:
                 self._end("interrupted", "stopped by SIGTERM", exit_code=EXIT_SIGTERM)
             finally:
                 self._stop_all()
+            leftovers = self.launcher.drain()
             state = self.launcher.read_state()
         finally:
             self.launcher.close()
             self._restore_signal_handlers(previous)
-        return self._result(started, state)
+        if leftovers:
+            counts = ", ".join(f"{len(v)} in '{k}'" for k, v in leftovers.items())
+            self.say("", f"undelivered: {counts}")
+        return self._result(started, state, leftovers)
 
-    def _result(self, started: float, state: dict[str, Any]) -> RunResult:
+    def _result(
+        self, started: float, state: dict[str, Any], leftovers: dict[str, list[Any]]
+    ) -> RunResult:
         return RunResult(
             name=self.plan.name,
             status=self.status,
@@ -254,6 +265,8 @@ class Supervisor:
             state=state,
             message=self.message,
             exit_code=self.exit_code,
+            undelivered={name: len(items) for name, items in leftovers.items()},
+            leftovers=leftovers,
         )
 
     def _install_signal_handlers(self) -> Any:

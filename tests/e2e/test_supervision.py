@@ -515,3 +515,74 @@ def test_teardown_does_not_hang_on_a_value_lock_held_by_a_stopped_daemon(
         "client": ("exited", 0),
     }
     assert "hits" in doc["state"]
+
+
+# ----- nothing lost -------------------------------------------------------------------
+
+KINDS = {
+    "queue": (),
+    "joinable_queue": ("channels.tasks.kind=joinable_queue",),
+    "simple_queue": ("channels.tasks.kind=simple_queue",),
+    "shm_queue": ("channels.tasks.transport=shm", "channels.tasks.slots=128"),
+    "manager_queue": ("channels.tasks.via=manager",),
+    "one_way_pipe": ("channels.tasks.kind=pipe", "channels.tasks.duplex=false"),
+}
+
+
+def with_sets(*sets: str) -> tuple[str, ...]:
+    return tuple(arg for s in sets for arg in ("--set", s))
+
+
+def assert_kept(doc: Doc, count: int) -> None:
+    import topo
+
+    assert doc["undelivered"] == {"tasks": count}
+    assert topo.undelivered(doc["run_dir"]) == {"tasks": list(range(count))}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_messages_nobody_read_are_kept_and_counted(
+    run_topo: RunTopo, tmp_path: Path, kind: str, method: str
+) -> None:
+    sets = with_sets(*KINDS[kind], f"start_method={method}")
+    run = run_topo(*topo_args("leftovers", tmp_path), *sets)
+    doc = finished(run, 0, "ok", within=STARTUP_S + 3)
+    assert_kept(doc, 100)
+    assert "undelivered: 100 in 'tasks'" in run.stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_messages_in_flight_are_kept_when_the_writer_fails(
+    run_topo: RunTopo, tmp_path: Path, kind: str
+) -> None:
+    run = run_topo(
+        *topo_args("leftovers", tmp_path),
+        *with_sets(*KINDS[kind], "processes.writer.args.then=raise"),
+    )
+    doc = finished(run, 1, "failed", within=STARTUP_S + 3)
+    assert_kept(doc, 100)
+
+
+@pytest.mark.timeout(60)
+def test_messages_in_flight_are_kept_on_a_timeout(run_topo: RunTopo, tmp_path: Path) -> None:
+    sets = with_sets("processes.writer.args.then=sleep", "timeout=2")
+    run = run_topo(*topo_args("leftovers", tmp_path), *sets)
+    doc = finished(run, 4, "timeout", within=2 + STARTUP_S + 3, at_least=2)
+    assert_kept(doc, 100)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_messages_in_flight_are_kept_when_topo_is_stopped(
+    start_topo: StartTopo, tmp_path: Path, signum: int
+) -> None:
+    live = start_topo(
+        *topo_args("leftovers", tmp_path), *with_sets("processes.writer.args.then=sleep")
+    )
+    live.wait_for("writer | all put")
+    live.signal(signum)
+    doc = finished(live.finish(), 128 + signum, "interrupted", within=STARTUP_S + STOP_BOUND_S)
+    assert_kept(doc, 100)

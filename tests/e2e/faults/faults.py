@@ -261,3 +261,16 @@ def put_unpicklable(out: Any) -> str:
 def get_forever(inbox: Any) -> Any:
     while True:
         inbox.get()
+
+
+def put_then(out: Any, n: int, then: str) -> int:
+    """Put 0..n-1, then return, raise or wait to be stopped."""
+    for i in range(n):
+        out.send(i) if hasattr(out, "send") else out.put(i)
+    time.sleep(0.5)  # a queue's feeder thread has flushed into the pipe by then
+    say("all put")
+    if then == "raise":
+        raise RuntimeError("failing with messages in flight")
+    if then == "sleep":
+        time.sleep(FOREVER_S)
+    return n

@@ -21,7 +21,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from topo.backends.local import procfs
+from topo.backends.local import drain, procfs
 from topo.backends.local.child import Job, child_main
 from topo.backends.local.instrument import EXITING_PRIMITIVE, Board
 from topo.backends.local.output import OutputPump
@@ -180,11 +180,14 @@ class LocalLauncher:
             )
             if not users:
                 del self.unstarted_pipe_users[b.name]
+                ends = self.primitives.pipe_ends(b.name)
                 if restartable:
                     self.kept_pipes.add(b.name)
-                else:
-                    for end in self.primitives.pipe_ends(b.name):
+                elif self.plan.model(b.name).duplex:
+                    for end in ends:
                         end.close()
+                else:  # the receiving end stays, to read what is left at the end
+                    ends[1].close()
 
     # ----- events ---------------------------------------------------------------------------
 
@@ -295,6 +298,11 @@ class LocalLauncher:
         time.sleep(STACK_DUMP_WAIT_S)
 
     # ----- the end --------------------------------------------------------------------------
+
+    def drain(self) -> dict[str, list[Any]]:
+        if self.primitives is None:
+            return {}
+        return self.primitives.drain(time.monotonic() + drain.MAX_SECONDS)
 
     def read_state(self) -> dict[str, Any]:
         return self.primitives.read_state() if self.primitives is not None else {}

@@ -12,6 +12,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from typing import TYPE_CHECKING, Any
 
+from topo.backends.local.drain import MAX_ITEMS, read_manager_queue, read_pipe
 from topo.backends.local.instrument import WRAPPERS
 from topo.backends.local.shm import SharedArray, ShmQueue, free, read_array
 from topo.errors import RunError
@@ -167,6 +168,32 @@ class Primitives:
     def pipe_ends(self, name: str) -> tuple[Connection, ...]:
         obj = self.objects.get(name)
         return tuple(obj) if isinstance(obj, tuple) else ()
+
+    def drain(self, deadline: float) -> dict[str, list[Any]]:
+        """What is left in every queue and one-way pipe, by channel (see drain.py).
+
+        A duplex pipe is not read: the parent cannot keep an end of it open without
+        keeping its users from seeing EOFError.
+        """
+        left: dict[str, list[Any]] = {}
+        for name, c in self.plan.spec.channels.items():
+            obj: Any = self.objects.get(name)
+            if not c.traits.messages or obj is None:
+                continue
+            if isinstance(obj, ShmQueue):
+                items = obj.drain(MAX_ITEMS)
+            elif c.via_manager:
+                items = read_manager_queue(obj, deadline)
+            elif isinstance(obj, tuple):  # a pipe: (receiving end, sending end) if one-way
+                receiving = obj[0]
+                if getattr(c, "duplex", True) or receiving.closed:
+                    continue
+                items = read_pipe(receiving.fileno(), deadline)
+            else:
+                items = read_pipe(obj._reader.fileno(), deadline)
+            if items:
+                left[name] = items
+        return left
 
     def read_state(self) -> dict[str, Any]:
         """The final contents of every value, array, dict, list and namespace channel."""

@@ -145,6 +145,27 @@ class ShmQueue:
         self.free.release()
         return _decode(kind, meta, data)
 
+    def drain(self, limit: int) -> list[Any]:
+        """The messages fully put and not taken, read without a lock (every instance
+        has stopped; one may have died holding ``get_lock``)."""
+        from topo.result import RawItem
+
+        buf = self.buf
+        head = struct.unpack_from("Q", buf, 0)[0]
+        items: list[Any] = []
+        for i in range(min(self.filled.get_value(), self.slots, limit)):
+            at = 16 + (head + i) % self.slots * self.stride
+            try:
+                nbytes, kind, meta_len = _HEADER.unpack_from(buf, at)
+                at += _HEADER.size
+                meta = bytes(buf[at : at + meta_len])
+                at += meta_len
+                data = bytes(buf[at : at + nbytes])
+                items.append(_decode(kind, meta, data if kind == _BYTES else bytearray(data)))
+            except Exception as e:
+                items.append(RawItem(bytes(buf[at : at + self.slot_size]), repr(e)))
+        return items
+
     def put_nowait(self, obj: Any) -> None:
         self.put(obj, False)
 
