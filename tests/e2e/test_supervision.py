@@ -10,8 +10,11 @@ Signals are sent only once the instances say on stderr that they are running.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -519,6 +522,8 @@ def test_teardown_does_not_hang_on_a_value_lock_held_by_a_stopped_daemon(
 
 # ----- nothing lost -------------------------------------------------------------------
 
+METHODS = ["spawn", "fork", "forkserver"]
+
 KINDS = {
     "queue": (),
     "joinable_queue": ("channels.tasks.kind=joinable_queue",),
@@ -586,3 +591,74 @@ def test_messages_in_flight_are_kept_when_topo_is_stopped(
     live.signal(signum)
     doc = finished(live.finish(), 128 + signum, "interrupted", within=STARTUP_S + STOP_BOUND_S)
     assert_kept(doc, 100)
+
+
+# ----- nothing left behind ------------------------------------------------------------
+
+
+def marked(token: str) -> list[tuple[int, str]]:
+    """Processes anywhere on the machine whose command line carries ``token``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if token in cmdline and state not in "ZX":
+            found.append((int(entry), cmdline))
+    return found
+
+
+def gone(token: str, within: float = GONE_WITHIN_S) -> list[tuple[int, str]]:
+    deadline = time.monotonic() + within
+    while (left := marked(token)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid, _ in left:  # do not leave them to the next test
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return left
+
+
+GRANDCHILD_CASES = [
+    *[(how, "return", m) for how in ("popen", "fork_exec", "setsid", "pool") for m in METHODS],
+    *[(how, "raise", m) for how in ("popen", "setsid") for m in METHODS],
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("how", "then", "method"), GRANDCHILD_CASES)
+def test_what_an_instance_started_does_not_outlive_the_run(
+    run_topo: RunTopo, tmp_path: Path, how: str, then: str, method: str
+) -> None:
+    token = "t" + uuid.uuid4().hex[:12]  # a text, whatever YAML makes of digits
+    args = (f"processes.parent.args.{k}={v}" for k, v in (("how", how), ("then", then)))
+    run = run_topo(
+        *topo_args("grandchildren", tmp_path),
+        *with_sets(*args, f"processes.parent.args.token={token}", f"start_method={method}"),
+    )
+    code, status = (0, "ok") if then == "return" else (1, "failed")
+    finished(run, code, status, within=STARTUP_S + 3)
+    assert gone(token) == []
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["popen", "fork_exec", "setsid", "pool"])
+@pytest.mark.parametrize("method", METHODS)
+def test_what_an_instance_started_does_not_outlive_ctrl_c(
+    start_topo: StartTopo, tmp_path: Path, how: str, method: str
+) -> None:
+    token = "t" + uuid.uuid4().hex[:12]  # a text, whatever YAML makes of digits
+    args = (f"processes.parent.args.{k}={v}" for k, v in (("how", how), ("then", "sleep")))
+    live = start_topo(
+        *topo_args("grandchildren", tmp_path),
+        *with_sets(*args, f"processes.parent.args.token={token}", f"start_method={method}"),
+    )
+    live.wait_for("parent | started")
+    live.signal(signal.SIGINT, group=True)
+    finished(live.finish(), 130, "interrupted", within=STARTUP_S + STOP_BOUND_S)
+    assert gone(token) == []

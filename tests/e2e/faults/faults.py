@@ -274,3 +274,31 @@ def put_then(out: Any, n: int, then: str) -> int:
     if then == "sleep":
         time.sleep(FOREVER_S)
     return n
+
+
+def start_children(how: str, then: str, token: str) -> str:
+    """Start a grandchild that would live 300 s (marked with ``token`` on its command
+    line, so that a test finds it wherever it went), then return, raise or sleep."""
+    import subprocess
+    import sys
+
+    sleeper = [sys.executable, "-c", "import time; time.sleep(300)", token]
+    if how == "popen":
+        subprocess.Popen(sleeper)
+    elif how == "fork_exec":
+        if os.fork() == 0:
+            os.execv(sys.executable, sleeper)
+    elif how == "setsid":  # a daemon: out of the instance's group and session
+        subprocess.Popen(sleeper, start_new_session=True)
+    elif how == "pool":  # its workers stay in topo's session, where the test looks
+        import multiprocessing
+
+        pool = multiprocessing.get_context("fork").Pool(2)
+        pool.apply_async(time.sleep, (300,))
+    time.sleep(0.3)
+    say("started")
+    if then == "raise":
+        raise RuntimeError("failing with children running")
+    if then == "sleep":
+        time.sleep(FOREVER_S)
+    return "left them"

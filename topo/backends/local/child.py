@@ -168,6 +168,10 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
     # sent meanwhile is handled now, as these say.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # A process group of its own: what it starts is stopped with it (the launcher kills
+    # the group), and a terminal's Ctrl-C reaches topo alone, which stops everything.
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     die_with(job.supervisor_pid)
     # Under fork this process inherited every pipe end the parent had open: holding the

@@ -34,6 +34,27 @@ from topo.targets import add_to_path
 
 STACK_DUMP_WAIT_S = 0.3  # for the stacks of a deadlock to reach the output
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+ORPHAN_ROUNDS = 5  # how deep a tree of escaped processes is followed down
+
+
+def _kill_group(pgid: int | None) -> None:
+    """SIGKILL the process group an instance made (its leader may be gone already: the
+    group lives while any member does, and its id is not reused meanwhile)."""
+    if pgid is not None and pgid != os.getpgid(0):
+        with contextlib.suppress(OSError):  # gone already, or never a group of its own
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def _multiprocessing_helpers() -> set[int]:
+    """multiprocessing's own processes (resource tracker, fork server): they end by
+    themselves once the run's descriptors are closed."""
+    from multiprocessing import forkserver, resource_tracker
+
+    pids = {
+        getattr(resource_tracker._resource_tracker, "_pid", None),
+        getattr(forkserver._forkserver, "_forkserver_pid", None),
+    }
+    return {p for p in pids if p is not None}
 
 
 @dataclass
@@ -84,6 +105,9 @@ class LocalLauncher:
         # that a signal landing in the middle of wait() loses none.
         self.outbox: list[Event] = []
         self.exit_codes: dict[str, int | None] = {}  # of instances reaped, by name
+        self.groups: set[int] = set()  # the process group of every instance started
+        self.children_before: set[int] = set()
+        self.was_subreaper = False
         self.slots = {inst.name: slot for slot, inst in enumerate(plan.instances)}
         self.board: Board | None = None
         if options.watch:
@@ -99,6 +123,12 @@ class LocalLauncher:
         self.forks = plan.spec.start_method == "fork"
 
     def open(self, output: OutputSink) -> None:
+        # What an instance starts lives in the instance's process group (killed with it);
+        # what escapes it (setsid, a double fork) comes back to this process, made the
+        # reaper of its orphans, and is stopped at the end. Children this process had
+        # before the run are not the run's.
+        self.children_before = set(procfs.children_of(os.getpid()))
+        self.was_subreaper = procfs.set_child_subreaper(True)
         self.pump = OutputPump(output)
         self.pump.start()
         self.primitives = Primitives(self.plan, self.mp)
@@ -148,6 +178,10 @@ class LocalLauncher:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         report_out.close()
         output_out.close()
+        # Its own process group (child_main does it too: whichever comes first).
+        with contextlib.suppress(OSError):
+            os.setpgid(process.pid, process.pid)
+        self.groups.add(process.pid)
         self.pump.add(instance.name, output_in)
         self.handles[instance.name] = _Handle(process, report_in)
         self._release_pipe_ends(instance)
@@ -226,6 +260,7 @@ class LocalLauncher:
             self.outbox.extend(self._receive(name))
         handle.report.close()
         del self.handles[name]
+        _kill_group(handle.process.pid)  # what it started ends with it
         self.exit_codes[name] = handle.process.exitcode
         self.outbox.append(Exited(name, handle.process.exitcode))
 
@@ -238,7 +273,13 @@ class LocalLauncher:
                 self.outbox.append(Exited(name, self.exit_codes[name]))
             return
         if handle.process.is_alive():
-            handle.process.kill() if kill else handle.process.terminate()
+            pid = handle.process.pid
+            try:  # the instance and whatever it started, at once
+                if pid is None or os.getpgid(pid) != pid:
+                    raise ProcessLookupError
+                os.killpg(pid, signal.SIGKILL if kill else signal.SIGTERM)
+            except OSError:
+                handle.process.kill() if kill else handle.process.terminate()
 
     def terminate(self, name: str) -> None:
         self._signal(name, kill=False)
@@ -299,6 +340,27 @@ class LocalLauncher:
 
     # ----- the end --------------------------------------------------------------------------
 
+    def _stop_descendants(self) -> None:
+        """Kill what the run's instances started and left behind: their process groups,
+        and the orphans that escaped them (now this process's children)."""
+        for pid in self.groups:
+            _kill_group(pid)
+        helpers = {*self.children_before, *_multiprocessing_helpers()}
+        if self.primitives is not None and self.primitives.manager is not None:
+            helpers.add(self.primitives.manager._process.pid)  # type: ignore[attr-defined]
+        for _ in range(ORPHAN_ROUNDS):  # an orphan's own children come back to us in turn
+            orphans = [p for p in procfs.children_of(os.getpid()) if p not in helpers]
+            if not orphans:
+                break
+            for pid in orphans:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            for pid in orphans:
+                with contextlib.suppress(OSError):
+                    os.waitpid(pid, 0)  # ours to reap: it is our child now
+        if not self.was_subreaper:
+            procfs.set_child_subreaper(False)
+
     def drain(self) -> dict[str, list[Any]]:
         if self.primitives is None:
             return {}
@@ -308,6 +370,7 @@ class LocalLauncher:
         return self.primitives.read_state() if self.primitives is not None else {}
 
     def close(self) -> None:
+        self._stop_descendants()
         if self.pump is not None:
             self.pump.finish()
         if self.primitives is not None:
