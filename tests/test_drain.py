@@ -59,3 +59,10 @@ def test_a_large_message_uses_the_long_header() -> None:
     data = pickle.dumps(b"x" * 10)
     raw = struct.pack("!i", -1) + struct.pack("!Q", len(data)) + data
     assert list(_frames(raw)) == [b"x" * 10]
+
+
+def test_the_rest_of_a_message_a_stopped_reader_had_begun_is_kept_as_bytes() -> None:
+    # A reader stopped after reading a header and part of a payload leaves the rest: its
+    # first bytes are no header (here they read as a negative length).
+    rest = b"\x80\x04\x95\x05" + b"tail of the payload"
+    assert list(_frames(rest)) == [RawItem(rest, "the rest of a message a reader had begun")]

@@ -80,6 +80,7 @@ def test_exit_codes() -> None:
         "deadlock": 3,
         "timeout": 4,
         "interrupted": 130,
+        "killed": 137,  # written by the guardian only, into the record of a killed topo
     }
     assert EXIT_SIGTERM == 143
     for status, code in EXIT_CODES.items():

@@ -367,6 +367,22 @@ class RunFolder:
             self._logs.clear()
             self._events = None
 
+    def mark_killed(self) -> None:
+        """Say in ``run.json`` that topo was killed before it could finish the record
+        (called by topo's guardian, which outlives it); a finished record is left be."""
+        summary = json.loads(self.summary_file.read_text(encoding="utf-8"))
+        if summary.get("status") != "running":
+            return
+        message = (
+            "topo was killed before the run ended (SIGKILL?): its guardian stopped what "
+            "the instances had started and freed the run's shared memory"
+        )
+        summary.update(status="killed", exit_code=137, message=message)
+        with open(self.events_file, "a", encoding="utf-8") as events:
+            events.write(json.dumps({"time": now_iso(), "event": "killed", "message": message}))
+            events.write("\n")
+        _write_json(self.summary_file, summary)
+
     # ----- reading it back -----------------------------------------------------------------
 
     @classmethod

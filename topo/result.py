@@ -19,7 +19,9 @@ __all__ = [
     "to_jsonable",
 ]
 
-Status = Literal["ok", "failed", "invalid", "deadlock", "timeout", "interrupted"]
+# "killed" is only ever written by topo's guardian into the record of a run whose topo
+# was killed (kill -9) before it could finish it.
+Status = Literal["ok", "failed", "invalid", "deadlock", "timeout", "interrupted", "killed"]
 
 EXIT_CODES: dict[str, int] = {
     "ok": 0,
@@ -28,6 +30,7 @@ EXIT_CODES: dict[str, int] = {
     "deadlock": 3,
     "timeout": 4,
     "interrupted": 130,
+    "killed": 137,
 }
 EXIT_SIGTERM = 143
 

@@ -662,3 +662,42 @@ def test_what_an_instance_started_does_not_outlive_ctrl_c(
     live.signal(signal.SIGINT, group=True)
     finished(live.finish(), 130, "interrupted", within=STARTUP_S + STOP_BOUND_S)
     assert gone(token) == []
+
+
+def shared_memory() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith(("sem.mp-", "psm_"))}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("group", [False, True], ids=["topo", "group"])
+@pytest.mark.parametrize("method", METHODS)
+def test_kill_9_of_topo_leaves_nothing_and_the_record_says_killed(
+    start_topo: StartTopo, tmp_path: Path, method: str, group: bool
+) -> None:
+    """kill -9 of topo, or of its whole process group (docker kill): its guardian stops
+    what the instances started, frees the run's shared memory, marks the record."""
+    import json
+
+    token = "t" + uuid.uuid4().hex[:12]
+    before = shared_memory()
+    sets = with_sets(f"processes.parent.args.token={token}", f"start_method={method}")
+    live = start_topo(*topo_args("shm_and_children", tmp_path), *sets)
+    live.wait_for("parent | started")
+    live.wait_for("user | ready")
+    assert marked(token), "the grandchild runs"
+    assert shared_memory() - before, "the run made semaphores and segments"
+    live.signal(signal.SIGKILL, group=group)
+    run = live.finish()
+    assert run.returncode == -signal.SIGKILL
+    assert gone(token) == []
+    deadline = time.monotonic() + GONE_WITHIN_S
+    while (leaked := shared_memory() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert leaked == set()
+    [summary_file] = tmp_path.glob("*/*/run.json")
+    while json.loads(summary_file.read_text())["status"] == "running":
+        assert time.monotonic() < deadline, "the record still says running"
+        time.sleep(0.05)
+    summary = json.loads(summary_file.read_text())
+    assert (summary["status"], summary["exit_code"]) == ("killed", 137)
+    assert summary["message"].startswith("topo was killed before the run ended")

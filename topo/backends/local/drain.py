@@ -49,6 +49,9 @@ def _frames(raw: bytes) -> Iterator[Any]:
                 return
             (size,) = _LARGE.unpack_from(raw, at)
             at += _LARGE.size
+        if size < 0:  # not a header: a reader was stopped half-way through a message
+            yield RawItem(raw[at - _SIZE.size :], "the rest of a message a reader had begun")
+            return
         if len(raw) - at < size:
             yield RawItem(raw[at:], "a message cut short (its writer was stopped)")
             return

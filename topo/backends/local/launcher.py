@@ -23,6 +23,7 @@ from typing import Any
 
 from topo.backends.local import drain, procfs
 from topo.backends.local.child import Job, child_main
+from topo.backends.local.guardian import Guardian
 from topo.backends.local.instrument import EXITING_PRIMITIVE, Board
 from topo.backends.local.output import OutputPump
 from topo.backends.local.primitives import Primitives
@@ -43,6 +44,14 @@ def _kill_group(pgid: int | None) -> None:
     if pgid is not None and pgid != os.getpgid(0):
         with contextlib.suppress(OSError):  # gone already, or never a group of its own
             os.killpg(pgid, signal.SIGKILL)
+
+
+def _shared_memory() -> set[str]:
+    """multiprocessing's semaphores and shared-memory segments in /dev/shm (Linux)."""
+    try:
+        return {n for n in os.listdir("/dev/shm") if n.startswith(("sem.mp-", "psm_"))}
+    except OSError:
+        return set()
 
 
 def _multiprocessing_helpers() -> set[int]:
@@ -108,6 +117,7 @@ class LocalLauncher:
         self.groups: set[int] = set()  # the process group of every instance started
         self.children_before: set[int] = set()
         self.was_subreaper = False
+        self.guardian: Guardian | None = None
         self.slots = {inst.name: slot for slot, inst in enumerate(plan.instances)}
         self.board: Board | None = None
         if options.watch:
@@ -129,9 +139,15 @@ class LocalLauncher:
         # before the run are not the run's.
         self.children_before = set(procfs.children_of(os.getpid()))
         self.was_subreaper = procfs.set_child_subreaper(True)
+        self.guardian = Guardian()
+        if self.options.run_dir is not None:
+            self.guardian.record(self.options.run_dir)
         self.pump = OutputPump(output)
         self.pump.start()
+        before = _shared_memory()
         self.primitives = Primitives(self.plan, self.mp)
+        for name in sorted(_shared_memory() - before):  # this run's semaphores and segments
+            self.guardian.segment(name)
 
     def start(self, instance: Instance) -> int | None:
         assert self.primitives is not None and self.pump is not None
@@ -182,6 +198,8 @@ class LocalLauncher:
         with contextlib.suppress(OSError):
             os.setpgid(process.pid, process.pid)
         self.groups.add(process.pid)
+        if self.guardian is not None:
+            self.guardian.group(process.pid)
         self.pump.add(instance.name, output_in)
         self.handles[instance.name] = _Handle(process, report_in)
         self._release_pipe_ends(instance)
@@ -346,6 +364,8 @@ class LocalLauncher:
         for pid in self.groups:
             _kill_group(pid)
         helpers = {*self.children_before, *_multiprocessing_helpers()}
+        if self.guardian is not None and self.guardian.process is not None:
+            helpers.add(self.guardian.process.pid)
         if self.primitives is not None and self.primitives.manager is not None:
             helpers.add(self.primitives.manager._process.pid)  # type: ignore[attr-defined]
         for _ in range(ORPHAN_ROUNDS):  # an orphan's own children come back to us in turn
@@ -375,3 +395,5 @@ class LocalLauncher:
             self.pump.finish()
         if self.primitives is not None:
             self.primitives.close()
+        if self.guardian is not None:
+            self.guardian.done()

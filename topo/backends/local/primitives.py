@@ -18,6 +18,7 @@ from topo.backends.local.shm import SharedArray, ShmQueue, free, read_array
 from topo.errors import RunError
 from topo.jsonable import to_jsonable
 from topo.resolve import Instance, Plan
+from topo.result import RawItem
 from topo.spec import (
     ArrayChannel,
     BarrierLock,
@@ -180,20 +181,26 @@ class Primitives:
             obj: Any = self.objects.get(name)
             if not c.traits.messages or obj is None:
                 continue
-            if isinstance(obj, ShmQueue):
-                items = obj.drain(MAX_ITEMS)
-            elif c.via_manager:
-                items = read_manager_queue(obj, deadline)
-            elif isinstance(obj, tuple):  # a pipe: (receiving end, sending end) if one-way
-                receiving = obj[0]
-                if getattr(c, "duplex", True) or receiving.closed:
-                    continue
-                items = read_pipe(receiving.fileno(), deadline)
-            else:
-                items = read_pipe(obj._reader.fileno(), deadline)
+            try:
+                items = self._drain_one(c, obj, deadline)
+            except Exception as e:  # never worth failing the end of a run for
+                items = [RawItem(b"", f"could not be read: {type(e).__name__}: {e}")]
             if items:
                 left[name] = items
         return left
+
+    @staticmethod
+    def _drain_one(c: Any, obj: Any, deadline: float) -> list[Any]:
+        if isinstance(obj, ShmQueue):
+            return obj.drain(MAX_ITEMS)
+        if c.via_manager:
+            return read_manager_queue(obj, deadline)
+        if isinstance(obj, tuple):  # a pipe: (receiving end, sending end) if one-way
+            receiving = obj[0]
+            if getattr(c, "duplex", True) or receiving.closed:
+                return []
+            return read_pipe(receiving.fileno(), deadline)
+        return read_pipe(obj._reader.fileno(), deadline)
 
     def read_state(self) -> dict[str, Any]:
         """The final contents of every value, array, dict, list and namespace channel."""
