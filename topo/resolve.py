@@ -33,6 +33,9 @@ from topo.yamlpos import Document, Loc
 _REFERENCE = re.compile(r"\$\$\{|\$\{([^${}]*)\}")
 INSTANCE_REFERENCES = ("replica", "replicas", "name", "seed")
 _MAX_PARAM_DEPTH = 32
+# Interpolation can make a short document huge ("${p}${p}" twenty levels deep): a value
+# longer than this is refused, before the work is done.
+MAX_VALUE_CHARS = 1_000_000
 
 Role = Literal["input", "output", "use"]
 
@@ -211,10 +214,22 @@ def _unescape(value: Any) -> Any:
     return _walk(value, lambda s, _loc: s.replace("$${", "${"))
 
 
+def _bounded(value: Any, what: str) -> Any:
+    if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+        raise _Unresolved(
+            f"{what} grows to {len(value):,} characters, more than the {MAX_VALUE_CHARS:,} "
+            "a value may have"
+        )
+    return value
+
+
 def _document_lookup(params: Mapping[str, Any], environ: Mapping[str, str]) -> Any:
     resolving: list[str] = []
+    resolved: dict[str, Any] = {}  # each parameter is interpolated once, however often used
 
     def lookup(ref: str) -> Any:
+        if ref.startswith("params.") and ref in resolved:
+            return resolved[ref]
         if ref.startswith("env."):
             var, _, default = ref[4:].partition(":-")
             if var in environ:
@@ -239,9 +254,10 @@ def _document_lookup(params: Mapping[str, Any], environ: Mapping[str, str]) -> A
                     raise _Unresolved(f"parameters refer to each other in a loop: {chain}")
                 resolving.append(ref)
                 try:
-                    return _substitute(node, lookup)
+                    resolved[ref] = _bounded(_substitute(node, lookup), f"'${{{ref}}}'")
                 finally:
                     resolving.pop()
+                return resolved[ref]
             return node
         if ref in INSTANCE_REFERENCES:
             return _KEEP
@@ -276,7 +292,7 @@ def prepare_document(
 
     def interpolate(text: str, loc: Loc) -> Any:
         try:
-            return _substitute(text, lookup)
+            return _bounded(_substitute(text, lookup), "this value")
         except _Unresolved as e:
             problems.append(doc.diagnostic(loc, "T020", str(e)))
             return text
@@ -443,12 +459,43 @@ def _instance_values(
 
     def interpolate(text: str, loc: Loc) -> Any:
         try:
-            return _substitute(text, lookup)
+            return _bounded(_substitute(text, lookup), "this value")
         except _Unresolved as e:
             problems.append(document.diagnostic((*where, *loc), "T020", str(e)))
             return text
 
     return _unescape(_walk(values, interpolate))
+
+
+MAX_INSTANCES = 10_000  # in one run, unless $TOPO_MAX_INSTANCES says otherwise
+MAX_INSTANCES_ENV = "TOPO_MAX_INSTANCES"
+
+
+def max_instances() -> int:
+    try:
+        return int(os.environ.get(MAX_INSTANCES_ENV, MAX_INSTANCES))
+    except ValueError:
+        return MAX_INSTANCES
+
+
+def _check_instance_count(spec: Spec, document: Document) -> None:
+    """Refuse, before expanding them, more instances than a run may have: a typo such
+    as ``replicas: 1000000000`` would otherwise take minutes and gigabytes to validate."""
+    limit = max_instances()
+    total = sum(p.replicas for p in spec.processes.values())
+    if total <= limit:
+        return
+    largest = max(spec.processes, key=lambda p: spec.processes[p].replicas)
+    raise SpecError(
+        [
+            document.diagnostic(
+                ("processes", largest, "replicas"),
+                "T011",
+                f"{total:,} instances in all are more than the {limit:,} a run may have "
+                f"(raise the limit with {MAX_INSTANCES_ENV}=N if you mean it)",
+            )
+        ]
+    )
 
 
 def build_plan(
@@ -464,6 +511,7 @@ def build_plan(
     ``overrides`` are the ``--set`` texts applied to ``document``, for the record;
     ``spec_dir`` is where targets are imported from (default: the spec file's folder).
     """
+    _check_instance_count(spec, document)
     base_seed = seed if seed is not None else spec.seed
     if base_seed is None:
         base_seed = secrets.randbits(32)

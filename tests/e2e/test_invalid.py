@@ -372,3 +372,81 @@ def test_a_name_that_would_leave_the_runs_folder(
     assert not (folder / "marker").exists()
     assert not (folder / "runs").exists() and not (folder.parent / "escaped").exists()
     assert not Path("/tmp/topo-escaped").exists()
+
+
+def _doubling(levels: int) -> str:
+    lines = ["params:", "  p0: ab"]
+    lines += [f'  p{i}: "${{params.p{i - 1}}}${{params.p{i - 1}}}"' for i in range(1, levels + 1)]
+    lines += [
+        "processes:",
+        f"  a: {{target: e2e_targets:touch, args: {{x: '${{params.p{levels}}}'}}}}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("text", "sets", "code", "message"),
+    [
+        (
+            "processes:\n  a: {target: e2e_targets:touch, replicas: 1000000000}\n",
+            (),
+            "T011",
+            "1,000,000,000 instances in all are more than the 10,000 a run may have",
+        ),
+        (
+            "processes:\n  a: {target: e2e_targets:touch}\n",
+            ("--set", "processes.a.replicas=2000000000"),
+            "T011",
+            "2,000,000,000 instances in all are more than the 10,000 a run may have",
+        ),
+        (_doubling(40), (), "T020", "grows to 1,048,576 characters, more than the 1,000,000"),
+    ],
+    ids=["replicas", "replicas_by_set", "doubling"],
+)
+def test_validation_stays_cheap_whatever_the_input(
+    run_topo: Callable[..., TopoRun],
+    folder: Path,
+    text: str,
+    sets: tuple[str, ...],
+    code: str,
+    message: str,
+) -> None:
+    spec = folder / "spec.yaml"
+    spec.write_text(text)
+    run = run_topo("validate", str(spec), *sets)
+    assert run.returncode == 2, str(run)
+    assert f"error[{code}]" in run.stderr and message in run.stderr, str(run)
+    assert "Traceback" not in run.stderr
+    assert run.elapsed_s < 10, f"{run.elapsed_s:.1f} s"  # was minutes, or never
+
+
+@pytest.mark.timeout(60)
+def test_a_huge_environment_variable_doubled_is_refused(
+    run_topo: Callable[..., TopoRun], folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOPO_TEST_BIG", "x" * 130_000)
+    lines = ["params:", "  p0: ${env.TOPO_TEST_BIG}"]
+    lines += [f'  p{i}: "${{params.p{i - 1}}}${{params.p{i - 1}}}"' for i in range(1, 30)]
+    lines += ["processes:", "  a: {target: e2e_targets:touch, args: {x: '${params.p29}'}}"]
+    spec = folder / "spec.yaml"
+    spec.write_text("\n".join(lines) + "\n")
+    run = run_topo("validate", str(spec))
+    assert run.returncode == 2, str(run)
+    assert "error[T020]" in run.stderr and "MemoryError" not in run.stderr, str(run)
+    assert run.elapsed_s < 10
+
+
+@pytest.mark.timeout(60)
+def test_the_instance_limit_can_be_raised(
+    run_topo: Callable[..., TopoRun], folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = folder / "spec.yaml"
+    spec.write_text(
+        "processes:\n  a: {target: e2e_targets:touch, args: {marker: m}, replicas: 30, "
+        "ignore: [T123]}\n"
+    )
+    monkeypatch.setenv("TOPO_MAX_INSTANCES", "20")
+    assert run_topo("validate", str(spec)).returncode == 2
+    monkeypatch.setenv("TOPO_MAX_INSTANCES", "30")
+    assert run_topo("validate", str(spec)).returncode == 0
