@@ -31,6 +31,9 @@ class Limited:
     def cpus(self) -> int:
         return 64
 
+    def shared_memory(self) -> int | None:
+        return None
+
 
 @pytest.fixture(autouse=True)
 def registry(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -198,6 +198,11 @@ class QueueChannel(Primitive):
         """Slots of a shared-memory queue."""
         return self.slots or self.maxsize or 8
 
+    @property
+    def shared_bytes(self) -> int | None:
+        """Its size in shared memory (with transport: shm), else 0."""
+        return self.capacity * self.slot_size if self.transport == "shm" else 0
+
 
 class SimpleQueueChannel(Primitive):
     kind: Literal["simple_queue"]
@@ -278,6 +283,20 @@ class NdarrayChannel(Primitive):
     @property
     def dims(self) -> tuple[int, ...]:
         return tuple(self.shape) if isinstance(self.shape, list) else (self.shape,)
+
+    @property
+    def shared_bytes(self) -> int | None:
+        """Its size in shared memory; None when numpy cannot tell the dtype's size."""
+        try:
+            import numpy as np
+
+            itemsize = np.dtype(self.dtype).itemsize
+        except (ImportError, TypeError):
+            return None
+        size = itemsize
+        for d in self.dims:
+            size *= d
+        return size
 
 
 class DictChannel(Primitive):

@@ -14,7 +14,7 @@ import re
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -450,3 +450,72 @@ def test_the_instance_limit_can_be_raised(
     assert run_topo("validate", str(spec)).returncode == 2
     monkeypatch.setenv("TOPO_MAX_INSTANCES", "30")
     assert run_topo("validate", str(spec)).returncode == 0
+
+
+HUGE_ARRAY = """\
+channels:
+  image: {kind: ndarray, shape: [1000000, 1000000], dtype: float64}
+processes:
+  a: {target: e2e_targets:touch, args: {marker: MARKER}, uses: {image: image}}
+"""
+
+
+@pytest.mark.timeout(60)
+def test_an_array_larger_than_shared_memory_is_refused(
+    run_topo: Callable[..., TopoRun], folder: Path
+) -> None:
+    spec = write(folder, HUGE_ARRAY)
+    checked = run_topo("validate", str(spec))
+    assert checked.returncode == 0, str(checked)  # a warning: another machine may hold it
+    assert "warning[T124]: the shared-memory channels need 8000.0 GB" in checked.stderr
+    run = run_topo("run", "--json", "--runs-dir", str(folder / "runs"), str(spec))
+    assert run.returncode == 1, str(run)  # was SIGBUS (135), without a word
+    assert run.doc["status"] == "failed"
+    assert run.doc["message"].startswith(
+        "the shared-memory channels need 8,000,000,000,000 bytes ('image': 8,000,000,000,000)"
+    )
+    assert "Traceback" not in run.stderr
+    assert not (folder / "marker").exists()
+
+
+def _run_with_fd_limit(folder: Path, soft: int, hard: int, *args: str) -> Any:
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return subprocess.run(
+        [sys.executable, "-m", "topo", *args],
+        preexec_fn=limit,
+        capture_output=True,
+        text=True,
+        timeout=45,
+        cwd=folder,
+    )
+
+
+MANY = """\
+start_method: fork
+processes:
+  a: {target: e2e_targets:quick, replicas: 60, ignore: [T123]}
+"""
+
+
+@pytest.mark.timeout(60)
+def test_many_instances_under_a_low_soft_fd_limit_run(folder: Path) -> None:
+    spec = write(folder, MANY)
+    done = _run_with_fd_limit(folder, 64, 4096, "run", "--json", "--no-record", str(spec))
+    assert done.returncode == 0, done.stderr  # the soft limit is raised as far as allowed
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.timeout(60)
+def test_more_instances_than_the_fd_limit_allows_are_refused(folder: Path) -> None:
+    spec = write(folder, MANY)
+    done = _run_with_fd_limit(folder, 64, 64, "run", "--json", "--no-record", str(spec))
+    assert done.returncode == 1, done.stderr
+    assert "this run needs about 244 file descriptors at once" in done.stderr
+    assert "ulimit -n 244" in done.stderr
+    assert "Traceback" not in done.stderr and "EMFILE" not in done.stderr

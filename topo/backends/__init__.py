@@ -50,6 +50,10 @@ class Backend(Protocol):
         """How many CPUs the instances of a run share (for T123)."""
         ...
 
+    def shared_memory(self) -> int | None:
+        """Bytes there are for shared memory in all (for T124); None if unknown."""
+        ...
+
 
 _REGISTERED: dict[str, Callable[[], Backend]] = {}
 

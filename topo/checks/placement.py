@@ -78,3 +78,33 @@ def oversubscribed(plan: Plan, backend: Backend) -> Iterator[Finding]:
         "runs slower than with fewer instances, and each costs a whole Python interpreter's "
         "memory",
     )
+
+
+def shared_bytes(plan: Plan) -> dict[str, int]:
+    """channel -> the bytes it takes in shared memory (ndarrays, shm queues)."""
+    sizes = {}
+    for name, channel in plan.spec.channels.items():
+        size = getattr(channel, "shared_bytes", 0)
+        if size:
+            sizes[name] = size
+    return sizes
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+@backend_check("T124", "warning", "more shared memory than the machine has for it")
+def shared_memory_too_big(plan: Plan, backend: Backend) -> Iterator[Finding]:
+    room = backend.shared_memory()
+    sizes = shared_bytes(plan)
+    if room is None or not sizes or sum(sizes.values()) <= room:
+        return
+    largest = max(sizes, key=sizes.__getitem__)
+    yield Finding(
+        ("channels", largest),
+        f"the shared-memory channels need {_gb(sum(sizes.values()))} "
+        f"({largest!r} {_gb(sizes[largest])}), more than the {_gb(room)} the "
+        f"{backend.name} backend has for shared memory: the run would be refused",
+        key=True,
+    )

@@ -31,3 +31,11 @@ class LocalBackend:
             return len(os.sched_getaffinity(0)) or 1
         except (AttributeError, OSError):
             return os.cpu_count() or 1
+
+    def shared_memory(self) -> int | None:
+        """The size of /dev/shm, where multiprocessing's shared memory lives (Linux)."""
+        try:
+            st = os.statvfs("/dev/shm")
+        except OSError:
+            return None
+        return st.f_blocks * st.f_frsize

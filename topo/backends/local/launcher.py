@@ -29,6 +29,7 @@ from topo.backends.local.output import OutputPump
 from topo.backends.local.primitives import Primitives
 from topo.context import RunContext
 from topo.deadlock import EXITING, Wait
+from topo.errors import RunError
 from topo.resolve import Instance, Plan
 from topo.supervise import Event, Exited, OutputSink, Raised, Returned, RunOptions
 from topo.targets import add_to_path
@@ -44,6 +45,32 @@ def _kill_group(pgid: int | None) -> None:
     if pgid is not None and pgid != os.getpgid(0):
         with contextlib.suppress(OSError):  # gone already, or never a group of its own
             os.killpg(pgid, signal.SIGKILL)
+
+
+FD_MARGIN = 64  # for topo itself: its record, the manager, the guardian, imports
+
+
+def fds_needed(plan: Plan) -> int:
+    """Descriptors this process holds at once for a run of ``plan``: per instance its
+    report pipe, output pipe and exit sentinel; per queue or pipe its two ends."""
+    channels = sum(1 for c in plan.spec.channels.values() if c.traits.messages)
+    return 3 * len(plan.instances) + 2 * channels + FD_MARGIN
+
+
+def raise_fd_limit(needed: int) -> int | None:
+    """Raise this process's soft limit of open files towards ``needed``, as far as the
+    hard limit allows; the limit then in force (None where it cannot be told)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def _shared_memory() -> set[str]:
@@ -142,12 +169,41 @@ class LocalLauncher:
         self.guardian = Guardian()
         if self.options.run_dir is not None:
             self.guardian.record(self.options.run_dir)
+        self._check_resources()
         self.pump = OutputPump(output)
         self.pump.start()
         before = _shared_memory()
         self.primitives = Primitives(self.plan, self.mp)
         for name in sorted(_shared_memory() - before):  # this run's semaphores and segments
             self.guardian.segment(name)
+
+    def _check_resources(self) -> None:
+        """Refuse, before anything starts, a run this machine cannot hold: more file
+        descriptors than this process may open (after raising its soft limit to the
+        hard one), more shared memory than /dev/shm has free (else a SIGBUS later)."""
+        needed = fds_needed(self.plan)
+        limit = raise_fd_limit(needed)
+        if limit is not None and needed > limit:
+            raise RunError(
+                f"this run needs about {needed} file descriptors at once (3 per instance, "
+                f"2 per queue or pipe), and this process may open {limit}: raise the "
+                f"limit (ulimit -n {needed}) or run fewer instances"
+            )
+        from topo.checks.placement import shared_bytes
+
+        sizes = shared_bytes(self.plan)
+        try:
+            st = os.statvfs("/dev/shm")
+        except OSError:
+            return
+        free = st.f_bavail * st.f_frsize
+        if sizes and sum(sizes.values()) > free:
+            largest = max(sizes, key=sizes.__getitem__)
+            raise RunError(
+                f"the shared-memory channels need {sum(sizes.values()):,} bytes "
+                f"({largest!r}: {sizes[largest]:,}), and /dev/shm has {free:,} free: "
+                "make them smaller or free /dev/shm"
+            )
 
     def start(self, instance: Instance) -> int | None:
         assert self.primitives is not None and self.pump is not None
