@@ -228,6 +228,15 @@ EXPECTED: dict[str, list[tuple[str, int, int, str]]] = {
             "that dies holding it never releases it, so the other users block forever",
         ),
     ],
+    "t124_shared_memory.yaml": [
+        (
+            "T124",
+            4,
+            3,
+            "the shared-memory channels need 1.8 GB ('frames' 1.0 GB), more than the "
+            "1.0 GB the local backend has for shared memory: the run would be refused",
+        ),
+    ],
     "t123_oversubscribed.yaml": [
         (
             "T123",
@@ -243,8 +252,10 @@ EXPECTED: dict[str, list[tuple[str, int, int, str]]] = {
 
 @pytest.fixture
 def two_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
-    """T123 depends on the machine: pretend it has two CPUs."""
+    """T123 and T124 depend on the machine: pretend it has two CPUs and 1 GB of
+    shared memory."""
     monkeypatch.setattr(LocalBackend, "cpus", lambda self: 2)
+    monkeypatch.setattr(LocalBackend, "shared_memory", lambda self: 1_000_000_000)
 
 
 # ----- the bad specs ------------------------------------------------------------------------
