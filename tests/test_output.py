@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
 from multiprocessing import Pipe
 
-from topo.backends.local.output import OutputPump
+from topo.backends.local.output import MAX_LINE, OutputPump
 
 
 def test_lines_are_whole_and_named() -> None:
@@ -44,3 +45,50 @@ def test_a_pipe_still_open_is_left_to_its_holder() -> None:
     writer.close()
     pump.join(5)
     assert not pump.is_alive()
+
+
+def _pumped(*writes: bytes) -> list[tuple[str, str]]:
+    lines: list[tuple[str, str]] = []
+    pump = OutputPump(lambda name, line: lines.append((name, line)))
+    pump.start()
+    reader, writer = Pipe(duplex=False)
+    pump.add("a", reader)
+    for data in writes:
+        os.write(writer.fileno(), data)
+    writer.close()
+    pump.finish()
+    return lines
+
+
+def test_carriage_returns_keep_what_a_terminal_shows() -> None:
+    bars = [f"\r{p:3d}%|{'#' * (p // 10)}".encode() for p in range(0, 101, 10)]
+    assert _pumped(*bars, b"\n", b"done\r\n") == [("a", "100%|##########"), ("a", "done")]
+
+
+def test_a_progress_bar_without_newline_never_grows() -> None:
+    lines: list[tuple[str, str]] = []
+    pump = OutputPump(lambda name, line: lines.append((name, line)))
+    pump.start()
+    reader, writer = Pipe(duplex=False)
+    pump.add("a", reader)
+    for i in range(20_000):
+        os.write(writer.fileno(), f"\rstep {i}".encode())
+    time.sleep(0.2)
+    assert max((len(p) for p in pump.partial.values()), default=0) < 100
+    writer.close()
+    pump.finish()
+    assert lines == [("a", "step 19999")]
+
+
+def test_a_huge_line_is_split_with_a_note_in_linear_time() -> None:
+    chunk = b"x" * 65536
+    started = time.monotonic()
+    lines = _pumped(*[chunk] * (50 * 16), b"\n")  # 50 MiB, no newline until the end
+    elapsed = time.monotonic() - started
+    pieces = [line for name, line in lines if name == "a"]
+    assert sum(len(p) for p in pieces) == 50 * 2**20
+    assert max(len(p) for p in pieces) <= MAX_LINE
+    assert [line for name, line in lines if name == ""] == [
+        f"a printed a line longer than {MAX_LINE:,} bytes: split"
+    ]
+    assert elapsed < 10  # was 13.7 s and 388 MB (quadratic): about 0.1 s now

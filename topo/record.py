@@ -55,6 +55,9 @@ if TYPE_CHECKING:
     from topo.result import RunResult
 
 RUNS_DIR_ENV = "TOPO_RUNS_DIR"
+# Instance logs are flushed with the first line after this long (and at the end), not
+# at every line: a kill -9 of topo can lose the last lines of a quiet spell.
+LOG_FLUSH_S = 0.1
 DEFAULT_RUNS_DIR = "runs"
 
 
@@ -133,6 +136,7 @@ class RunFolder:
         # the sinks never raise into the supervisor or the output pump; finish() says it.
         self.error: OSError | None = None
         self._started = time.monotonic()
+        self._flush_due = 0.0  # when the logs are flushed next
 
     # ----- the layout ----------------------------------------------------------------------
 
@@ -279,7 +283,11 @@ class RunFolder:
                         self.log_file(instance), "a", encoding="utf-8"
                     )
                 f.write(line + "\n")
-                f.flush()
+                now = time.monotonic()
+                if now >= self._flush_due:  # not at every line: a loud instance prints
+                    self._flush_due = now + LOG_FLUSH_S  # 100,000s of them a second
+                    for log in self._logs.values():
+                        log.flush()
             except OSError as e:
                 self.error = e
 

@@ -4,12 +4,11 @@
 chance to clean up: instances die with topo (a parent-death signal, or a pidfd watch
 under forkserver), but what they started lives on in their process groups, shared
 memory stays in /dev/shm (the resource tracker is killed too), and the run's record
-says ``running`` for ever. The guardian runs in a session of its own, learns from
-topo through its stdin what to clean (``group PGID``, ``segment NAME``, ``record
-RUN_DIR``) and, if its stdin reaches EOF before ``done``, topo is gone: it kills the
-groups, unlinks the segments and marks the record ``killed``.
-
-Run as ``python -m topo.backends.local.guardian``; ``Guardian`` is topo's side.
+says ``running`` for ever. The guardian is forked from topo when a run opens, before
+anything else, and moves to a session of its own; it learns through a pipe what to
+clean (``group PGID``, ``segment NAME``, ``record RUN_DIR``) and, if the pipe reaches
+EOF before ``done``, topo is gone: it kills the groups, unlinks the segments and marks
+the record ``killed``. A fork, not a new interpreter: it costs about a millisecond.
 """
 
 from __future__ import annotations
@@ -17,38 +16,35 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
-from typing import IO
 
 
 class Guardian:
-    """topo's side: starts the guardian and tells it what the run allocates."""
+    """topo's side: forks the guardian and tells it what the run allocates."""
 
     def __init__(self) -> None:
-        self.process: subprocess.Popen[bytes] | None = None
-        self.pipe: IO[bytes] | None = None
+        self.pid: int | None = None
+        self.pipe: int | None = None
         try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "topo.backends.local.guardian"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,  # survives a kill of topo's process group
-                close_fds=True,
-            )
-            self.pipe = self.process.stdin
-        except OSError:  # no guardian: a normal ending still cleans up by itself
-            self.process = None
+            read, write = os.pipe()
+            pid = os.fork()
+        except OSError:  # no guardian: a run that ends in order cleans up by itself
+            return
+        if pid == 0:  # pragma: no cover - the guardian itself (tested end to end)
+            try:
+                os.close(write)
+                _guard(read)
+            finally:
+                os._exit(0)
+        os.close(read)
+        self.pid, self.pipe = pid, write
 
     def _say(self, line: str) -> None:
         if self.pipe is not None:
             try:
-                self.pipe.write(line.encode("utf-8", "surrogateescape") + b"\n")
-                self.pipe.flush()
+                os.write(self.pipe, line.encode("utf-8", "surrogateescape") + b"\n")
             except OSError:
-                self.pipe = None
+                self.close()
 
     def group(self, pgid: int) -> None:
         self._say(f"group {pgid}")
@@ -60,17 +56,55 @@ class Guardian:
         self._say(f"record {run_dir}")
 
     def done(self) -> None:
-        """The run ended in order: the guardian has nothing to do and exits."""
+        """The run ended in order: the guardian has nothing to do, and exits."""
         self._say("done")
+        self.close()
+        if self.pid is not None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)  # at once: it only reads "done" and leaves
+            self.pid = None
+
+    def close(self) -> None:
         if self.pipe is not None:
             with contextlib.suppress(OSError):
-                self.pipe.close()
-        if self.process is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=1.0)
+                os.close(self.pipe)
+            self.pipe = None
 
 
-def _clean(groups: list[int], segments: list[str], records: list[str]) -> None:
+def _guard(pipe: int) -> None:  # pragma: no cover - runs in the forked guardian
+    """Wait for topo's end; clean up if it comes without "done"."""
+    os.setsid()  # out of topo's process group and session: a kill of those spares it
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # hold none of topo's terminal or pipes
+        os.dup2(null, fd)
+    for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ():
+        if int(name) > 2 and int(name) != pipe:
+            with contextlib.suppress(OSError):
+                os.close(int(name))
+    data = b""
+    while True:
+        try:
+            chunk = os.read(pipe, 65536)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+        if data.endswith(b"done\n"):  # the last word topo says, if it ends in order
+            return
+    groups, segments, records = [], [], []
+    for raw in data.decode("utf-8", "surrogateescape").splitlines():
+        kind, _, value = raw.partition(" ")
+        if kind == "done":
+            return
+        if kind == "group" and value.isdigit():
+            groups.append(int(value))
+        elif kind == "segment" and value and "/" not in value:
+            segments.append(value)
+        elif kind == "record":
+            records.append(value)
     for pgid in groups:
         with contextlib.suppress(OSError):
             os.killpg(pgid, signal.SIGKILL)
@@ -82,26 +116,3 @@ def _clean(groups: list[int], segments: list[str], records: list[str]) -> None:
             from topo.record import RunFolder
 
             RunFolder(run_dir).mark_killed()
-
-
-def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is topo's to handle
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    groups: list[int] = []
-    segments: list[str] = []
-    records: list[str] = []
-    for raw in sys.stdin.buffer:
-        kind, _, value = raw.decode("utf-8", "surrogateescape").rstrip("\n").partition(" ")
-        if kind == "done":
-            return
-        if kind == "group":
-            groups.append(int(value))
-        elif kind == "segment" and "/" not in value:
-            segments.append(value)
-        elif kind == "record":
-            records.append(value)
-    _clean(groups, segments, records)  # EOF before "done": topo is gone
-
-
-if __name__ == "__main__":
-    main()

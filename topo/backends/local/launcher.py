@@ -164,9 +164,9 @@ class LocalLauncher:
         # what escapes it (setsid, a double fork) comes back to this process, made the
         # reaper of its orphans, and is stopped at the end. Children this process had
         # before the run are not the run's.
+        self.guardian = Guardian()  # first: it must inherit none of the run's descriptors
         self.children_before = set(procfs.children_of(os.getpid()))
         self.was_subreaper = procfs.set_child_subreaper(True)
-        self.guardian = Guardian()
         if self.options.run_dir is not None:
             self.guardian.record(self.options.run_dir)
         self._check_resources()
@@ -420,8 +420,8 @@ class LocalLauncher:
         for pid in self.groups:
             _kill_group(pid)
         helpers = {*self.children_before, *_multiprocessing_helpers()}
-        if self.guardian is not None and self.guardian.process is not None:
-            helpers.add(self.guardian.process.pid)
+        if self.guardian is not None and self.guardian.pid is not None:
+            helpers.add(self.guardian.pid)
         if self.primitives is not None and self.primitives.manager is not None:
             helpers.add(self.primitives.manager._process.pid)  # type: ignore[attr-defined]
         for _ in range(ORPHAN_ROUNDS):  # an orphan's own children come back to us in turn

@@ -14,6 +14,38 @@ from multiprocessing.connection import Connection
 
 from topo.supervise import OutputSink
 
+READ_SIZE = 65536
+MAX_LINE = 1 << 20  # a longer line is handed on in pieces of this size
+
+
+class _Line:
+    """The start of a line, in chunks (joining as they come would be quadratic)."""
+
+    __slots__ = ("chunks", "size")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def add(self, data: bytes) -> None:
+        cr = data.rfind(b"\r")
+        if cr >= 0:  # overwritten on a terminal: only what follows the last \r stays
+            self.chunks.clear()
+            self.size = 0
+            data = data[cr + 1 :]
+        if data:
+            self.chunks.append(data)
+            self.size += len(data)
+
+    def pop(self) -> bytes:
+        data = b"".join(self.chunks)
+        self.chunks.clear()
+        self.size = 0
+        return data
+
+    def __len__(self) -> int:
+        return self.size
+
 
 class OutputPump(threading.Thread):
     """Reads every instance's stdout/stderr pipe and hands on whole lines."""
@@ -23,7 +55,8 @@ class OutputPump(threading.Thread):
         self.sink = sink
         self.selector = selectors.DefaultSelector()
         self.lock = threading.Lock()
-        self.partial: dict[int, bytes] = {}
+        self.partial: dict[int, _Line] = {}  # the start of each pipe's unfinished line
+        self.split: set[str] = set()  # instances told of a split line
         self.closing = threading.Event()
         # Written to wake the thread from select() at once: when a pipe is added, and
         # when the run ends (no polling, so a short run is not kept waiting).
@@ -36,29 +69,46 @@ class OutputPump(threading.Thread):
         os.write(self.wake_w, b"+")
 
     def _emit(self, name: str, data: bytes) -> None:
-        for line in data.decode("utf-8", errors="replace").splitlines():
-            self.sink(name, line)
+        for raw in data.split(b"\n"):
+            raw = raw.rstrip(b"\r")
+            raw = raw[raw.rfind(b"\r") + 1 :]  # a terminal shows what the last \r left
+            self.sink(name, raw.decode("utf-8", errors="replace"))
 
     def _read(self, key: selectors.SelectorKey) -> None:
         name, conn = key.data
         try:
-            data = os.read(key.fd, 65536)
+            data = os.read(key.fd, READ_SIZE)
         except OSError:
             data = b""
         if not data:
             with self.lock:
                 self.selector.unregister(key.fd)
-            rest = self.partial.pop(key.fd, b"")
-            if rest:
-                self._emit(name, rest)
+            unfinished = self.partial.pop(key.fd, None)
+            if unfinished:
+                self._emit(name, unfinished.pop())
             conn.close()
             return
-        data = self.partial.pop(key.fd, b"") + data
         complete, sep, rest = data.rpartition(b"\n")
         if sep:
-            self._emit(name, complete)
+            pending = self.partial.pop(key.fd, None)
+            self._emit(name, pending.pop() + complete if pending else complete)
         if rest:
-            self.partial[key.fd] = rest
+            self._keep(key.fd, name, rest)
+
+    def _keep(self, fd: int, name: str, data: bytes) -> None:
+        """Hold the start of a line until its end comes, as a terminal would show it:
+        what a carriage return overwrites (a progress bar's updates) is dropped, and a
+        line longer than MAX_LINE is handed on in pieces, with a note the first time."""
+        line = self.partial.setdefault(fd, _Line())
+        line.add(data)
+        if len(line) > MAX_LINE:
+            if name not in self.split:
+                self.split.add(name)
+                self.sink("", f"{name} printed a line longer than {MAX_LINE:,} bytes: split")
+            whole = line.pop()
+            for at in range(0, len(whole) - MAX_LINE + 1, MAX_LINE):
+                self._emit(name, whole[at : at + MAX_LINE])
+            line.add(whole[len(whole) - len(whole) % MAX_LINE :])
 
     def run(self) -> None:
         while True:
