@@ -441,7 +441,8 @@ def _summary(result: Any, console: Any) -> None:
     if result.message:
         console.print(f"topo: {result.message}")
     if result.run_dir:
-        recorded = RunFolder.is_run(result.run_dir)  # else: result.message says why
+        # else result.message says what could not be written
+        recorded = result.record_complete and RunFolder.is_run(result.run_dir)
         console.print(
             f"topo: run recorded in {result.run_dir}"
             if recorded

@@ -100,6 +100,7 @@ def _record_failed(result: RunResult, what: str, error: OSError) -> None:
     from topo.result import EXIT_CODES
 
     why = f"{what} could not be written: {error.strerror or error}"
+    result.record_complete = False
     if result.ok:
         result.status, result.exit_code = "failed", EXIT_CODES["failed"]
     result.message = f"{result.message}; {why}" if result.message else why

@@ -104,6 +104,7 @@ class RunResult:
     # messages themselves (kept in the run folder, not in the JSON).
     undelivered: dict[str, int] = field(default_factory=dict)
     leftovers: dict[str, list[Any]] = field(default_factory=dict, repr=False, compare=False)
+    record_complete: bool = True  # False when part of the run's record could not be written
 
     def __post_init__(self) -> None:
         if self.exit_code is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +52,12 @@ def sleep(marker):
     Path(marker).write_text("started")
     time.sleep(30)
     return "never"
+
+
+def loud(lines):
+    for i in range(lines):
+        print(f"line {i} " + "x" * 100, flush=True)
+    return lines
 
 
 def vanish(ctx):
@@ -519,3 +525,35 @@ def test_more_instances_than_the_fd_limit_allows_are_refused(folder: Path) -> No
     assert "this run needs about 244 file descriptors at once" in done.stderr
     assert "ulimit -n 244" in done.stderr
     assert "Traceback" not in done.stderr and "EMFILE" not in done.stderr
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB file system, to run out of space for real (tests run as root)."""
+    import subprocess
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)])
+    assert made.returncode == 0, "mounting a small tmpfs needs root (tests run as root)"
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)])
+
+
+@pytest.mark.timeout(60)
+def test_a_full_disk_during_the_run_ends_it_with_a_verdict(
+    run_topo: Callable[..., TopoRun], folder: Path, full_disk: Path
+) -> None:
+    spec = write(folder, "processes:\n  loud: {target: e2e_targets:loud, args: {lines: 5000}}\n")
+    run = run_topo("run", "--json", "--runs-dir", str(full_disk), str(spec))
+    assert run.returncode == 1, str(run)  # was: waiting for ever
+    assert "Traceback" not in run.stderr, str(run)
+    doc = run.doc
+    assert doc is not None, str(run)
+    assert doc["processes"]["loud"]["result"] == 5000  # the instance ran to its end
+    assert "could not be written: No space left on device" in doc["message"]
+    assert "loud | line 4999 " + "x" * 100 in run.stderr  # output kept flowing
+    assert f"topo: the run's record in {doc['run_dir']} is incomplete" in run.stderr
+    assert run.elapsed_s < 30
