@@ -28,6 +28,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
+# What a topo run that ended by itself never prints: the resource tracker's warnings
+# (something left in /dev/shm, or cleaned up twice), an exception in a finalizer (a
+# semaphore unlinked twice), a semaphore an instance could not open (unlinked too early).
+TEARDOWN_NOISE = ("resource_tracker:", "Exception ignored in", "FileNotFoundError")
+
 RUN_TIMEOUT_S = 45.0  # below the tests' 60 s pytest-timeout, so a hang fails with a clear message
 EXIT_GRACE_S = 5.0  # helpers such as the resource tracker exit just after topo does
 
@@ -67,9 +72,15 @@ class TopoRun:
         any process of its session, and any instance pid from its JSON document."""
         return wait_gone([self.session], self.instance_pids(), within)
 
+    def teardown_noise(self) -> list[str]:
+        """The lines of stderr that say a semaphore or segment was lost or freed twice."""
+        return [line for line in self.stderr.splitlines() if any(n in line for n in TEARDOWN_NOISE)]
+
     def ok(self) -> dict[str, Any]:
-        """Assert the run exited 0 and printed one JSON document saying so; return it."""
+        """Assert the run exited 0, printed one JSON document saying so and left its
+        semaphores and segments in order; return the document."""
         assert self.doc is not None, f"stdout is not one JSON document\n{self}"
+        assert self.teardown_noise() == [], str(self)
         assert self.returncode == 0, str(self)
         assert self.doc["status"] == "ok", str(self)
         assert self.doc["exit_code"] == 0, str(self)

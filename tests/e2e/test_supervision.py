@@ -60,6 +60,7 @@ def finished(run: TopoRun, code: int, status: str, *, within: float, at_least: f
     assert doc["status"] == status, str(run)
     assert at_least <= run.elapsed_s < within, f"took {run.elapsed_s:.2f} s\n{run}"
     assert "KeyboardInterrupt" not in run.stderr, str(run)
+    assert run.teardown_noise() == [], str(run)  # no semaphore lost or freed twice
     # a traceback of topo's own, not one of an instance's (those are under its name)
     assert not any(line.startswith("Traceback") for line in run.stderr.splitlines()), str(run)
     # Every instance was joined before topo exited; helpers follow it shortly.
