@@ -172,41 +172,30 @@ class _Explainer:
     def group(self, wait: Wait, members: list[tuple[Waiter, list[Waiter]]]) -> str:
         if len(members) == 1:
             w, others = members[0]
-            return self.one(w, wait, others)
+            return self.line(w.name, False, wait, others)
         names = [w.name for w, _ in members]
         inside = set(names)
         outside = {o.name: o for _, peers in members for o in peers if o.name not in inside}
-        who = group_name(names)
-        if wait.name is None:
-            readers = self.peers(list(outside.values())) or "nobody"
-            return (
-                f"{who} returned but cannot exit until their queues are flushed into pipes "
-                f"that nobody reads any more (readers: {readers})"
-            )
-        text = f"{who} wait in {wait.op}() on '{wait.name}'"
-        holder = self.holders.get(wait.name)
-        if wait.op == "acquire" and holder is not None and holder in self.by_name:
-            return f"{text}, held by {self.peers([self.by_name[holder]])}"
-        if not outside:
-            return f"{text}, and no other instance can wake them"
-        return f"{text}; their peers: {self.peers(list(outside.values()))}"
+        return self.line(group_name(names), True, wait, list(outside.values()))
 
-    def one(self, w: Waiter, wait: Wait, others: list[Waiter]) -> str:
+    def line(self, who: str, many: bool, wait: Wait, others: list[Waiter]) -> str:
+        """One line on ``who`` (one instance, or ``many`` replicas in the same wait)."""
+        its, waits = ("their", "wait") if many else ("its", "waits")
         if wait.name is None:
             readers = self.peers(others) or "nobody"
             return (
-                f"{w.name} returned but cannot exit until its queues are flushed into pipes "
+                f"{who} returned but cannot exit until {its} queues are flushed into pipes "
                 f"that nobody reads any more (readers: {readers})"
             )
-        text = f"{w.name} waits in {wait.op}() on '{wait.name}'"
+        text = f"{who} {waits} in {wait.op}() on '{wait.name}'"
         holder = self.holders.get(wait.name)
         if wait.op == "acquire" and holder is not None and holder in self.by_name:
             return f"{text}, held by {self.peers([self.by_name[holder]])}"
         if not others:
-            return f"{text}, and no other instance uses it"
-        if len(others) == 1:
+            return f"{text}, and no other instance " + ("can wake them" if many else "uses it")
+        if not many and len(others) == 1:
             o = others[0]
             if not o.alive:
                 return f"{text}; its only peer '{o.name}' {o.ended or 'is gone'}"
             return f"{text}; its only peer is {self.peers(others)}"
-        return f"{text}; its peers: {self.peers(others)}"
+        return f"{text}; {its} peers: {self.peers(others)}"
