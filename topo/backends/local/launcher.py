@@ -73,14 +73,6 @@ def raise_fd_limit(needed: int) -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-def _shared_memory() -> set[str]:
-    """multiprocessing's semaphores and shared-memory segments in /dev/shm (Linux)."""
-    try:
-        return {n for n in os.listdir("/dev/shm") if n.startswith(("sem.mp-", "psm_"))}
-    except OSError:
-        return set()
-
-
 def _multiprocessing_helpers() -> set[int]:
     """multiprocessing's own processes (resource tracker, fork server): they end by
     themselves once the run's descriptors are closed."""
@@ -172,9 +164,8 @@ class LocalLauncher:
         self._check_resources()
         self.pump = OutputPump(output)
         self.pump.start()
-        before = _shared_memory()
         self.primitives = Primitives(self.plan, self.mp)
-        for name in sorted(_shared_memory() - before):  # this run's semaphores and segments
+        for name in self.primitives.shared_names():
             self.guardian.segment(name)
 
     def _check_resources(self) -> None:

@@ -202,6 +202,38 @@ class Primitives:
             return read_pipe(receiving.fileno(), deadline)
         return read_pipe(obj._reader.fileno(), deadline)
 
+    def shared_names(self) -> list[str]:
+        """The names in /dev/shm of this run's semaphores and segments, found in the
+        objects themselves (a listing of /dev/shm would take another run's too)."""
+        from multiprocessing.synchronize import SemLock
+
+        names: set[str] = set()
+        seen: set[int] = set()
+
+        def walk(obj: Any, depth: int) -> None:
+            if depth > 4 or id(obj) in seen or obj is None:
+                return
+            seen.add(id(obj))
+            if isinstance(obj, SemLock):
+                # None where the name was unlinked at once (fork)
+                name = getattr(getattr(obj, "_semlock", None), "name", None)
+                if name:
+                    names.add("sem." + name.lstrip("/"))
+                return
+            if isinstance(obj, tuple | list):
+                for item in obj:
+                    walk(item, depth + 1)
+                return
+            shm_name = getattr(obj, "_name", None) if type(obj).__name__ == "SharedMemory" else None
+            if isinstance(shm_name, str):
+                names.add(shm_name.lstrip("/"))
+            for value in getattr(obj, "__dict__", {}).values():
+                walk(value, depth + 1)
+
+        for obj in [*self.objects.values(), *self.segments]:
+            walk(obj, 0)
+        return sorted(names)
+
     def read_state(self) -> dict[str, Any]:
         """The final contents of every value, array, dict, list and namespace channel."""
         state: dict[str, Any] = {}
