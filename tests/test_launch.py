@@ -1,0 +1,102 @@
+"""The start of an instance, interrupted at its most delicate moment.
+
+A signal that reaches topo while it starts an instance (between ``Process.start()`` and
+the supervisor tracking the new process) used to leave that process untracked: it was
+never stopped nor joined, the run called it "not started", topo's exit waited for it in
+multiprocessing's atexit join, and teardown unlinked its semaphores while the child could
+still be unpickling them (``FileNotFoundError`` in ``SemLock._rebuild``, then the resource
+tracker's warnings; issue 10).
+
+Each case runs topo in a process of its own, so that what its resource tracker and fork
+server print at the end is seen too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from topo.result import EXIT_SIGTERM
+
+SPEC = """\
+locks:
+  gate: lock
+  slots: {kind: bounded_semaphore, value: 2}
+channels:
+  q: {kind: queue, maxsize: 4}
+processes:
+  sleeper:
+    target: naps:nap
+    replicas: 2
+    uses: {gate: gate, slots: slots, q: q}
+"""
+
+TARGETS = """\
+import time
+
+
+def nap(gate, slots, q):
+    with slots:
+        time.sleep(30)
+"""
+
+# Runs topo.run on the spec with a SIGTERM delivered to topo right after it has started
+# sleeper[0]'s process, inside the supervisor's start of that instance; prints the
+# result and the processes still alive once run() has returned.
+DRIVER = """\
+import json, multiprocessing, signal, sys
+import topo
+from topo.backends.local import output
+
+real_add = output.OutputPump.add
+
+def add_then_signal(self, name, conn):
+    real_add(self, name, conn)
+    if name == "sleeper[0]":
+        # raise_signal: delivered to this thread, its handler runs before this returns
+        signal.raise_signal(signal.SIGTERM)
+
+output.OutputPump.add = add_then_signal
+result = topo.run(sys.argv[1], {"start_method": sys.argv[2]}, record=False)
+left = multiprocessing.active_children()
+print(json.dumps({"result": result.to_json(), "left": [p.name for p in left]}))
+for p in left:  # without this, the exit below would wait for them
+    p.kill()
+"""
+
+# What the run must not print: see TEARDOWN_NOISE in tests/e2e/conftest.py.
+NOISE = ("resource_tracker:", "Exception ignored in", "FileNotFoundError")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver", "fork"])
+def test_a_signal_while_an_instance_starts_stops_it_like_the_others(
+    tmp_path: Path, start_method: str
+) -> None:
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    (tmp_path / "naps.py").write_text(TARGETS)
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(tmp_path / "spec.yaml"), start_method],
+        capture_output=True,
+        text=True,
+        timeout=45,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    doc, left = out["result"], out["left"]
+    assert left == [], f"processes topo started and left running: {left}\n{done.stderr}"
+    assert doc["status"] == "interrupted", done.stderr
+    assert doc["exit_code"] == EXIT_SIGTERM
+    first = doc["processes"]["sleeper[0]"]
+    assert first["pid"], f"sleeper[0] was started: its pid belongs to the run\n{first}"
+    assert (first["state"], first["exit_code"]) == ("stopped", -signal.SIGTERM), first
+    assert doc["processes"]["sleeper[1]"]["state"] == "not started"
+    noise = [line for line in done.stderr.splitlines() if any(n in line for n in NOISE)]
+    assert noise == [], done.stderr
