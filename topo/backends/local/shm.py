@@ -134,16 +134,20 @@ class ShmQueue:
             raise Empty
         buf = self.buf
         with self.get_lock:
-            slot = self._counter(0, buf) % self.slots
-            at = 16 + slot * self.stride
-            nbytes, kind, meta_len = _HEADER.unpack_from(buf, at)
-            at += _HEADER.size
-            meta = bytes(buf[at : at + meta_len])
-            at += meta_len
-            with buf[at : at + nbytes] as raw:  # one copy out of the slot
-                data = bytes(raw) if kind == _BYTES else bytearray(raw)
+            kind, meta, data = self._read_slot(buf, self._counter(0, buf))
         self.free.release()
         return _decode(kind, meta, data)
+
+    def _read_slot(self, buf: memoryview, n: int) -> tuple[int, bytes, bytes | bytearray]:
+        """The kind, metadata and payload of message ``n``, copied out of its slot."""
+        at = 16 + n % self.slots * self.stride
+        nbytes, kind, meta_len = _HEADER.unpack_from(buf, at)
+        at += _HEADER.size
+        meta = bytes(buf[at : at + meta_len])
+        at += meta_len
+        with buf[at : at + nbytes] as raw:  # one copy out of the slot
+            data = bytes(raw) if kind == _BYTES else bytearray(raw)
+        return kind, meta, data
 
     def drain(self, limit: int) -> list[Any]:
         """The messages fully put and not taken, read without a lock (every instance
@@ -154,16 +158,11 @@ class ShmQueue:
         head = struct.unpack_from("Q", buf, 0)[0]
         items: list[Any] = []
         for i in range(min(self.filled.get_value(), self.slots, limit)):
-            at = 16 + (head + i) % self.slots * self.stride
             try:
-                nbytes, kind, meta_len = _HEADER.unpack_from(buf, at)
-                at += _HEADER.size
-                meta = bytes(buf[at : at + meta_len])
-                at += meta_len
-                data = bytes(buf[at : at + nbytes])
-                items.append(_decode(kind, meta, data if kind == _BYTES else bytearray(data)))
+                items.append(_decode(*self._read_slot(buf, head + i)))
             except Exception as e:
-                items.append(RawItem(bytes(buf[at : at + self.slot_size]), repr(e)))
+                at = 16 + (head + i) % self.slots * self.stride
+                items.append(RawItem(bytes(buf[at : at + self.stride]), repr(e)))
         return items
 
     def put_nowait(self, obj: Any) -> None:
