@@ -100,3 +100,43 @@ def test_a_signal_while_an_instance_starts_stops_it_like_the_others(
     assert doc["processes"]["sleeper[1]"]["state"] == "not started"
     noise = [line for line in done.stderr.splitlines() if any(n in line for n in NOISE)]
     assert noise == [], done.stderr
+
+
+# Runs topo.run twice under forkserver, the second time with a fork server of the
+# caller's own already running; prints whether a fork server runs after each run.
+FORKSERVER_DRIVER = """\
+import json, os, sys
+from multiprocessing import forkserver
+import topo
+
+def forkserver_pid():
+    return forkserver._forkserver._forkserver_pid
+
+topo.run(sys.argv[1], {"start_method": "forkserver"}, record=False)
+after_own = forkserver_pid()
+forkserver.ensure_running()
+users = forkserver_pid()
+topo.run(sys.argv[1], {"start_method": "forkserver"}, record=False)
+print(json.dumps({"after_own": after_own, "users": users, "after_users": forkserver_pid()}))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_fork_server_started_for_a_run_is_stopped_with_it(tmp_path: Path) -> None:
+    """topo starts the fork server with SIGINT and SIGTERM blocked (see _start_helpers):
+    kept after the run, it would hand that mask to every process the caller forks from
+    it later. One the caller started itself is left running."""
+    (tmp_path / "spec.yaml").write_text(
+        "processes:\n  sleeper:\n    target: naps:answer\n    replicas: 2\n"
+    )
+    (tmp_path / "naps.py").write_text("def answer():\n    return 42\n")
+    done = subprocess.run(
+        [sys.executable, "-c", FORKSERVER_DRIVER, str(tmp_path / "spec.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=45,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["after_own"] is None, out
+    assert out["users"] is not None and out["after_users"] == out["users"], out

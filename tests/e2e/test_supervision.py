@@ -254,6 +254,45 @@ def test_ctrl_c_during_start_up_is_one_line_and_130(
         assert doc["processes"]["sleeper[0]"]["state"] == "stopped"
 
 
+MASK_PROBE = """
+import os, sys
+if sys.argv[:1] == ["-c"]:  # a process multiprocessing started by exec
+    blocked = open("/proc/self/status").read().split("SigBlk:")[1].split()[0]
+    with open(os.environ["TOPO_TEST_MASK_LOG"], "a") as log:
+        log.write(f"{blocked} {' '.join(sys.argv)}\\n")
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_instances_start_with_stop_signals_blocked(
+    run_topo: RunTopo, tmp_path: Path, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every process multiprocessing execs for a run (instances under spawn, the fork
+    server whose mask forked instances inherit, the resource tracker) starts with SIGINT
+    and SIGTERM blocked, the first instance included: a Ctrl-C while it still imports
+    and unpickles its job waits for child_main's own handlers (else a KeyboardInterrupt
+    traceback). multiprocessing's resource tracker unblocks both in the parent when it
+    starts, which once let the first instance start unprotected."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "sitecustomize.py").write_text(MASK_PROBE)
+    log = tmp_path / "masks.log"
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(probe), os.environ.get("PYTHONPATH", "")])
+    )
+    monkeypatch.setenv("TOPO_TEST_MASK_LOG", str(log))
+    run = run_topo(*topo_args("answers", tmp_path), "--set", f"start_method={method}")
+    assert run.returncode == 0, str(run)
+    started = log.read_text().splitlines()
+    assert len(started) >= (4 if method == "spawn" else 2), started
+    stop_signals = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
+    unprotected = [
+        line for line in started if int(line.split()[0], 16) & stop_signals != stop_signals
+    ]
+    assert not unprotected, started
+
+
 @pytest.mark.timeout(60)
 def test_sigterm(start_topo: StartTopo, tmp_path: Path) -> None:
     interrupt(start_topo, tmp_path, signal.SIGTERM, group=False)

@@ -85,6 +85,42 @@ def _multiprocessing_helpers() -> set[int]:
     return {p for p in pids if p is not None}
 
 
+def _start_helpers(method: str) -> bool:
+    """Start multiprocessing's resource tracker and fork server, if not yet running,
+    before an instance is started with the stop signals blocked; True if this started
+    the fork server.
+
+    The tracker's ``ensure_running()`` unblocks SIGINT and SIGTERM in the caller when it
+    starts the tracker (CPython 3.11-3.13): started during ``process.start()`` it would
+    let the first instance begin unprotected. The fork server is started with them
+    blocked, so that the instances it forks start blocked too (and it is stopped with the
+    run, so that nothing forked from it later inherits that).
+    """
+    if method == "fork":
+        return False
+    from multiprocessing import forkserver, resource_tracker
+
+    resource_tracker.ensure_running()
+    if method != "forkserver":
+        return False
+    before = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return forkserver._forkserver._forkserver_pid != before  # type: ignore[attr-defined]
+
+
+def _stop_forkserver() -> None:
+    from multiprocessing import forkserver
+
+    stop = getattr(forkserver._forkserver, "_stop", None)  # CPython's, for its own tests
+    if stop is not None:
+        with contextlib.suppress(OSError):
+            stop()
+
+
 @dataclass
 class _Handle:
     process: BaseProcess
@@ -136,6 +172,7 @@ class LocalLauncher:
         self.groups: set[int] = set()  # the process group of every instance started
         self.children_before: set[int] = set()
         self.was_subreaper = False
+        self.own_forkserver = False  # started for this run, stopped with it
         self.guardian: Guardian | None = None
         self.slots = {inst.name: slot for slot, inst in enumerate(plan.instances)}
         self.board: Board | None = None
@@ -232,7 +269,10 @@ class LocalLauncher:
             target=child_main, name=instance.name, args=(job, report_out, output_out)
         )
         # SIGINT and SIGTERM stay blocked in the new process until child_main has set its
-        # own handlers: under fork it would otherwise run the supervisor's.
+        # own handlers: under fork it would otherwise run the supervisor's, under spawn a
+        # Ctrl-C while it unpickles its job would print a KeyboardInterrupt traceback.
+        if _start_helpers(self.mp.get_start_method()):
+            self.own_forkserver = True
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
             with _main_module_hidden():
@@ -442,5 +482,7 @@ class LocalLauncher:
             self.pump.finish()
         if self.primitives is not None:
             self.primitives.close()
+        if self.own_forkserver:
+            _stop_forkserver()
         if self.guardian is not None:
             self.guardian.done()
