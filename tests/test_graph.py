@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
 import pytest
@@ -237,6 +238,16 @@ EXPECTED: dict[str, list[tuple[str, int, int, str]]] = {
             "1.0 GB the local backend has for shared memory: the run would be refused",
         ),
     ],
+    "t123_cpus_asked.yaml": [
+        (
+            "T123",
+            11,
+            23,
+            "the processes ask for 5 CPUs in all (worker[0..3] 4 x 1, producer 1) and the "
+            "local backend has 2 CPUs: they will share them, so each instance gets less CPU "
+            "time than it asks for",
+        ),
+    ],
     "t123_oversubscribed.yaml": [
         (
             "T123",
@@ -332,6 +343,69 @@ def test_oversubscription_counts_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
     assert run_checks(plan) == []
     monkeypatch.setattr(LocalBackend, "cpus", lambda self: 1)  # never below 16 in all
     assert [d.code for d in run_checks(plan)] == ["T123"]
+
+
+def _cpus_plan(write_spec: Callable[..., Path], tmp_path: Path, processes: str) -> Any:
+    (tmp_path / "noop.py").write_text("def run(**kwargs):\n    pass\n")
+    return load(write_spec(tmp_path, "processes:\n" + processes), seed=0)
+
+
+def test_declared_cpus_count_as_cpus(
+    write_spec: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = _cpus_plan(
+        write_spec,
+        tmp_path,
+        """\
+          trainer: {target: noop:run, resources: {cpus: 2.5}}
+          worker: {target: noop:run, replicas: 3, resources: {cpus: 0.5}}
+        """,
+    )
+    monkeypatch.setattr(LocalBackend, "cpus", lambda self: 4)  # 4 asked for, 4 there
+    assert run_checks(plan) == []
+    monkeypatch.setattr(LocalBackend, "cpus", lambda self: 3)  # 4 asked for: a warning
+    [d] = run_checks(plan)
+    assert (d.code, d.line) == ("T123", 2)  # at the trainer's cpus
+    assert d.message == (
+        "the processes ask for 4 CPUs in all (trainer 2.5, worker[0..2] 3 x 0.5) and the local "
+        "backend has 3 CPUs: they will share them, so each instance gets less CPU time than "
+        "it asks for"
+    )
+
+
+def test_instances_without_cpus_count_a_quarter_beside_declared_ones(
+    write_spec: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(LocalBackend, "cpus", lambda self: 2)
+    handful = """\
+          trainer: {target: noop:run, resources: {cpus: 1}}
+          helper: {target: noop:run, replicas: 16}
+        """
+    # 1 CPU asked for, and a handful of helpers never counted: as without the trainer.
+    assert run_checks(_cpus_plan(write_spec, tmp_path, handful)) == []
+    many = handful.replace("replicas: 16", "replicas: 20")
+    [d] = run_checks(_cpus_plan(write_spec, tmp_path, many))
+    assert d.message.startswith(
+        "the processes ask for 6 CPUs in all (trainer 1, 5 for 20 instances without cpus, "
+        "4 to a CPU) and the local backend has 2 CPUs"
+    )
+    assert d.line == 3  # the helpers' share is the largest: at their replicas
+    ignored = many.replace("replicas: 20", "replicas: 20, ignore: [T123]")
+    assert run_checks(_cpus_plan(write_spec, tmp_path, ignored)) == []
+
+
+def test_many_processes_asking_for_cpus_are_summed_up(
+    write_spec: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(LocalBackend, "cpus", lambda self: 1)
+    processes = "".join(
+        f"  p{i}: {{target: noop:run, resources: {{cpus: {c}}}}}\n"
+        for i, c in enumerate([0.1, 0.2, 0.3, 0.4, 0.5])
+    )
+    [d] = run_checks(_cpus_plan(write_spec, tmp_path, processes))
+    assert d.message.startswith(
+        "the processes ask for 1.5 CPUs in all (p4 0.5, p3 0.4, p2 0.3, 2 more processes 0.3) "
+    )
 
 
 def test_usable_cpus_is_positive() -> None:

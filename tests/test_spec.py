@@ -7,12 +7,14 @@ import json
 import pytest
 
 from topo.errors import SpecError
+from topo.resolve import prepare_document
 from topo.spec import (
     ArrayChannel,
     BarrierLock,
     LockLock,
     PipeChannel,
     QueueChannel,
+    Resources,
     SemaphoreLock,
     Spec,
     ValueChannel,
@@ -395,3 +397,148 @@ def test_schema_durations_accept_numbers_and_strings() -> None:
     timeout = json_schema()["$defs"]["BarrierLock"]["properties"]["timeout"]
     assert {"type": "number"} in timeout["anyOf"] and {"type": "string"} in timeout["anyOf"]
     assert "gt" not in json.dumps(timeout)
+
+
+# ----- resources and node: placement on a Ray cluster ---------------------------------------
+
+
+def test_resources_and_node() -> None:
+    s = spec(
+        PROCESS + "    resources: {cpus: 2, gpus: 0.5, memory: 2GiB, custom: {n0: 1}}\n"
+        "    node: 10.0.0.5\n"
+    )
+    p = s.processes["p"]
+    assert p.resources == Resources(cpus=2.0, gpus=0.5, memory=2 * 1024**3, custom={"n0": 1.0})
+    assert isinstance(p.resources.cpus, float) and isinstance(p.resources.memory, int)
+    assert p.node == "10.0.0.5"
+    assert p.cpus == 2.0
+
+
+def test_resources_short_form_and_defaults() -> None:
+    p = spec(PROCESS + "    resources: {cpus: 2}\n").processes["p"]
+    assert p.resources == Resources(cpus=2.0)
+    assert (p.resources.gpus, p.resources.memory, p.resources.custom) == (None, None, {})
+    bare = spec(PROCESS).processes["p"]
+    assert (bare.resources, bare.node, bare.cpus) == (None, None, None)
+    assert spec(PROCESS + "    resources: {gpus: 0}\n").processes["p"].cpus is None
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("1000", 1000),
+        ("'1000'", 1000),
+        ("512MiB", 512 * 1024**2),
+        ("'2 GiB'", 2 * 1024**3),
+        ("1.5GB", 1_500_000_000),
+        ("1.5GiB", 1_610_612_736),
+        ("64kb", 64_000),
+        ("1TiB", 1024**4),
+        ("100B", 100),
+    ],
+)
+def test_memory_units(text: str, size: int) -> None:
+    resources = spec(PROCESS + f"    resources: {{memory: {text}}}\n").processes["p"].resources
+    assert resources is not None and resources.memory == size
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("2 gigs", "'2 gigs' is not a size: write bytes, or a string like '64KiB' or '1.5GB'"),
+        ("2GiBs", "'2GiBs' is not a size: write bytes, or a string like '64KiB' or '1.5GB'"),
+        ("-1", "input should be greater than 0 (got -1)"),
+        ("1.5", "input should be a valid integer (got 1.5)"),
+        ("true", "input should be a valid integer (got True)"),
+    ],
+)
+def test_bad_memory_is_located(text: str, message: str) -> None:
+    assert problems(PROCESS + f"    resources: {{memory: {text}}}\n") == [
+        f"s.yaml:4:25: error[T011]: process 'p', key 'resources.memory': {message}"
+    ]
+
+
+def test_unknown_resources_key_with_hint() -> None:
+    assert problems(PROCESS + "    resources:\n      cpu: 2\n") == [
+        "s.yaml:5:7: error[T010]: unknown key 'cpu' in process 'p', key 'resources' "
+        "(did you mean 'cpus'?): topo does not know what to do with it"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("resources", "col", "message"),
+    [
+        ("{cpus: 0}", 23, "key 'resources.cpus': input should be greater than 0 (got 0)"),
+        ("{cpus: true}", 23, "key 'resources.cpus': input should be a valid number (got True)"),
+        ("{cpus: '2'}", 23, "key 'resources.cpus': input should be a valid number (got '2')"),
+        ("{cpus: .inf}", 23, "key 'resources.cpus': input should be a finite number (got inf)"),
+        (
+            "{cpus: 0.00001}",
+            23,
+            "key 'resources.cpus': 1e-05 is less than 0.0001, the smallest amount Ray counts",
+        ),
+        (
+            "{gpus: -1}",
+            23,
+            "key 'resources.gpus': input should be greater than or equal to 0 (got -1)",
+        ),
+        (
+            "{custom: {n0: 0}}",
+            30,
+            "key 'resources.custom.n0': input should be greater than 0 (got 0)",
+        ),
+        (
+            "{custom: {GPU: 1}}",
+            26,
+            "key 'resources.custom.GPU': 'GPU' is not a custom resource: ask for it with gpus",
+        ),
+        ("[2]", 16, "key 'resources' must be a mapping of keys, not [2]"),
+    ],
+)
+def test_bad_resources_are_located(resources: str, col: int, message: str) -> None:
+    assert problems(PROCESS + f"    resources: {resources}\n") == [
+        f"s.yaml:4:{col}: error[T011]: process 'p', {message}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        ("''", "a node is a Ray node's IP address or id, not an empty string"),
+        ("12", "input should be a valid string (got 12)"),
+    ],
+)
+def test_bad_node_is_located(node: str, message: str) -> None:
+    assert problems(PROCESS + f"    node: {node}\n") == [
+        f"s.yaml:4:11: error[T011]: process 'p', key 'node': {message}"
+    ]
+
+
+def test_resources_and_node_are_interpolated() -> None:
+    text = (
+        "params: {cpus: 1.5, gpus: 1, mem: 1GiB, n0: 2, node: 10.0.0.7}\n" + PROCESS + "    "
+        "resources: {cpus: '${params.cpus}', gpus: '${params.gpus}', memory: '${params.mem}', "
+        "custom: {n0: '${params.n0}'}}\n    node: '${params.node}'\n"
+    )
+    doc = prepare_document(load_text(text, "s.yaml"), ["params.cpus=3"])
+    p = spec_from_document(doc).processes["p"]
+    assert p.resources == Resources(cpus=3.0, gpus=1.0, memory=1024**3, custom={"n0": 2.0})
+    assert p.node == "10.0.0.7" and p.cpus == 3.0
+    assert isinstance(p.resources.cpus, float)
+
+
+def test_resources_have_no_per_instance_references() -> None:
+    with pytest.raises(SpecError) as info:
+        prepare_document(load_text(PROCESS + "    resources: {cpus: '${replica}'}\n", "s.yaml"))
+    assert [d.code for d in info.value.diagnostics] == ["T020"]
+
+
+def test_json_schema_has_resources_and_node() -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(json_schema())
+    process = {"target": "m:f", "node": "10.0.0.5"}
+    good = {"resources": {"cpus": 2, "gpus": 0.5, "memory": "2GiB", "custom": {"n0": 1}}}
+    assert list(validator.iter_errors({"processes": {"p": {**process, **good}}})) == []
+    bad = {"resources": {"cpu": 2}}
+    assert list(validator.iter_errors({"processes": {"p": {**process, **bad}}}))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
+from fractions import Fraction
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple, get_args
 
 from pydantic import (
@@ -96,21 +97,54 @@ _BYTE_UNITS = {
     "kb": 1000,
     "mb": 1000**2,
     "gb": 1000**3,
+    "tb": 1000**4,
     "kib": 1024,
     "mib": 1024**2,
     "gib": 1024**3,
+    "tib": 1024**4,
 }
-_BYTES = re.compile(r"^\s*(\d+)\s*([kmg]i?b|b)?\s*$", re.IGNORECASE)
+_BYTES = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)
 
 
 def parse_bytes(value: Any) -> Any:
-    """``1048576``, ``"1MiB"``, ``"64KiB"``, ``"2MB"`` -> a number of bytes."""
+    """``1048576``, ``"1MiB"``, ``"64KiB"``, ``"2 GiB"``, ``"1.5GB"`` -> a number of bytes
+    (a fraction of a byte is dropped)."""
     if isinstance(value, str):
         m = _BYTES.match(value)
         if not m:
-            raise ValueError(f"{value!r} is not a size: write bytes, or a string like '64KiB'")
-        return int(m.group(1)) * _BYTE_UNITS[(m.group(2) or "").lower()]
+            raise ValueError(
+                f"{value!r} is not a size: write bytes, or a string like '64KiB' or '1.5GB'"
+            )
+        return int(Fraction(m.group(1)) * _BYTE_UNITS[(m.group(2) or "").lower()])
     return value
+
+
+# Ray counts resources in steps of 0.0001 and refuses a non-zero amount below one step.
+RAY_RESOURCE_STEP = 0.0001
+
+
+def _resource_step(amount: float) -> float:
+    if 0 < amount < RAY_RESOURCE_STEP:
+        raise ValueError(
+            f"{amount!r} is less than {RAY_RESOURCE_STEP}, the smallest amount Ray counts"
+        )
+    return amount
+
+
+def _custom_resource(name: str) -> str:
+    if not name.strip():
+        raise ValueError("a custom resource needs a name")
+    if "${" in name:
+        raise ValueError(f"{name!r}: a name is a key, and keys are not interpolated")
+    if name in ("CPU", "GPU"):
+        raise ValueError(f"{name!r} is not a custom resource: ask for it with {name.lower()}s")
+    return name
+
+
+def _node(name: str) -> str:
+    if not name.strip():
+        raise ValueError("a node is a Ray node's IP address or id, not an empty string")
+    return name
 
 
 Name = Annotated[str, AfterValidator(_identifier)]
@@ -130,6 +164,13 @@ PositiveInt = Annotated[int, Field(strict=True, gt=0)]
 NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
 ByteSize = Annotated[
     int, BeforeValidator(parse_bytes, json_schema_input_type=int | str), Field(strict=True, gt=0)
+]
+# Amounts of a resource: an int or float (`cpus: 2`, `gpus: 0.5`), never a bool or text.
+ResourceAmount = Annotated[
+    float, Field(strict=True, gt=0, allow_inf_nan=False), AfterValidator(_resource_step)
+]
+GPUAmount = Annotated[  # none at all is an amount too: `gpus: 0`
+    float, Field(strict=True, ge=0, allow_inf_nan=False), AfterValidator(_resource_step)
 ]
 Via = Literal["manager"]
 
@@ -445,6 +486,19 @@ def _env_value(value: Any) -> Any:
     return value
 
 
+class Resources(Model):
+    """What each instance of a process asks of the node it runs on, for ``--backend ray``
+    (its ``num_cpus``, ``num_gpus``, ``memory`` and ``resources``). None: not asked.
+
+    Locally only ``cpus`` is used, by the oversubscription check T123."""
+
+    cpus: ResourceAmount | None = None
+    gpus: GPUAmount | None = None
+    memory: ByteSize | None = None  # bytes: an int, or a string like "512MiB" or "2GiB"
+    # custom resources of the cluster's nodes, by name: {n0: 1}
+    custom: dict[Annotated[str, AfterValidator(_custom_resource)], ResourceAmount] = {}
+
+
 class Process(Model):
     target: Target
     args: dict[Name, Any] = {}
@@ -460,6 +514,14 @@ class Process(Model):
     timeout: Duration | None = None
     env: dict[str, Annotated[str, BeforeValidator(_env_value)]] = {}
     ignore: list[str] = []  # diagnostic codes silenced for this process (warnings only)
+    # Placement on a Ray cluster (--backend ray); locally only resources.cpus counts (T123).
+    resources: Resources | None = None
+    node: Annotated[str, AfterValidator(_node)] | None = None  # a Ray node's IP address or id
+
+    @property
+    def cpus(self) -> float | None:
+        """The CPUs each instance asks for (``resources.cpus``), None when it does not say."""
+        return self.resources.cpus if self.resources else None
 
 
 class Spec(Model):
@@ -505,6 +567,8 @@ def _model_at(loc: tuple[Any, ...]) -> type[Model] | None:
         return Spec
     if loc[0] == "processes" and len(loc) == 2:
         return Process
+    if loc[0] == "processes" and len(loc) == 3 and loc[2] == "resources":
+        return Resources
     if loc[0] == "channels" and len(loc) == 3:
         return CHANNEL_MODELS.get(str(loc[2]))
     if loc[0] == "locks" and len(loc) == 3:

@@ -57,7 +57,23 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-@backend_check("T123", "warning", "more process instances than a few per CPU")
+def _cpus(n: float) -> str:
+    """``2``, ``0.5``, ``0.3`` (not 0.30000000000000004): an amount of CPUs."""
+    return str(int(n)) if float(n).is_integer() else f"{round(n, 4):g}"
+
+
+def _asked(process: str, instances: int, cpus: float) -> str:
+    """``producer 1``, ``worker[0..3] 4 x 1``: what one process's instances ask for."""
+    if instances == 1:
+        return f"{process} {_cpus(cpus)}"
+    return f"{process}[0..{instances - 1}] {instances} x {_cpus(cpus)}"
+
+
+@backend_check(
+    "T123",
+    "warning",
+    "more process instances than a few per CPU, or more CPUs asked for than there are",
+)
 def oversubscribed(plan: Plan, backend: Backend) -> Iterator[Finding]:
     # A process that lists T123 in its `ignore` declares itself cheap (I/O-bound, mostly
     # asleep): its instances are not counted, which is how the warning is silenced in a spec.
@@ -66,17 +82,49 @@ def oversubscribed(plan: Plan, backend: Backend) -> Iterator[Finding]:
         for p, process in plan.spec.processes.items()
         if "T123" not in process.ignore
     }
-    total = sum(counted.values())
     cpus = backend.cpus()
-    if not counted or total <= max(OVERSUBSCRIBED_PER_CPU * cpus, OVERSUBSCRIBED_AT_LEAST):
+    # `resources: {cpus: c}` asks for c CPUs per instance; an instance that does not say
+    # counts as 1/OVERSUBSCRIBED_PER_CPU of one, and a handful of them as nothing at all.
+    asks = {p: plan.spec.processes[p].cpus for p in counted}
+    declared = {p: n * c for p, n in counted.items() if (c := asks[p]) is not None}
+    light = sum(n for p, n in counted.items() if asks[p] is None)
+    if not declared:
+        if light <= max(OVERSUBSCRIBED_PER_CPU * cpus, OVERSUBSCRIBED_AT_LEAST):
+            return
+        largest = max(counted, key=counted.__getitem__)
+        yield Finding(
+            ("processes", largest, "replicas"),
+            f"{light} process instances on {_count(cpus, 'CPU')} are more than "
+            f"{OVERSUBSCRIBED_PER_CPU} per CPU: they compete for CPU time, so CPU-bound work "
+            "runs slower than with fewer instances, and each costs a whole Python "
+            "interpreter's memory",
+        )
         return
-    largest = max(counted, key=counted.__getitem__)
+    light_share = light / OVERSUBSCRIBED_PER_CPU if light > OVERSUBSCRIBED_AT_LEAST else 0.0
+    demand = sum(declared.values()) + light_share
+    if demand <= cpus + 1e-9:
+        return
+    parts = sorted(declared, key=declared.__getitem__, reverse=True)
+    listed = parts if len(parts) <= 4 else parts[:3]
+    shown = [_asked(p, counted[p], asks[p] or 0.0) for p in listed]
+    if len(parts) > len(listed):
+        rest = sum(declared[p] for p in parts[len(listed) :])
+        shown.append(f"{len(parts) - len(listed)} more processes {_cpus(rest)}")
+    if light_share:
+        shown.append(
+            f"{_cpus(light_share)} for {light} instances without cpus, "
+            f"{OVERSUBSCRIBED_PER_CPU} to a CPU"
+        )
+    if light_share > declared[parts[0]]:
+        lightest = [p for p in counted if asks[p] is None]
+        where: tuple[str, ...] = ("processes", max(lightest, key=counted.__getitem__), "replicas")
+    else:
+        where = ("processes", parts[0], "resources", "cpus")
     yield Finding(
-        ("processes", largest, "replicas"),
-        f"{total} process instances on {_count(cpus, 'CPU')} are more than "
-        f"{OVERSUBSCRIBED_PER_CPU} per CPU: they compete for CPU time, so CPU-bound work "
-        "runs slower than with fewer instances, and each costs a whole Python interpreter's "
-        "memory",
+        where,
+        f"the processes ask for {_cpus(demand)} CPUs in all ({', '.join(shown)}) and the "
+        f"{backend.name} backend has {_count(cpus, 'CPU')}: they will share them, so each "
+        "instance gets less CPU time than it asks for",
     )
 
 
