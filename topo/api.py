@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from topo.errors import Diagnostic, RunError, SpecError, os_error_text
+from topo.errors import Diagnostic, RunError, SpecError, UsageError, os_error_text
 from topo.resolve import (
     Overrides,
     Plan,
@@ -31,12 +31,20 @@ if TYPE_CHECKING:
     from topo.backends import Backend
 
 
-def _backend(backend: str | Backend | None) -> Backend:
-    """A backend by name, or as given; None: ``$TOPO_BACKEND``, else the local one."""
+def _backend(backend: str | Backend | None, address: str | None = None) -> Backend:
+    """A backend by name, or as given; None: ``$TOPO_BACKEND``, else the local one.
+    ``address`` (or ``$TOPO_ADDRESS``) is the cluster, for a backend that has clusters."""
     from topo.backends import get_backend
 
     if backend is None or isinstance(backend, str):
-        return get_backend(backend or os.environ.get("TOPO_BACKEND") or "local")
+        name = backend or os.environ.get("TOPO_BACKEND") or "local"
+        address = address or os.environ.get("TOPO_ADDRESS") or None
+        try:
+            return get_backend(name, address=address)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    if address is not None:
+        raise UsageError("give the address to the backend itself, not beside it")
     return backend
 
 
@@ -110,6 +118,7 @@ def run(
     watch: bool = True,
     spec_dir: str | Path | None = None,
     backend: str | Backend | None = None,
+    address: str | None = None,
     manifest_extra: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Run a spec to its end on ``backend`` (default: ``$TOPO_BACKEND`` or local) and
@@ -127,7 +136,7 @@ def run(
     from topo.record import RunFolder
 
     say = output or _stderr_sink
-    chosen = _backend(backend)
+    chosen = _backend(backend, address)
     plan = spec if isinstance(spec, Plan) else load(spec, overrides, seed=seed, spec_dir=spec_dir)
     diagnostics = check(plan, backend=chosen)
     errors = [d for d in diagnostics if d.is_error]
@@ -138,7 +147,9 @@ def run(
     options = RunOptions(quiet=quiet, watch=watch, status=status)
     if not record:
         return _run(plan, chosen, options, say)
-    folder = RunFolder.create(plan, runs_dir, extra=manifest_extra)
+    folder = RunFolder.create(
+        plan, runs_dir, extra={**(manifest_extra or {}), "backend": chosen.name}
+    )
     options = replace(options, run_dir=folder.path, log=folder.log, events=folder.event)
     try:
         result = _run(plan, chosen, options, say)
@@ -156,6 +167,8 @@ def _run(plan: Plan, backend: Backend, options: RunOptions, say: OutputSink) -> 
         result = Supervisor(plan, launcher, options, say).run()
     except OSError as e:  # the result tells what instances did; this is about topo itself
         raise RunError(f"the run could not go on: {os_error_text(e)}") from e
+    result.backend = backend.name
+    result.cluster = getattr(launcher, "cluster", None)
     result.duration_s = time.monotonic() - started
     return result
 

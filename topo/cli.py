@@ -48,6 +48,23 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Hide the insta
 RunJsonOption = Annotated[
     bool, typer.Option("--json", help="Print the run's summary as one JSON document.")
 ]
+BackendOption = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        help="Where to run: local or ray [default: $TOPO_BACKEND or local].",
+        show_default=False,
+    ),
+]
+AddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="With --backend ray: the cluster (auto, HOST:PORT, ray://...) "
+        "[default: $TOPO_ADDRESS, else a local Ray started for the run].",
+        show_default=False,
+    ),
+]
 
 _COLOURS = [
     "cyan",
@@ -311,6 +328,8 @@ def run(
         list[str] | None,
         typer.Option(help="Sweeps: show the results of this process or instance (repeatable)."),
     ] = None,
+    backend: BackendOption = None,
+    address: AddressOption = None,
 ) -> None:
     """Validate a spec, start every process, supervise them and report the outcome.
 
@@ -334,6 +353,8 @@ def run(
             as_json=as_json,
             quiet=quiet,
             watch=not no_watch,
+            backend=backend,
+            address=address,
         )
         return
     from topo.api import run as run_spec
@@ -349,6 +370,8 @@ def run(
             output=printer,
             status=status,
             watch=not no_watch,
+            backend=backend,
+            address=address,
         )
 
     _run_and_report(start, as_json)
@@ -502,6 +525,8 @@ def _run_sweep(
     as_json: bool,
     quiet: bool,
     watch: bool,
+    backend: str | None = None,
+    address: str | None = None,
 ) -> None:
     from functools import partial
 
@@ -515,7 +540,14 @@ def _run_sweep(
         status = _LiveStatus(console) if console.is_terminal else _StatusLines(printer)
         with status:
             return run_spec(
-                plan, **options, quiet=quiet, output=printer, status=status, watch=watch
+                plan,
+                **options,
+                quiet=quiet,
+                output=printer,
+                status=status,
+                watch=watch,
+                backend=backend,
+                address=address,
             )
 
     def on_start(sweep: Sweep, entry: SweepRun, total: int) -> None:
@@ -731,6 +763,8 @@ def rerun(
     as_json: RunJsonOption = False,
     quiet: QuietOption = False,
     runs_dir: Annotated[Path | None, _RUNS_DIR_OPTION] = None,
+    backend: BackendOption = None,
+    address: AddressOption = None,
 ) -> None:
     """Run a recorded run again: its resolved spec, the same seeds, targets from its folder.
 
@@ -761,6 +795,8 @@ def rerun(
                 quiet=quiet,
                 output=printer,
                 status=status,
+                backend=backend,
+                address=address,
             )
 
         _run_and_report(start, as_json)

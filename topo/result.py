@@ -105,6 +105,8 @@ class RunResult:
     undelivered: dict[str, int] = field(default_factory=dict)
     leftovers: dict[str, list[Any]] = field(default_factory=dict, repr=False, compare=False)
     record_complete: bool = True  # False when part of the run's record could not be written
+    backend: str = "local"  # where it ran
+    cluster: dict[str, Any] | None = None  # the backend's own facts (Ray: version, nodes)
 
     def __post_init__(self) -> None:
         if self.exit_code is None:
@@ -126,7 +128,10 @@ class RunResult:
             "processes": {n: r.to_json() for n, r in self.processes.items()},
             "state": self.state,
             "undelivered": dict(self.undelivered),
+            "backend": self.backend,
         }
+        if self.cluster:
+            data["cluster"] = self.cluster
         if self.message:
             data["message"] = self.message
         return data

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from topo.resolve import Plan
     from topo.supervise import Launcher, RunOptions
 
-BUILTIN = ("local",)
+BUILTIN = ("local", "ray")
 
 
 # Instances import this package (their entry point lives in a backend): no dataclasses.
@@ -63,18 +63,37 @@ def register(name: str, factory: Callable[[], Backend]) -> None:
     _REGISTERED[name] = factory
 
 
-def get_backend(name: str = "local") -> Backend:
-    """The backend called ``name``; ``ValueError`` naming the known ones if none is."""
+def get_backend(name: str = "local", *, address: str | None = None) -> Backend:
+    """The backend called ``name`` (on the cluster at ``address``, for a backend that
+    has clusters); ``ValueError`` naming the known ones if none is."""
+    backend = _find(name)
+    if address is None:
+        return backend
+    at = getattr(backend, "at", None)
+    if at is None:
+        raise ValueError(
+            f"the {name} backend runs on this machine: an address is for --backend ray"
+        )
+    located: Backend = at(address)
+    return located
+
+
+def _find(name: str) -> Backend:
     if name in _REGISTERED:
         return _REGISTERED[name]()
     if name.isidentifier():
         try:
             module = importlib.import_module(f"topo.backends.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"topo.backends.{name}":
-                raise ValueError(f"backend {name!r} needs {e.name}, which is not installed") from e
-        else:
             backend: Backend = module.BACKEND
+        except ModuleNotFoundError as e:
+            if e.name == f"topo.backends.{name}":
+                pass  # no such backend: said below
+            else:
+                raise ValueError(
+                    f"backend {name!r} needs {e.name}, which is not installed "
+                    f"(pip install 'topo[{name}]')"
+                ) from e
+        else:
             return backend
     known = ", ".join(repr(n) for n in sorted({*BUILTIN, *_REGISTERED}))
     raise ValueError(f"unknown backend {name!r}: the known ones are {known}")

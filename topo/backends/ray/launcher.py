@@ -1,0 +1,509 @@
+"""The Ray launcher: instances as Ray tasks, channels and locks in the run's hub.
+
+``open`` connects to Ray (a local Ray started for the run, or the cluster at
+``address``), reserves one placement group bundle per instance (failing at once when
+the cluster cannot hold the run, where Ray would wait for ever), and creates the hub
+actor and one actor per ``object`` channel. Each instance is a task with
+``max_retries=0`` in a fresh worker process (``max_calls=1``); ``terminate`` is a soft
+``ray.cancel`` (KeyboardInterrupt in the target), ``kill`` a forced one. ``close``
+kills every actor and task of the run, removes the placement group, and stops the
+local Ray if it started one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import sys
+import time
+from typing import Any
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from topo.backends.ray import proxies
+from topo.backends.ray.hub import Hub
+from topo.backends.ray.task import run_instance
+from topo.context import RunContext
+from topo.deadlock import Wait
+from topo.errors import RunError
+from topo.jsonable import to_jsonable
+from topo.resolve import Instance, Plan
+from topo.result import RawItem
+from topo.supervise import Event, Exited, OutputSink, Raised, Returned, RunOptions
+
+PLACEMENT_WAIT_S = 30.0  # the cluster has this long to find room for the run
+LINES_EVERY_S = 0.05  # how often the launcher collects what instances printed
+MOST_DRAINED = 100_000  # per channel
+DEFAULT_CPUS = 0.01  # an instance's share of a CPU when its process declares no cpus
+# A local Ray for the run: its object store is capped (Ray's default is 30% of RAM, and
+# a container's /dev/shm is often 64 MB).
+LOCAL_OBJECT_STORE = 256 * 1024 * 1024
+
+
+class PlacementError(RunError):
+    """The cluster cannot hold the run (exit 2: nothing started)."""
+
+
+def _zero(typecode: str) -> Any:
+    if typecode in ("c", "c_char"):
+        return b"\x00"
+    if typecode in ("f", "d", "c_float", "c_double"):
+        return 0.0
+    return 0
+
+
+def _declared(plan: Plan) -> dict[str, dict[str, Any]]:
+    """Every channel and lock the hub holds, as plain data."""
+    out: dict[str, dict[str, Any]] = {}
+    c: Any
+    for name, c in plan.spec.channels.items():
+        kind = c.kind
+        if kind in ("ndarray", "object"):
+            continue  # real shared memory, or an actor of its own
+        opts: dict[str, Any] = {"kind": kind}
+        if kind in ("queue", "joinable_queue"):
+            opts["maxsize"] = (
+                c.maxsize if kind == "joinable_queue" or c.transport == "pipe" else (c.capacity)
+            )
+        elif kind == "pipe":
+            opts["duplex"] = c.duplex
+        elif kind == "value":
+            init = c.init
+            if c.typecode in ("c", "c_char") and isinstance(init, str):
+                init = init.encode()
+            opts["init"] = init
+        elif kind == "array":
+            if c.init is None:
+                opts["init"] = [_zero(c.typecode)] * c.length
+            elif isinstance(c.init, str):
+                opts["init"] = bytearray(c.init.encode())
+            else:
+                opts["init"] = list(c.init)
+            if c.typecode in ("c", "c_char") and isinstance(opts["init"], list):
+                opts["init"] = bytearray(len(opts["init"]))
+        elif kind in ("dict", "list", "namespace"):
+            opts["init"] = c.init
+        out[name] = opts
+    lock: Any
+    for name, lock in plan.spec.locks.items():
+        opts = {"kind": lock.kind}
+        if lock.kind in ("semaphore", "bounded_semaphore"):
+            opts["value"] = lock.value
+        elif lock.kind == "condition":
+            opts["lock"] = lock.lock
+        elif lock.kind == "barrier":
+            opts["parties"] = plan.barrier_parties[name]
+            opts["timeout"] = lock.timeout
+        out[name] = opts
+    return out
+
+
+class _ObjectHost:
+    """A ``kind: object`` channel's object, in an actor of its own."""
+
+    def __init__(self, factory: str, spec_dir: str, args: dict[str, Any]) -> None:
+        from topo.targets import load_target
+
+        self.obj = load_target(factory, spec_dir)(**args)
+
+    def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return getattr(self.obj, method)(*args, **kwargs)
+
+
+class RayLauncher:
+    def __init__(self, plan: Plan, options: RunOptions, address: str | None) -> None:
+        self.plan = plan
+        self.options = options
+        self.address = address
+        self.own_ray = False  # this launcher started the local Ray: it stops it
+        self.hub: Any = None
+        self.objects: dict[str, Any] = {}  # object channel -> its actor
+        self.arrays: dict[str, tuple[Any, Any]] = {}  # ndarray -> (handle, segment)
+        self.group: Any = None  # the placement group
+        self.bundle: dict[str, int] = {}  # instance -> its bundle
+        self.refs: dict[str, Any] = {}  # running instance -> its task's ObjectRef
+        self.stopping: dict[str, int] = {}  # instance -> the signal it was stopped by
+        self.facts: dict[str, dict[str, Any]] = {}  # instance -> pid, node
+        self.output: OutputSink = lambda name, line: None
+        self.lines_at = 0.0
+        self.cluster: dict[str, Any] | None = None  # filled in at close, for the record
+
+    # ----- open --------------------------------------------------------------------------
+
+    def open(self, output: OutputSink) -> None:
+        self.output = output
+        self._connect()
+        self._place()
+        self.hub = (
+            ray.remote(Hub)
+            .options(num_cpus=0, max_restarts=0, max_concurrency=10_000)
+            .remote(_declared(self.plan))
+        )
+        c: Any
+        for name, c in self.plan.spec.channels.items():
+            if c.kind == "object":
+                host = ray.remote(_ObjectHost).options(num_cpus=0, max_concurrency=16)
+                self.objects[name] = host.remote(c.factory, str(self.plan.spec_dir), c.args)
+            elif c.kind == "ndarray":
+                from topo.backends.local.shm import SharedArray
+
+                self.arrays[name] = SharedArray.create(c.dims, c.dtype, c.init)
+        try:  # an object's constructor that fails, a hub that cannot start: fail here
+            ray.get(
+                [
+                    self.hub.facts.remote(),
+                    *(a.__ray_ready__.remote() for a in self.objects.values()),
+                ]
+            )
+        except ray.exceptions.RayError as e:
+            raise RunError(f"building the run's channels on Ray failed: {_reason(e)}") from e
+
+    def _connect(self) -> None:
+        if ray.is_initialized():
+            return  # the caller's own Ray (the Python API): used as it is, left running
+        env_vars = {"PYTHONPATH": os.pathsep.join([str(self.plan.spec_dir), *sys.path[1:]])}
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "logging_level": logging.ERROR,
+            "configure_logging": True,
+            "runtime_env": {"env_vars": env_vars},
+            "namespace": "topo",
+        }
+        if self.address is None:
+            kwargs["num_cpus"] = os.cpu_count() or 1
+            kwargs["object_store_memory"] = LOCAL_OBJECT_STORE
+        try:
+            ray.init(address=self.address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            where = "a local Ray" if self.address is None else f"Ray at {self.address}"
+            raise RunError(f"could not start or reach {where}: {_reason(e)}") from e
+        self.own_ray = self.address is None
+
+    def _place(self) -> None:
+        """One bundle per instance, in one placement group: Ray would keep a task that
+        does not fit waiting for ever; this fails at once, saying what is missing."""
+        bundles = [_bundle(self.plan, i) for i in self.plan.instances]
+        wanted: dict[str, float] = {}
+        for b in bundles:
+            for key, amount in b.items():
+                wanted[key] = wanted.get(key, 0.0) + amount
+        have = ray.cluster_resources()
+        for key, amount in wanted.items():
+            if amount > have.get(key, 0.0) + 1e-9:
+                raise PlacementError(_missing(key, amount, have.get(key, 0.0)))
+        self.group = placement_group(bundles, strategy="PACK", name="")
+        if not self.group.wait(PLACEMENT_WAIT_S):
+            free = ray.available_resources()
+            short = [k for k, v in wanted.items() if v > free.get(k, 0.0) + 1e-9]
+            detail = "; ".join(_missing(k, wanted[k], free.get(k, 0.0), "free") for k in short)
+            raise PlacementError(
+                f"the cluster found no room for the run in {PLACEMENT_WAIT_S:.0f} s"
+                + (f": {detail}" if detail else "")
+            )
+        self.bundle = {inst.name: i for i, inst in enumerate(self.plan.instances)}
+
+    # ----- instances ---------------------------------------------------------------------
+
+    def _bind(self, instance: Instance) -> dict[str, Any]:
+        bound: dict[str, Any] = {}
+        readers = self._readers()
+        for b in instance.bindings:
+            model: Any = self.plan.model(b.name)
+            kind = model.kind
+            if kind in ("queue", "joinable_queue", "simple_queue"):
+                maxsize = getattr(model, "maxsize", 0)
+                if kind == "queue" and model.transport == "shm":
+                    maxsize = model.capacity
+                bound[b.param] = proxies.Queue(
+                    self.hub,
+                    b.name,
+                    maxsize,
+                    joinable=kind == "joinable_queue",
+                    alone=readers.get(b.name, 0) == 1 and "input" in b.roles,
+                )
+            elif kind == "pipe":
+                end = b.end if b.end is not None else 0
+                duplex = model.duplex
+                bound[b.param] = proxies.PipeEnd(
+                    self.hub, b.name, end, readable=duplex or end == 0, writable=duplex or end == 1
+                )
+            elif kind == "value":
+                bound[b.param] = proxies.Value(self.hub, b.name)
+            elif kind == "array":
+                bound[b.param] = proxies.Array(self.hub, b.name)
+            elif kind == "dict":
+                bound[b.param] = proxies.Dict(self.hub, b.name)
+            elif kind == "list":
+                bound[b.param] = proxies.List(self.hub, b.name)
+            elif kind == "namespace":
+                bound[b.param] = proxies.Namespace(self.hub, b.name)
+            elif kind == "object":
+                bound[b.param] = proxies.ObjectProxy(self.objects[b.name], b.name, model.methods)
+            elif kind == "ndarray":
+                bound[b.param] = self.arrays[b.name][0]
+            elif kind in ("lock", "rlock", "semaphore", "bounded_semaphore"):
+                bound[b.param] = proxies.Lock(self.hub, b.name, kind)
+            elif kind == "condition":
+                lock = model.lock or f"{b.name}:lock"
+                lock_kind = self.plan.spec.locks[model.lock].kind if model.lock else "rlock"
+                bound[b.param] = proxies.Condition(
+                    self.hub, b.name, proxies.Lock(self.hub, lock, lock_kind)
+                )
+            elif kind == "event":
+                bound[b.param] = proxies.Event(self.hub, b.name)
+            elif kind == "barrier":
+                bound[b.param] = proxies.Barrier(self.hub, b.name)
+            else:  # pragma: no cover - the capabilities refuse it first
+                raise RunError(f"the ray backend cannot bind a {kind}")
+        return bound
+
+    def _readers(self) -> dict[str, int]:
+        """Queue -> how many instances read it (a lone reader may take items in batches)."""
+        if not hasattr(self, "_reader_counts"):
+            counts: dict[str, int] = {}
+            for inst in self.plan.instances:
+                for b in inst.bindings:
+                    if "input" in b.roles or "use" in b.roles:
+                        counts[b.name] = counts.get(b.name, 0) + 1
+            self._reader_counts = counts
+        return self._reader_counts
+
+    def start(self, instance: Instance) -> int | None:
+        for b in instance.bindings:  # a restarted instance has its pipe ends again
+            if self.plan.model(b.name).kind == "pipe":
+                ray.get(self.hub.open_end.remote(b.name, b.end if b.end is not None else 0))
+        context = RunContext(
+            name=instance.name,
+            process=instance.process,
+            replica=instance.replica,
+            replicas=instance.replicas,
+            seed=instance.seed,
+            params=dict(self.plan.spec.params),
+            run_dir=str(self.options.run_dir) if self.options.run_dir else None,
+            spec_dir=str(self.plan.spec_dir),
+        )
+        bundle = _bundle(self.plan, instance)
+        task = ray.remote(max_retries=0, max_calls=1)(run_instance).options(
+            name=f"topo:{instance.name}",
+            num_cpus=bundle.get("CPU", 0),
+            num_gpus=bundle.get("GPU", 0),
+            memory=bundle.get("memory"),
+            resources={k: v for k, v in bundle.items() if k not in ("CPU", "GPU", "memory")},
+            scheduling_strategy=PlacementGroupSchedulingStrategy(
+                self.group, placement_group_bundle_index=self.bundle[instance.name]
+            ),
+        )
+        self.refs[instance.name] = task.remote(
+            self.hub,
+            instance.name,
+            instance.target,
+            instance.args,
+            instance.env,
+            context,
+            self._bind(instance),
+            os.getcwd(),
+        )
+        self.stopping.pop(instance.name, None)
+        return None
+
+    def wait(self, timeout: float) -> list[Event]:
+        deadline = time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            if now - self.lines_at >= LINES_EVERY_S:
+                self._pump_lines()
+            refs = list(self.refs.values())
+            left = max(0.0, min(deadline - now, LINES_EVERY_S))
+            if not refs:
+                time.sleep(left)
+                ready: list[Any] = []
+            else:
+                ready, _ = ray.wait(refs, num_returns=1, timeout=left)
+            if ready:
+                self._pump_lines()  # what it printed comes before its exit
+                events: list[Event] = []
+                for name in [n for n, r in self.refs.items() if r in ready]:
+                    events.extend(self._ended(name, self.refs.pop(name)))
+                return events
+            if time.monotonic() >= deadline:
+                return []
+
+    def _ended(self, name: str, ref: Any) -> list[Event]:
+        ray.get(self.hub.forget.remote(name))
+        self._close_ends(name)
+        try:
+            kind, payload, code = ray.get(ref)
+        except ray.exceptions.TaskCancelledError:
+            return [Exited(name, -self.stopping.get(name, 15))]
+        except ray.exceptions.RayError as e:
+            if name in self.stopping:
+                return [Exited(name, -self.stopping[name])]
+            where = self._where(name)
+            text = f"the Ray worker running {name}{where} was lost: {_reason(e)}\n"
+            self.output(name, text.rstrip())
+            return [Raised(name, text), Exited(name, -9)]
+        if kind == "returned":
+            return [Returned(name, payload), Exited(name, code)]
+        if kind == "raised":
+            return [Raised(name, payload), Exited(name, code)]
+        return [Exited(name, code)]
+
+    def _where(self, name: str) -> str:
+        self._learn()
+        node = self.facts.get(name, {}).get("node")
+        return f" on node {node}" if node else ""
+
+    def _close_ends(self, name: str) -> None:
+        """An instance that ended has closed its pipe ends (a process's descriptors
+        close when it exits): their other ends see EOFError."""
+        inst = next(i for i in self.plan.instances if i.name == name)
+        for b in inst.bindings:
+            if self.plan.model(b.name).kind == "pipe":
+                ray.get(self.hub.close_end.remote(b.name, b.end if b.end is not None else 0))
+
+    def _pump_lines(self) -> None:
+        self.lines_at = time.monotonic()
+        if self.hub is None:
+            return
+        for name, line in ray.get(self.hub.take_lines.remote()):
+            self.output(name, line)
+
+    def _learn(self) -> None:
+        if self.hub is not None:
+            self.facts.update(ray.get(self.hub.facts.remote()))
+
+    def terminate(self, name: str) -> None:
+        ref = self.refs.get(name)
+        if ref is not None:
+            self.stopping.setdefault(name, 15)
+            ray.cancel(ref)
+
+    def kill(self, name: str) -> None:
+        ref = self.refs.get(name)
+        if ref is not None:
+            self.stopping[name] = 9
+            ray.cancel(ref, force=True)
+
+    # ----- what the supervisor asks while it runs ---------------------------------------
+
+    def waits(self) -> dict[str, Wait]:
+        if self.hub is None:
+            return {}
+        waiting = ray.get(self.hub.waits.remote())
+        return {who: Wait(op, name) for who, (op, name) in waiting.items() if who in self.refs}
+
+    def holders(self) -> dict[str, str]:
+        return dict(ray.get(self.hub.holders.remote())) if self.hub is not None else {}
+
+    def progress(self) -> float:
+        return float(ray.get(self.hub.progress.remote())) if self.hub is not None else float("nan")
+
+    def cpu_seconds(self, name: str) -> float | None:
+        return None
+
+    def dump_stacks(self) -> None:
+        pass
+
+    def pid(self, name: str) -> int | None:
+        self._learn()
+        pid = self.facts.get(name, {}).get("pid")
+        return int(pid) if pid else None
+
+    def _describe(self) -> None:
+        """For the run record: Ray's version, the cluster, the node of each instance."""
+        self._learn()
+        self.cluster = {
+            "ray_version": ray.__version__,
+            "address": self.address or "local",
+            "nodes": {name: facts.get("node") for name, facts in sorted(self.facts.items())},
+        }
+
+    # ----- the end -----------------------------------------------------------------------
+
+    def drain(self) -> dict[str, list[Any]]:
+        if self.hub is None:
+            return {}
+        left = ray.get(self.hub.drain.remote(MOST_DRAINED))
+        return {name: [_unpickled(data) for data in items] for name, items in left.items()}
+
+    def read_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {}
+        if self.hub is not None:
+            snapshot = ray.get(self.hub.snapshot.remote())
+            for name, value in snapshot.items():
+                kind = self.plan.spec.channels[name].kind
+                if kind == "namespace":
+                    value = dict(value or {})
+                if isinstance(value, bytearray):
+                    value = bytes(value)
+                state[name] = to_jsonable(value)
+        for name, (handle, segment) in self.arrays.items():
+            from topo.backends.local.shm import read_array
+
+            state[name] = read_array(handle, segment)
+        return {name: state[name] for name in self.plan.spec.channels if name in state}
+
+    def close(self) -> None:
+        if ray.is_initialized():
+            self._pump_lines()
+            if self.hub is not None:
+                self._describe()
+            for ref in self.refs.values():
+                ray.cancel(ref, force=True)
+            for actor in [self.hub, *self.objects.values()]:
+                if actor is not None:
+                    ray.kill(actor)
+            if self.group is not None:
+                remove_placement_group(self.group)
+        from topo.backends.local.shm import free
+
+        for _, segment in self.arrays.values():
+            free(segment)
+        self.arrays.clear()
+        self.hub = None
+        if self.own_ray:
+            ray.shutdown()
+            self.own_ray = False
+
+
+def _bundle(plan: Plan, instance: Instance) -> dict[str, float]:
+    """What one instance asks of the cluster: its process's ``resources`` and ``node``."""
+    process = plan.spec.processes[instance.process]
+    resources = getattr(process, "resources", None)
+    bundle: dict[str, float] = {"CPU": DEFAULT_CPUS}
+    if resources is not None:
+        if resources.cpus:
+            bundle["CPU"] = float(resources.cpus)
+        if resources.gpus:
+            bundle["GPU"] = float(resources.gpus)
+        if resources.memory:
+            bundle["memory"] = float(resources.memory)
+        for key, amount in (resources.custom or {}).items():
+            bundle[key] = float(amount)
+    node = getattr(process, "node", None)
+    if node:
+        bundle[f"node:{node}"] = 0.001
+    return bundle
+
+
+def _missing(key: str, wanted: float, have: float, what: str = "has") -> str:
+    unit = {"CPU": "CPUs", "GPU": "GPUs", "memory": "bytes of memory"}.get(key, f"of {key!r}")
+    if key.startswith("node:"):
+        return f"the run asks for node {key[5:]}, which is not in the cluster"
+    return f"the run needs {wanted:g} {unit}, the cluster {what} {have:g}"
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[-1] if text else type(e).__name__
+
+
+def _unpickled(data: bytes) -> Any:
+    try:
+        return pickle.loads(data)
+    except Exception as e:
+        return RawItem(data, f"could not be unpickled: {type(e).__name__}: {e}")

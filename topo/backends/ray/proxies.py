@@ -1,0 +1,563 @@
+"""What a target receives on Ray: objects with multiprocessing's API, over the hub.
+
+Each proxy names its channel or lock and holds the hub's actor handle; it pickles into
+a task's arguments like any object. Operations block where multiprocessing's block,
+with the timeouts enforced by the hub, and raise what multiprocessing raises
+(``queue.Empty``, ``queue.Full``, ``EOFError``, ``BrokenPipeError``,
+``threading.BrokenBarrierError``, ``ValueError`` on a lock released too often).
+
+One Ray call costs about a millisecond, so queues move messages in batches where that
+keeps their semantics: a writer to an unbounded queue hands items to a feeder thread
+that sends everything pending in one call (multiprocessing's own queue has a feeder
+thread too), and the one reader of a queue takes every item waiting in one call. A
+bounded queue's put waits for the hub's answer, which is what keeps ``maxsize``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import pickle
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import ray
+
+from topo.backends.ray.hub import BROKEN, EMPTY, EOF, FULL, OK
+
+_instance = "driver"  # set by the task wrapper: the instance these proxies act for
+_feeders: list[_Feeder] = []  # every feeder started in this process, flushed at the end
+
+FOREVER = 10.0**9
+
+
+def set_instance(name: str) -> None:
+    global _instance
+    _instance = name
+
+
+def who() -> str:
+    """The caller, as locks know their owners: instance and thread."""
+    return f"{_instance}/{threading.get_ident()}"
+
+
+def _dumps(obj: Any) -> bytes:
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _get(ref: Any) -> Any:
+    return ray.get(ref)
+
+
+class _Feeder:
+    """Sends what a writer put into one unbounded queue, in order, many items a call."""
+
+    def __init__(self, hub: Any, name: str) -> None:
+        self.hub, self.name = hub, name
+        self.pending: list[bytes] = []
+        self.busy = False
+        self.error: BaseException | None = None
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._run, name=f"topo-feeder-{name}", daemon=True)
+        self.thread.start()
+        _feeders.append(self)
+
+    def add(self, data: bytes) -> None:
+        with self.changed:
+            if self.error is not None:
+                raise self.error
+            self.pending.append(data)
+            self.changed.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self.changed:
+                while not self.pending:
+                    self.changed.wait()
+                batch, self.pending = self.pending, []
+                self.busy = True
+            try:
+                ray.get(self.hub.put_many.remote(self.name, batch))
+            except BaseException as e:
+                with self.changed:
+                    self.error = e
+                    self.busy = False
+                    self.changed.notify_all()
+                return
+            with self.changed:
+                self.busy = False
+                self.changed.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything put so far is in the hub; False if time ran out."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.changed:
+            while (self.pending or self.busy) and self.error is None:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self.changed.wait(left)
+        return True
+
+
+def flush_all(timeout: float | None = None) -> bool:
+    """Every feeder of this process has sent what it was given (at an instance's end)."""
+    return all(f.flush(timeout) for f in list(_feeders))
+
+
+class Queue:
+    """``multiprocessing.Queue`` (and SimpleQueue, and with ``joinable`` JoinableQueue)."""
+
+    def __init__(
+        self, hub: Any, name: str, maxsize: int = 0, joinable: bool = False, alone: bool = False
+    ) -> None:
+        self._hub, self._name, self._maxsize = hub, name, maxsize
+        self._joinable = joinable
+        self._alone = alone  # the only reader: it may take what is waiting in one call
+        self._setup()
+
+    def _setup(self) -> None:
+        self._feeder: _Feeder | None = None
+        self._taken: collections.deque[bytes] = collections.deque()
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self._hub, self._name, self._maxsize, self._joinable, self._alone)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self._hub, self._name, self._maxsize, self._joinable, self._alone = state
+        self._setup()
+
+    def __repr__(self) -> str:
+        return f"<topo ray queue {self._name!r}>"
+
+    def _flush(self) -> None:
+        if self._feeder is not None:
+            self._feeder.flush()
+
+    def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
+        data = _dumps(obj)
+        if self._maxsize <= 0:
+            if self._feeder is None:
+                self._feeder = _Feeder(self._hub, self._name)
+            self._feeder.add(data)
+            return
+        if _get(self._hub.put.remote(self._name, who(), data, block, timeout)) == FULL:
+            raise queue.Full
+
+    def put_nowait(self, obj: Any) -> None:
+        self.put(obj, False)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        self._flush()
+        if not self._taken:
+            if self._alone:
+                status, items = _get(self._hub.get_many.remote(self._name, who(), block, timeout))
+            else:
+                status, item = _get(self._hub.get.remote(self._name, who(), block, timeout))
+                items = [item]
+            if status == EMPTY:
+                raise queue.Empty
+            self._taken.extend(items)
+        return pickle.loads(self._taken.popleft())
+
+    def get_nowait(self) -> Any:
+        return self.get(False)
+
+    def qsize(self) -> int:
+        self._flush()
+        return int(_get(self._hub.qsize.remote(self._name))) + len(self._taken)
+
+    def empty(self) -> bool:
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        self._flush()
+        return bool(_get(self._hub.full.remote(self._name)))
+
+    def task_done(self) -> None:
+        if not self._joinable:
+            raise AttributeError("'Queue' object has no attribute 'task_done'")
+        if _get(self._hub.task_done.remote(self._name)) != OK:
+            raise ValueError("task_done() called too many times")
+
+    def join(self) -> None:
+        if not self._joinable:
+            raise AttributeError("'Queue' object has no attribute 'join'")
+        self._flush()
+        _get(self._hub.join.remote(self._name, who()))
+
+    def close(self) -> None:
+        self._flush()
+
+    def join_thread(self) -> None:
+        self._flush()
+
+    def cancel_join_thread(self) -> None:
+        pass
+
+    def untaken(self) -> list[bytes]:
+        """What this reader took and did not return yet (given back when it stops)."""
+        items, self._taken = list(self._taken), collections.deque()
+        return items
+
+
+class PipeEnd:
+    """One end of ``multiprocessing.Pipe``: ``send``, ``recv``, ``poll``, ``close``."""
+
+    def __init__(self, hub: Any, name: str, end: int, readable: bool, writable: bool) -> None:
+        self._hub, self._name, self._end = hub, name, end
+        self.readable, self.writable = readable, writable
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"<topo ray pipe end {self._name!r}[{self._end}]>"
+
+    def _check(self, writing: bool) -> None:
+        if self.closed:
+            raise OSError("handle is closed")
+        if writing and not self.writable:
+            raise OSError("connection is read-only")
+        if not writing and not self.readable:
+            raise OSError("connection is write-only")
+
+    def send(self, obj: Any) -> None:
+        self._check(True)
+        if _get(self._hub.send.remote(self._name, self._end, _dumps(obj))) == BROKEN:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    def send_bytes(self, buf: bytes, offset: int = 0, size: int | None = None) -> None:
+        data = bytes(memoryview(buf)[offset : None if size is None else offset + size])
+        self.send(_RawBytes(data))
+
+    def recv(self) -> Any:
+        self._check(False)
+        status, data = _get(self._hub.recv.remote(self._name, who(), self._end))
+        if status == EOF:
+            raise EOFError
+        obj = pickle.loads(data)
+        return obj.data if isinstance(obj, _RawBytes) else obj
+
+    def recv_bytes(self, maxlength: int | None = None) -> bytes:
+        data = self.recv()
+        return data if isinstance(data, bytes) else _dumps(data)
+
+    def poll(self, timeout: float | None = 0.0) -> bool:
+        self._check(False)
+        wait = FOREVER if timeout is None else max(timeout, 0.0)
+        _, ready = _get(self._hub.recv.remote(self._name, who(), self._end, wait))
+        return bool(ready)
+
+    def fileno(self) -> int:
+        raise OSError("a pipe end on Ray has no file descriptor (multiprocessing.connection.wait)")
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(Exception):
+                _get(self._hub.close_end.remote(self._name, self._end))
+
+    def __enter__(self) -> PipeEnd:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _RawBytes:
+    """What send_bytes() sent, told apart from a sent bytes object by recv()."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class Lock:
+    """Lock, RLock, Semaphore and BoundedSemaphore."""
+
+    def __init__(self, hub: Any, name: str, kind: str = "lock") -> None:
+        self._hub, self._name, self._kind = hub, name, kind
+
+    def __repr__(self) -> str:
+        return f"<topo ray {self._kind} {self._name!r}>"
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        return bool(_get(self._hub.acquire.remote(self._name, who(), block, timeout)))
+
+    def release(self) -> None:
+        problem = _get(self._hub.release.remote(self._name, who()))
+        if problem != OK:
+            if self._kind == "rlock":
+                raise AssertionError("attempt to release recursive lock not owned by thread")
+            raise ValueError(problem)
+
+    def get_value(self) -> int:
+        return int(_get(self._hub.lock_value.remote(self._name)))
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Condition:
+    def __init__(self, hub: Any, name: str, lock: Lock) -> None:
+        self._hub, self._name, self._lock = hub, name, lock
+
+    def __repr__(self) -> str:
+        return f"<topo ray condition {self._name!r}>"
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        return self._lock.acquire(block, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        answer = _get(self._hub.cond_wait.remote(self._name, who(), timeout))
+        if isinstance(answer, str):
+            raise RuntimeError(answer)
+        return bool(answer)
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        result = predicate()
+        while not result:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            self.wait(left)
+            result = predicate()
+        return result
+
+    def notify(self, n: int = 1) -> None:
+        problem = _get(self._hub.notify.remote(self._name, who(), n))
+        if problem != OK:
+            raise RuntimeError(problem)
+
+    def notify_all(self) -> None:
+        problem = _get(self._hub.notify.remote(self._name, who(), None))
+        if problem != OK:
+            raise RuntimeError(problem)
+
+
+class Event:
+    def __init__(self, hub: Any, name: str) -> None:
+        self._hub, self._name = hub, name
+
+    def __repr__(self) -> str:
+        return f"<topo ray event {self._name!r}>"
+
+    def set(self) -> None:
+        _get(self._hub.event_set.remote(self._name))
+
+    def clear(self) -> None:
+        _get(self._hub.event_clear.remote(self._name))
+
+    def is_set(self) -> bool:
+        return bool(_get(self._hub.event_is_set.remote(self._name)))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return bool(_get(self._hub.event_wait.remote(self._name, who(), timeout)))
+
+
+class Barrier:
+    def __init__(self, hub: Any, name: str) -> None:
+        self._hub, self._name = hub, name
+
+    def __repr__(self) -> str:
+        return f"<topo ray barrier {self._name!r}>"
+
+    def wait(self, timeout: float | None = None) -> int:
+        status, index = _get(self._hub.barrier_wait.remote(self._name, who(), timeout))
+        if status == BROKEN:
+            raise threading.BrokenBarrierError
+        return int(index)
+
+    def abort(self) -> None:
+        _get(self._hub.barrier_abort.remote(self._name))
+
+    def reset(self) -> None:
+        _get(self._hub.barrier_reset.remote(self._name))
+
+    @property
+    def parties(self) -> int:
+        return int(_get(self._hub.barrier_info.remote(self._name))[0])
+
+    @property
+    def n_waiting(self) -> int:
+        return int(_get(self._hub.barrier_info.remote(self._name))[1])
+
+    @property
+    def broken(self) -> bool:
+        return bool(_get(self._hub.barrier_info.remote(self._name))[2])
+
+
+class Value:
+    """``multiprocessing.Value``: ``.value``, ``get_lock()``, and ``apply(fn)`` (an
+    update in one call: ``v.apply(lambda x: x + 1)``)."""
+
+    def __init__(self, hub: Any, name: str) -> None:
+        self._hub, self._name = hub, name
+
+    def __repr__(self) -> str:
+        return f"<topo ray value {self._name!r}>"
+
+    @property
+    def value(self) -> Any:
+        return _get(self._hub.read.remote(self._name))
+
+    @value.setter
+    def value(self, new: Any) -> None:
+        _get(self._hub.write.remote(self._name, new))
+
+    def get_lock(self) -> Lock:
+        return Lock(self._hub, f"{self._name}:lock", "rlock")
+
+    def get_obj(self) -> Value:
+        return self
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        return self.get_lock().acquire(block, timeout)
+
+    def release(self) -> None:
+        self.get_lock().release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def apply(self, fn: Callable[[Any], Any]) -> Any:
+        return _get(self._hub.apply.remote(self._name, fn))
+
+
+class Array(Value):
+    """``multiprocessing.Array``: indexing and slices, ``len``, ``get_lock()``."""
+
+    def __repr__(self) -> str:
+        return f"<topo ray array {self._name!r}>"
+
+    def __getitem__(self, key: Any) -> Any:
+        return _get(self._hub.read.remote(self._name, key))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        _get(self._hub.write.remote(self._name, value, key))
+
+    def __len__(self) -> int:
+        return len(self[:])
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self[:])
+
+
+class _Calls:
+    """Forwards method calls to a copy held by an actor, as a manager's proxy does."""
+
+    def __init__(self, hub: Any, name: str) -> None:
+        self._hub, self._name = hub, name
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _get(self._hub.call.remote(self._name, method, args, kwargs))
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return lambda *args, **kwargs: self._call(method, *args, **kwargs)
+
+
+class Dict(_Calls):
+    def __repr__(self) -> str:
+        return repr(self.copy())
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._call("__getitem__", key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._call("__setitem__", key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self._call("__delitem__", key)
+
+    def __len__(self) -> int:
+        return int(self._call("__len__"))
+
+    def __contains__(self, key: Any) -> bool:
+        return bool(self._call("__contains__", key))
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._call("copy"))
+
+    def keys(self) -> list[Any]:
+        return list(self._call("copy").keys())
+
+    def values(self) -> list[Any]:
+        return list(self._call("copy").values())
+
+    def items(self) -> list[tuple[Any, Any]]:
+        return list(self._call("copy").items())
+
+
+class List(_Calls):
+    def __repr__(self) -> str:
+        return repr(self._call("copy"))
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._call("__getitem__", key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._call("__setitem__", key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self._call("__delitem__", key)
+
+    def __len__(self) -> int:
+        return int(self._call("__len__"))
+
+    def __contains__(self, item: Any) -> bool:
+        return bool(self._call("__contains__", item))
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._call("copy"))
+
+
+class Namespace:
+    def __init__(self, hub: Any, name: str) -> None:
+        object.__setattr__(self, "_hub", hub)
+        object.__setattr__(self, "_name", name)
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        return _get(self._hub.call.remote(self._name, "__getattr__", (attr,), {}))
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        _get(self._hub.call.remote(self._name, "__setattr__", (attr, value), {}))
+
+    def __delattr__(self, attr: str) -> None:
+        _get(self._hub.call.remote(self._name, "__delattr__", (attr,), {}))
+
+
+class ObjectProxy:
+    """A ``kind: object`` channel: the object lives in an actor of its own, and every
+    method call goes there (a BaseManager's AutoProxy does the same)."""
+
+    def __init__(self, actor: Any, name: str, methods: list[str] | None) -> None:
+        self._actor, self._name, self._methods = actor, name, methods
+
+    def __repr__(self) -> str:
+        return f"<topo ray object {self._name!r}>"
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        if method.startswith("_") or (self._methods is not None and method not in self._methods):
+            raise AttributeError(f"{self._name!r} exposes no method {method!r}")
+        return lambda *args, **kwargs: ray.get(self._actor.call.remote(method, args, kwargs))

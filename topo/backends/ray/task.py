@@ -1,0 +1,174 @@
+"""What runs in a Ray worker for one instance: the same set-up as a local child, then
+the target, and an answer the launcher turns into the supervisor's events.
+
+The answer is ``(kind, payload, exit code)``: ``("returned", result, 0)``,
+``("raised", traceback text, 1)`` or ``("exit", None, code)`` for ``sys.exit(code)``
+(Ray itself would report a worker that exits as crashed, with the code only in its log).
+What the target prints goes to the hub in batches, and from there to topo's output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from topo.backends.ray import proxies
+from topo.context import RunContext
+from topo.jsonable import to_jsonable
+from topo.targets import load_target, wants_ctx
+
+LINES_EVERY_S = 0.02  # how often printed lines leave for the hub
+END_FLUSH_S = 5.0  # at most this long, at the end, to hand over what was put and printed
+
+
+class _Lines(io.TextIOBase):
+    """A text stream that sends whole lines to the hub, in order, a batch at a time."""
+
+    def __init__(self, hub: Any, instance: str) -> None:
+        self.hub, self.instance = hub, instance
+        self.partial = ""
+        self.ready: list[str] = []
+        self.lock = threading.Lock()
+        self.last: Any = None  # the latest call sent: waited for at the end
+        self.wake = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="topo-output", daemon=True)
+        self.thread.start()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            *lines, self.partial = (self.partial + text).split("\n")
+            self.ready.extend(lines)
+        return len(text)
+
+    def _send(self) -> None:
+        with self.lock:
+            lines, self.ready = self.ready, []
+        if lines:
+            self.last = self.hub.print_lines.remote(self.instance, lines)
+
+    def _run(self) -> None:
+        while not self.wake.wait(LINES_EVERY_S):
+            self._send()
+
+    def close_and_send(self) -> None:
+        """Everything printed, the last line even without its newline, is in the hub."""
+        import ray
+
+        self.wake.set()
+        self.thread.join(1.0)
+        with self.lock:
+            if self.partial:
+                self.ready.append(self.partial)
+                self.partial = ""
+        self._send()
+        if self.last is not None:
+            with contextlib.suppress(Exception):
+                ray.get(self.last, timeout=END_FLUSH_S)
+
+
+def _exit_code(e: SystemExit) -> int:
+    if e.code is None:
+        return 0
+    if isinstance(e.code, int):
+        return e.code
+    print(e.code, file=sys.stderr)  # sys.exit("message"): printed, exit code 1
+    return 1
+
+
+def _seed(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed(seed)
+
+
+def _attached(objects: dict[str, Any]) -> dict[str, Any]:
+    shm = sys.modules.get("topo.backends.local.shm")
+    if shm is None:
+        return objects
+    return {k: v.attach() if isinstance(v, shm.SharedArray) else v for k, v in objects.items()}
+
+
+def run_instance(
+    hub: Any,
+    instance: str,
+    target: str,
+    args: dict[str, Any],
+    env: dict[str, str],
+    context: RunContext,
+    objects: dict[str, Any],
+    cwd: str,
+) -> tuple[str, Any, int]:
+    """Run one instance's target in this Ray worker (a fresh process: max_calls=1)."""
+    import ray
+
+    proxies.set_instance(instance)
+    os.environ.update(env)
+    if os.path.isdir(cwd):  # the same machine, or a shared file system
+        os.chdir(cwd)
+    context_node = ray.get_runtime_context().get_node_id()
+    hub.hello.remote(
+        instance,
+        {"pid": os.getpid(), "node": ray.util.get_node_ip_address(), "node_id": context_node},
+    )
+    lines = _Lines(hub, instance)
+    saved = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = lines
+    answer: tuple[str, Any, int]
+    try:
+        fn = load_target(target, context.spec_dir)
+        kwargs = {**args, **_attached(objects)}
+        if wants_ctx(fn):
+            kwargs["ctx"] = context
+        _seed(context.seed)
+        answer = ("returned", to_jsonable(fn(**kwargs)), 0)
+    except SystemExit as e:
+        answer = ("exit", None, _exit_code(e))
+    except KeyboardInterrupt:  # ray.cancel(): stopped, as by SIGTERM
+        _give_back(hub, objects)
+        raise
+    except BaseException as e:
+        text = "".join(
+            traceback.format_exception(
+                type(e), e, e.__traceback__.tb_next if e.__traceback__ else None
+            )
+        )
+        sys.stderr.write(text)
+        answer = ("raised", text, 1)
+    finally:
+        try:
+            started = time.monotonic()
+            if not proxies.flush_all(END_FLUSH_S):
+                sys.stderr.write(
+                    f"topo: {instance}: what it put could not all be sent in "
+                    f"{time.monotonic() - started:.0f} s\n"
+                )
+            _give_back(hub, objects)
+            lines.close_and_send()
+        finally:
+            sys.stdout, sys.stderr = saved
+    return answer
+
+
+def _give_back(hub: Any, objects: dict[str, Any]) -> None:
+    """Items a reader took in a batch and did not get to: back to the front of their
+    queue, so that a stopped reader loses none of them."""
+    import ray
+
+    for obj in objects.values():
+        if isinstance(obj, proxies.Queue):
+            items = obj.untaken()
+            if items:
+                with contextlib.suppress(Exception):
+                    ray.get(hub.give_back.remote(obj._name, items), timeout=END_FLUSH_S)
