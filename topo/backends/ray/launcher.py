@@ -17,6 +17,7 @@ import os
 import pickle
 import sys
 import time
+import uuid
 from typing import Any
 
 import ray
@@ -120,6 +121,7 @@ class RayLauncher:
         self.address = address
         self.own_ray = False  # this launcher started the local Ray: it stops it
         self.hub: Any = None
+        self.hub_name = f"topo-{uuid.uuid4().hex[:12]}"  # its actors are found by name
         self.objects: dict[str, Any] = {}  # object channel -> its actor
         self.arrays: dict[str, tuple[Any, Any]] = {}  # ndarray -> (handle, segment)
         self.group: Any = None  # the placement group
@@ -139,13 +141,15 @@ class RayLauncher:
         self._place()
         self.hub = (
             ray.remote(Hub)
-            .options(num_cpus=0, max_restarts=0, max_concurrency=10_000)
+            .options(**self._actor_options(self.hub_name), max_concurrency=10_000)
             .remote(_declared(self.plan))
         )
         c: Any
         for name, c in self.plan.spec.channels.items():
             if c.kind == "object":
-                host = ray.remote(_ObjectHost).options(num_cpus=0, max_concurrency=16)
+                host = ray.remote(_ObjectHost).options(
+                    **self._actor_options(self._object_name(name)), max_concurrency=16
+                )
                 self.objects[name] = host.remote(c.factory, str(self.plan.spec_dir), c.args)
             elif c.kind == "ndarray":
                 from topo.backends.local.shm import SharedArray
@@ -160,6 +164,12 @@ class RayLauncher:
             )
         except ray.exceptions.RayError as e:
             raise RunError(f"building the run's channels on Ray failed: {_reason(e)}") from e
+
+    def _actor_options(self, name: str) -> dict[str, Any]:
+        return {"name": name, "namespace": proxies.NAMESPACE, "num_cpus": 0, "max_restarts": 0}
+
+    def _object_name(self, channel: str) -> str:
+        return f"{self.hub_name}-{channel}"
 
     def _connect(self) -> None:
         if ray.is_initialized():
@@ -219,7 +229,7 @@ class RayLauncher:
                 if kind == "queue" and model.transport == "shm":
                     maxsize = model.capacity
                 bound[b.param] = proxies.Queue(
-                    self.hub,
+                    self.hub_name,
                     b.name,
                     maxsize,
                     joinable=kind == "joinable_queue",
@@ -229,34 +239,40 @@ class RayLauncher:
                 end = b.end if b.end is not None else 0
                 duplex = model.duplex
                 bound[b.param] = proxies.PipeEnd(
-                    self.hub, b.name, end, readable=duplex or end == 0, writable=duplex or end == 1
+                    self.hub_name,
+                    b.name,
+                    end,
+                    readable=duplex or end == 0,
+                    writable=duplex or end == 1,
                 )
             elif kind == "value":
-                bound[b.param] = proxies.Value(self.hub, b.name)
+                bound[b.param] = proxies.Value(self.hub_name, b.name)
             elif kind == "array":
-                bound[b.param] = proxies.Array(self.hub, b.name)
+                bound[b.param] = proxies.Array(self.hub_name, b.name)
             elif kind == "dict":
-                bound[b.param] = proxies.Dict(self.hub, b.name)
+                bound[b.param] = proxies.Dict(self.hub_name, b.name)
             elif kind == "list":
-                bound[b.param] = proxies.List(self.hub, b.name)
+                bound[b.param] = proxies.List(self.hub_name, b.name)
             elif kind == "namespace":
-                bound[b.param] = proxies.Namespace(self.hub, b.name)
+                bound[b.param] = proxies.Namespace(self.hub_name, b.name)
             elif kind == "object":
-                bound[b.param] = proxies.ObjectProxy(self.objects[b.name], b.name, model.methods)
+                bound[b.param] = proxies.ObjectProxy(
+                    self._object_name(b.name), b.name, model.methods
+                )
             elif kind == "ndarray":
                 bound[b.param] = self.arrays[b.name][0]
             elif kind in ("lock", "rlock", "semaphore", "bounded_semaphore"):
-                bound[b.param] = proxies.Lock(self.hub, b.name, kind)
+                bound[b.param] = proxies.Lock(self.hub_name, b.name, kind)
             elif kind == "condition":
                 lock = model.lock or f"{b.name}:lock"
                 lock_kind = self.plan.spec.locks[model.lock].kind if model.lock else "rlock"
                 bound[b.param] = proxies.Condition(
-                    self.hub, b.name, proxies.Lock(self.hub, lock, lock_kind)
+                    self.hub_name, b.name, proxies.Lock(self.hub_name, lock, lock_kind)
                 )
             elif kind == "event":
-                bound[b.param] = proxies.Event(self.hub, b.name)
+                bound[b.param] = proxies.Event(self.hub_name, b.name)
             elif kind == "barrier":
-                bound[b.param] = proxies.Barrier(self.hub, b.name)
+                bound[b.param] = proxies.Barrier(self.hub_name, b.name)
             else:  # pragma: no cover - the capabilities refuse it first
                 raise RunError(f"the ray backend cannot bind a {kind}")
         return bound
@@ -339,6 +355,10 @@ class RayLauncher:
             kind, payload, code = ray.get(ref)
         except ray.exceptions.TaskCancelledError:
             return [Exited(name, -self.stopping.get(name, 15))]
+        except ray.exceptions.RayTaskError as e:  # raised outside the target (its arguments)
+            text = f"{name} could not start on Ray: {_reason(e)}\n"
+            self.output(name, text.rstrip())
+            return [Raised(name, text), Exited(name, 1)]
         except ray.exceptions.RayError as e:
             if name in self.stopping:
                 return [Exited(name, -self.stopping[name])]

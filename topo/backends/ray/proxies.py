@@ -32,6 +32,7 @@ _instance = "driver"  # set by the task wrapper: the instance these proxies act 
 _feeders: list[_Feeder] = []  # every feeder started in this process, flushed at the end
 
 FOREVER = 10.0**9
+NAMESPACE = "topo"  # the Ray namespace of every run's actors
 
 
 def set_instance(name: str) -> None:
@@ -50,6 +51,51 @@ def _dumps(obj: Any) -> bytes:
 
 def _get(ref: Any) -> Any:
     return ray.get(ref)
+
+
+_handles: dict[str, Any] = {}  # actor name -> its handle, in this process
+_handles_pid = 0
+
+
+def handle(actor: str) -> Any:
+    """The run's actor called ``actor``, found by name: a proxy pickles as names, so
+    that a process an instance starts itself (a ``multiprocessing.Pool`` worker) can
+    use it too, connecting to the cluster on first use (``$TOPO_RAY_ADDRESS``)."""
+    global _handles_pid
+    import os
+
+    if _handles_pid != os.getpid():
+        if _handles_pid and ray.is_initialized():
+            raise RuntimeError(
+                "a topo channel on Ray cannot be used in a process forked from an instance: "
+                "Ray workers cannot fork (multiprocessing.get_context('spawn') can)"
+            )
+        _handles.clear()
+        _handles_pid = os.getpid()
+    found = _handles.get(actor)
+    if found is None:
+        if not ray.is_initialized():
+            import logging
+
+            ray.init(
+                address=os.environ.get("TOPO_RAY_ADDRESS", "auto"),
+                namespace=NAMESPACE,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+            )
+        found = _handles[actor] = ray.get_actor(actor, namespace=NAMESPACE)
+    return found
+
+
+class _OnHub:
+    """A proxy of something the hub holds: the hub's name and the thing's."""
+
+    def __init__(self, hub: str, name: str) -> None:
+        self._hub_name, self._name = hub, name
+
+    @property
+    def _hub(self) -> Any:
+        return handle(self._hub_name)
 
 
 class _Feeder:
@@ -108,13 +154,14 @@ def flush_all(timeout: float | None = None) -> bool:
     return all(f.flush(timeout) for f in list(_feeders))
 
 
-class Queue:
+class Queue(_OnHub):
     """``multiprocessing.Queue`` (and SimpleQueue, and with ``joinable`` JoinableQueue)."""
 
     def __init__(
-        self, hub: Any, name: str, maxsize: int = 0, joinable: bool = False, alone: bool = False
+        self, hub: str, name: str, maxsize: int = 0, joinable: bool = False, alone: bool = False
     ) -> None:
-        self._hub, self._name, self._maxsize = hub, name, maxsize
+        super().__init__(hub, name)
+        self._maxsize = maxsize
         self._joinable = joinable
         self._alone = alone  # the only reader: it may take what is waiting in one call
         self._setup()
@@ -124,10 +171,10 @@ class Queue:
         self._taken: collections.deque[bytes] = collections.deque()
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self._hub, self._name, self._maxsize, self._joinable, self._alone)
+        return (self._hub_name, self._name, self._maxsize, self._joinable, self._alone)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self._hub, self._name, self._maxsize, self._joinable, self._alone = state
+        self._hub_name, self._name, self._maxsize, self._joinable, self._alone = state
         self._setup()
 
     def __repr__(self) -> str:
@@ -204,11 +251,12 @@ class Queue:
         return items
 
 
-class PipeEnd:
+class PipeEnd(_OnHub):
     """One end of ``multiprocessing.Pipe``: ``send``, ``recv``, ``poll``, ``close``."""
 
-    def __init__(self, hub: Any, name: str, end: int, readable: bool, writable: bool) -> None:
-        self._hub, self._name, self._end = hub, name, end
+    def __init__(self, hub: str, name: str, end: int, readable: bool, writable: bool) -> None:
+        super().__init__(hub, name)
+        self._end = end
         self.readable, self.writable = readable, writable
         self.closed = False
 
@@ -273,11 +321,12 @@ class _RawBytes:
         self.data = data
 
 
-class Lock:
+class Lock(_OnHub):
     """Lock, RLock, Semaphore and BoundedSemaphore."""
 
-    def __init__(self, hub: Any, name: str, kind: str = "lock") -> None:
-        self._hub, self._name, self._kind = hub, name, kind
+    def __init__(self, hub: str, name: str, kind: str = "lock") -> None:
+        super().__init__(hub, name)
+        self._kind = kind
 
     def __repr__(self) -> str:
         return f"<topo ray {self._kind} {self._name!r}>"
@@ -302,9 +351,10 @@ class Lock:
         self.release()
 
 
-class Condition:
-    def __init__(self, hub: Any, name: str, lock: Lock) -> None:
-        self._hub, self._name, self._lock = hub, name, lock
+class Condition(_OnHub):
+    def __init__(self, hub: str, name: str, lock: Lock) -> None:
+        super().__init__(hub, name)
+        self._lock = lock
 
     def __repr__(self) -> str:
         return f"<topo ray condition {self._name!r}>"
@@ -349,10 +399,7 @@ class Condition:
             raise RuntimeError(problem)
 
 
-class Event:
-    def __init__(self, hub: Any, name: str) -> None:
-        self._hub, self._name = hub, name
-
+class Event(_OnHub):
     def __repr__(self) -> str:
         return f"<topo ray event {self._name!r}>"
 
@@ -369,10 +416,7 @@ class Event:
         return bool(_get(self._hub.event_wait.remote(self._name, who(), timeout)))
 
 
-class Barrier:
-    def __init__(self, hub: Any, name: str) -> None:
-        self._hub, self._name = hub, name
-
+class Barrier(_OnHub):
     def __repr__(self) -> str:
         return f"<topo ray barrier {self._name!r}>"
 
@@ -401,12 +445,9 @@ class Barrier:
         return bool(_get(self._hub.barrier_info.remote(self._name))[2])
 
 
-class Value:
+class Value(_OnHub):
     """``multiprocessing.Value``: ``.value``, ``get_lock()``, and ``apply(fn)`` (an
     update in one call: ``v.apply(lambda x: x + 1)``)."""
-
-    def __init__(self, hub: Any, name: str) -> None:
-        self._hub, self._name = hub, name
 
     def __repr__(self) -> str:
         return f"<topo ray value {self._name!r}>"
@@ -420,7 +461,7 @@ class Value:
         _get(self._hub.write.remote(self._name, new))
 
     def get_lock(self) -> Lock:
-        return Lock(self._hub, f"{self._name}:lock", "rlock")
+        return Lock(self._hub_name, f"{self._name}:lock", "rlock")
 
     def get_obj(self) -> Value:
         return self
@@ -460,17 +501,14 @@ class Array(Value):
         return iter(self[:])
 
 
-class _Calls:
+class _Calls(_OnHub):
     """Forwards method calls to a copy held by an actor, as a manager's proxy does."""
-
-    def __init__(self, hub: Any, name: str) -> None:
-        self._hub, self._name = hub, name
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return _get(self._hub.call.remote(self._name, method, args, kwargs))
 
     def __getattr__(self, method: str) -> Callable[..., Any]:
-        if method.startswith("_"):
+        if method.startswith("_") or "_name" not in self.__dict__:  # pickle probing
             raise AttributeError(method)
         return lambda *args, **kwargs: self._call(method, *args, **kwargs)
 
@@ -530,13 +568,13 @@ class List(_Calls):
         return iter(self._call("copy"))
 
 
-class Namespace:
-    def __init__(self, hub: Any, name: str) -> None:
-        object.__setattr__(self, "_hub", hub)
+class Namespace(_OnHub):
+    def __init__(self, hub: str, name: str) -> None:
+        object.__setattr__(self, "_hub_name", hub)
         object.__setattr__(self, "_name", name)
 
     def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("_"):
+        if attr.startswith("_") or "_name" not in self.__dict__:
             raise AttributeError(attr)
         return _get(self._hub.call.remote(self._name, "__getattr__", (attr,), {}))
 
@@ -551,13 +589,17 @@ class ObjectProxy:
     """A ``kind: object`` channel: the object lives in an actor of its own, and every
     method call goes there (a BaseManager's AutoProxy does the same)."""
 
-    def __init__(self, actor: Any, name: str, methods: list[str] | None) -> None:
+    def __init__(self, actor: str, name: str, methods: list[str] | None) -> None:
         self._actor, self._name, self._methods = actor, name, methods
 
     def __repr__(self) -> str:
         return f"<topo ray object {self._name!r}>"
 
     def __getattr__(self, method: str) -> Callable[..., Any]:
-        if method.startswith("_") or (self._methods is not None and method not in self._methods):
+        if method.startswith("_") or "_methods" not in self.__dict__:  # pickle probing
+            raise AttributeError(method)
+        if self._methods is not None and method not in self._methods:
             raise AttributeError(f"{self._name!r} exposes no method {method!r}")
-        return lambda *args, **kwargs: ray.get(self._actor.call.remote(method, args, kwargs))
+        return lambda *args, **kwargs: ray.get(
+            handle(self._actor).call.remote(method, args, kwargs)
+        )

@@ -115,6 +115,12 @@ def run_instance(
 
     proxies.set_instance(instance)
     os.environ.update(env)
+    # Processes the target starts itself find the cluster (see proxies.handle); they
+    # are spawned, since a Ray worker cannot fork.
+    os.environ["TOPO_RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    import multiprocessing
+
+    multiprocessing.set_start_method("spawn", force=True)
     if os.path.isdir(cwd):  # the same machine, or a shared file system
         os.chdir(cwd)
     context_node = ray.get_runtime_context().get_node_id()
