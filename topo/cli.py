@@ -158,6 +158,7 @@ def _errors(as_json: bool = False, name: str | None = None) -> Iterator[None]:
     SpecError                      its diagnostics, located                2    invalid
     UsageError (RunNotFound...)    ``topo: error: <message>``              2    invalid
     OSError                        ``topo: error: cannot create run ...``  2    invalid
+    PlacementError                 ``topo: error: the run needs 4 CPUs...``2    invalid
     TopoError (RunError...)        ``topo: error: <message>``              1    failed
     KeyboardInterrupt              ``topo: interrupted``                   130  interrupted
     anything else                  ``topo: internal error: ...`` + a hint  1    failed
@@ -168,7 +169,7 @@ def _errors(as_json: bool = False, name: str | None = None) -> Iterator[None]:
     ``--json``, stdout gets ``outcome_document`` (named ``name``); with TOPO_DEBUG=1,
     stderr gets the traceback too. ``typer.Exit`` (an outcome already decided) passes.
     """
-    from topo.errors import SpecError, TopoError, UsageError, os_error_text
+    from topo.errors import PlacementError, SpecError, TopoError, UsageError, os_error_text
 
     def fail(
         status: str,
@@ -197,7 +198,7 @@ def _errors(as_json: bool = False, name: str | None = None) -> Iterator[None]:
     except SpecError as e:
         _report(e.diagnostics, _stderr())
         fail("invalid", EXIT_INVALID, str(e), diagnostics=e.diagnostics)
-    except UsageError as e:
+    except (UsageError, PlacementError) as e:
         fail("invalid", EXIT_INVALID, str(e), f"topo: error: {e}")
     except BrokenPipeError:
         # whoever read stdout has gone (`topo runs --json | head -1`): nothing to tell it
@@ -437,7 +438,8 @@ class _StatusLines:
             if self.seen.get(r.name) != seen:
                 self.seen[r.name] = seen
                 if r.state == State.RUNNING:
-                    self.printer("", f"{r.name} running (pid {r.pid})")
+                    where = f" (pid {r.pid})" if r.pid is not None else ""
+                    self.printer("", f"{r.name} running{where}")
                 elif r.state != State.NOT_STARTED:
                     self.printer("", f"{r.name} {r.label}")
 

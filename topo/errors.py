@@ -71,6 +71,11 @@ class RunError(TopoError):
     """A run could not be carried out for a reason that is not in the spec."""
 
 
+class PlacementError(RunError):
+    """The cluster cannot hold the run (more CPUs than it has...): nothing started, and
+    the CLI exits 2, as for a spec that cannot run."""
+
+
 EXIT_INVALID = 2  # as topo.result.EXIT_CODES["invalid"]
 
 

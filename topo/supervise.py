@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from topo.deadlock import QUIET_S, Wait, Waiter, find_deadlock, wakers_in
-from topo.errors import RunError
+from topo.errors import PlacementError, RunError
 from topo.resolve import Instance, Plan
 from topo.result import EXIT_SIGTERM, InstanceResult, RunResult, State, Status
 
@@ -230,6 +230,9 @@ class Supervisor:
         try:
             try:
                 self.launcher.open(self.instance_line)
+            except PlacementError as e:  # nothing can start: as for a spec that cannot run
+                self._end("invalid", str(e))
+                return self._result(started, state, leftovers)
             except RunError as e:
                 self._end("failed", str(e))
                 return self._result(started, state, leftovers)

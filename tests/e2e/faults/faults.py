@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -307,3 +308,9 @@ def start_children(how: str, then: str, token: str) -> str:
 def hold_channels(frames: Any, tasks: Any, gate: Any) -> None:
     say("ready")
     time.sleep(FOREVER_S)
+
+
+def exit_with(code: int) -> None:
+    """sys.exit(code) from the target."""
+    say(f"exiting with {code}")
+    sys.exit(code)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import sys
+import signal
 import time
 import uuid
 from typing import Any
@@ -29,7 +29,7 @@ from topo.backends.ray.hub import Hub
 from topo.backends.ray.task import run_instance
 from topo.context import RunContext
 from topo.deadlock import Wait
-from topo.errors import RunError
+from topo.errors import PlacementError, RunError
 from topo.jsonable import to_jsonable
 from topo.resolve import Instance, Plan
 from topo.result import RawItem
@@ -42,10 +42,6 @@ DEFAULT_CPUS = 0.01  # an instance's share of a CPU when its process declares no
 # A local Ray for the run: its object store is capped (Ray's default is 30% of RAM, and
 # a container's /dev/shm is often 64 MB).
 LOCAL_OBJECT_STORE = 256 * 1024 * 1024
-
-
-class PlacementError(RunError):
-    """The cluster cannot hold the run (exit 2: nothing started)."""
 
 
 def _zero(typecode: str) -> Any:
@@ -131,6 +127,7 @@ class RayLauncher:
         self.facts: dict[str, dict[str, Any]] = {}  # instance -> pid, node
         self.output: OutputSink = lambda name, line: None
         self.lines_at = 0.0
+        self.ray_printer: Any = None  # Ray's own, while ours is in its place
         self.cluster: dict[str, Any] | None = None  # filled in at close, for the record
 
     # ----- open --------------------------------------------------------------------------
@@ -174,24 +171,47 @@ class RayLauncher:
     def _connect(self) -> None:
         if ray.is_initialized():
             return  # the caller's own Ray (the Python API): used as it is, left running
-        env_vars = {"PYTHONPATH": os.pathsep.join([str(self.plan.spec_dir), *sys.path[1:]])}
+        # No runtime_env: the task puts the spec's folder on sys.path itself (see
+        # task.py), and workers of the default environment are already started.
         kwargs: dict[str, Any] = {
             "include_dashboard": False,
             "log_to_driver": False,
             "logging_level": logging.ERROR,
             "configure_logging": True,
-            "runtime_env": {"env_vars": env_vars},
             "namespace": "topo",
         }
         if self.address is None:
             kwargs["num_cpus"] = os.cpu_count() or 1
             kwargs["object_store_memory"] = LOCAL_OBJECT_STORE
+        if self.address is not None:
+            _token_auth_like_auto()
+        # Ray's driver installs its own SIGTERM handler (it aborts): the supervisor's
+        # handlers are put back once it has started.
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            ray.init(address=self.address, **kwargs)
+            ray.init(address=self.address or "local", **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = "a local Ray" if self.address is None else f"Ray at {self.address}"
             raise RunError(f"could not start or reach {where}: {_reason(e)}") from e
+        finally:
+            for sig, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
         self.own_ray = self.address is None
+        self._quiet_stdout()
+
+    def _quiet_stdout(self) -> None:
+        """Ray's driver prints the cluster's error messages ("A worker died...") on
+        stdout, where --json puts its document: they go to topo's own lines instead."""
+        from ray._private import worker
+
+        self.ray_printer = worker.print_to_stdstream
+
+        def to_topo(data: dict[str, Any], ignore_prefix: bool) -> None:
+            for line in data.get("lines", []):
+                self.output("", f"ray: {line}")
+
+        worker.print_to_stdstream = to_topo
 
     def _place(self) -> None:
         """One bundle per instance, in one placement group: Ray would keep a task that
@@ -488,6 +508,31 @@ class RayLauncher:
         if self.own_ray:
             ray.shutdown()
             self.own_ray = False
+        if self.ray_printer is not None:
+            from ray._private import worker
+
+            worker.print_to_stdstream = self.ray_printer
+            self.ray_printer = None
+
+
+def _token_auth_like_auto() -> None:
+    """Send the cluster's token when there is one, as ``ray.init("auto")`` does and an
+    explicit address does not (Ray 2.5x enables token authentication on new clusters)."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._private.authentication import authentication_token_setup as setup
+    except ImportError:  # a Ray without token authentication
+        return
+    quiet = logging.getLogger(setup.__name__)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    except Exception:  # the private API changed: connect as Ray would by itself
+        pass
+    finally:
+        quiet.setLevel(level)
 
 
 def _bundle(plan: Plan, instance: Instance) -> dict[str, float]:

@@ -1,0 +1,329 @@
+"""The Ray backend, end to end: the real CLI with ``--backend ray`` on a real Ray.
+
+Most runs go to one Ray head started for this module (``ray start --head``, as a
+reader of docs/ray.md would), through ``--address``; one runs the README's command,
+which starts a local Ray for the run and stops it. After every run, nothing of it may
+be left on the cluster: no live actor in topo's namespace, no worker still running one
+of its tasks (Ray names them ``ray::topo:<instance>``), no placement group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+pytest.importorskip("ray")
+
+import contextlib
+
+from e2e.test_specs import EXPECTATIONS, SPECS, spec_id
+
+if TYPE_CHECKING:
+    from e2e.conftest import LiveTopo, TopoRun
+
+FAULTS = Path(__file__).resolve().parent / "faults"
+REPO = Path(__file__).resolve().parents[2]
+RAY = str(Path(sys.executable).with_name("ray"))
+RunTopo = Callable[..., "TopoRun"]
+StartTopo = Callable[..., "LiveTopo"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def head() -> Iterator[str]:
+    """A Ray head for this module's runs: 2 CPUs, a small object store, no dashboard."""
+    port = _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen(
+        [
+            RAY,
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--object-store-memory=100000000",
+            "--disable-usage-stats",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,  # its whole group is stopped at the end
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        _wait_for_head(address, proc)
+        yield address
+    finally:
+        proc.terminate()  # `ray start --block` stops what it started on SIGTERM
+        try:
+            proc.wait(20)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _wait_for_head(address: str, proc: subprocess.Popen[str]) -> None:
+    host, port = address.split(":")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start failed: {proc.stderr.read() if proc.stderr else ''}")
+        with socket.socket() as s:
+            if s.connect_ex((host, int(port))) == 0:
+                time.sleep(1.0)  # the GCS listens a moment before the raylet registers
+                return
+        time.sleep(0.2)
+    raise RuntimeError("the Ray head did not come up in 60 s")
+
+
+# What is left of the runs on the cluster, as seen by a separate driver (GCS tables).
+LEFTOVERS = """
+import json, sys, ray
+from topo.backends.ray.launcher import _token_auth_like_auto
+_token_auth_like_auto()
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+from ray._private import state
+actors = [a["Name"] for a in state.actors().values()
+          if a["State"] != "DEAD" and a.get("RayNamespace") == "topo"]
+groups = [g["placement_group_id"] for g in state.state.placement_group_table().values()
+          if g["state"] != "REMOVED"]
+print(json.dumps({"actors": actors, "groups": groups}))
+"""
+
+
+def _ray_leftovers(address: str) -> dict[str, list[str]]:
+    done = subprocess.run(
+        [sys.executable, "-c", LEFTOVERS, address], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    found: dict[str, list[str]] = json.loads(done.stdout.splitlines()[-1])
+    return found
+
+
+def _task_workers() -> list[str]:
+    """Processes of this machine still running a topo task (``ray::topo:<instance>``)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if cmd.startswith("ray::topo:"):
+                found.append(f"{entry} {cmd.strip()}")
+    return found
+
+
+def assert_nothing_left(address: str | None) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        left: dict[str, Any] = {"workers": _task_workers()}
+        if address is not None:
+            left.update(_ray_leftovers(address))
+        if not any(left.values()):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"the run left this behind on Ray: {left}")
+        time.sleep(0.5)
+
+
+def ray_args(address: str, runs_dir: Path, spec: Path, *more: str) -> tuple[str, ...]:
+    return (
+        "run",
+        "--json",
+        "--runs-dir",
+        str(runs_dir),
+        str(spec),
+        *more,
+        "--backend",
+        "ray",
+        "--address",
+        address,
+    )
+
+
+# ----- the same results as the local backend, for every spec ----------------------------
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("spec", SPECS, ids=spec_id)
+def test_spec_runs_on_ray(run_topo: RunTopo, head: str, tmp_path: Path, spec: Path) -> None:
+    run = run_topo(*ray_args(head, tmp_path, spec), timeout=80)
+    doc = run.ok()
+    assert doc["backend"] == "ray"
+    assert doc["cluster"]["address"] == head
+    assert set(doc["cluster"]["nodes"]) == set(doc["processes"])
+    EXPECTATIONS[spec.stem](doc)
+    assert_nothing_left(head)
+
+
+@pytest.mark.timeout(120)
+def test_readme_command_starts_and_stops_a_local_ray(run_topo: RunTopo, tmp_path: Path) -> None:
+    """``topo run specs/pipeline.yaml --backend ray``: a Ray for the run, stopped after
+    it (the fixture fails the test if any process of topo's session is left)."""
+    spec = REPO / "specs" / "pipeline.yaml"
+    run = run_topo(
+        "run", "--json", "--runs-dir", str(tmp_path), str(spec), "--backend", "ray", timeout=110
+    )
+    doc = run.ok()
+    EXPECTATIONS["pipeline"](doc)
+    assert doc["backend"] == "ray" and doc["cluster"]["address"] == "local"
+    record = json.loads((Path(doc["run_dir"]) / "run.json").read_text())
+    assert record["backend"] == "ray"
+    assert record["cluster"]["ray_version"]
+    assert_nothing_left(None)
+
+
+def test_topo_backend_variable_selects_ray(
+    run_topo: RunTopo, head: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOPO_BACKEND", "ray")
+    monkeypatch.setenv("TOPO_ADDRESS", head)
+    run = run_topo("run", "--json", "--no-record", str(REPO / "specs" / "event.yaml"))
+    assert run.ok()["backend"] == "ray"
+
+
+# ----- the same supervision ------------------------------------------------------------
+
+
+def fault(run_topo: RunTopo, head: str, tmp_path: Path, name: str, *more: str) -> TopoRun:
+    run = run_topo(*ray_args(head, tmp_path, FAULTS / f"{name}.yaml", *more), timeout=80)
+    assert run.doc is not None, str(run)
+    # the targets' own tracebacks come prefixed with their name; none from topo or Ray
+    assert not [line for line in run.stderr.splitlines() if line.startswith("Traceback")], str(run)
+    assert_nothing_left(head)
+    return run
+
+
+def states(doc: dict[str, Any]) -> dict[str, tuple[str, int | None]]:
+    return {n: (r["state"], r["exit_code"]) for n, r in doc["processes"].items()}
+
+
+@pytest.mark.timeout(90)
+def test_a_failure_stops_the_others_and_keeps_results(
+    run_topo: RunTopo, head: str, tmp_path: Path
+) -> None:
+    run = fault(run_topo, head, tmp_path, "raises")
+    assert run.returncode == 1, str(run)
+    doc = run.doc
+    assert doc["status"] == "failed"
+    assert doc["processes"]["finisher"]["result"] == 42
+    assert doc["processes"]["boom"]["state"] == "failed"
+    assert "ValueError: kaboom" in doc["processes"]["boom"]["error"]
+    assert doc["processes"]["sleeper"]["state"] in ("stopped", "killed")
+
+
+@pytest.mark.timeout(90)
+def test_sys_exit_gives_its_code(run_topo: RunTopo, head: str, tmp_path: Path) -> None:
+    run = fault(run_topo, head, tmp_path, "exit_code", "--set", "processes.quitter.args.code=7")
+    assert run.returncode == 1, str(run)
+    assert states(run.doc)["quitter"] == ("failed", 7)
+
+
+@pytest.mark.timeout(90)
+def test_a_killed_worker_is_a_failure_that_names_the_node(
+    run_topo: RunTopo, head: str, tmp_path: Path
+) -> None:
+    run = fault(run_topo, head, tmp_path, "killed")
+    assert run.returncode == 1, str(run)
+    assert states(run.doc)["victim"] == ("killed", -9), str(run)
+    assert "victim on node " in run.stderr, str(run)
+
+
+@pytest.mark.timeout(90)
+def test_restart_on_failure(run_topo: RunTopo, head: str, tmp_path: Path) -> None:
+    run = fault(run_topo, head, tmp_path, "restart_succeeds")
+    assert run.returncode == 0, str(run)
+    flaky = run.doc["processes"]["flaky"]
+    assert (flaky["restarts"], flaky["result"]) == (1, "second try")
+
+
+@pytest.mark.timeout(90)
+def test_run_timeout_is_exit_4(run_topo: RunTopo, head: str, tmp_path: Path) -> None:
+    run = fault(run_topo, head, tmp_path, "run_timeout")
+    assert run.returncode == 4, str(run)
+    assert run.doc["processes"]["finisher"]["result"] == 42
+
+
+@pytest.mark.timeout(90)
+def test_process_timeout_fails_the_run(run_topo: RunTopo, head: str, tmp_path: Path) -> None:
+    run = fault(run_topo, head, tmp_path, "process_timeout")
+    assert run.returncode == 4, str(run)
+    assert run.doc["message"] == "slow ran past its timeout of 1.5s", str(run)
+
+
+@pytest.mark.timeout(90)
+def test_deadlock_is_found_from_the_hub(run_topo: RunTopo, head: str, tmp_path: Path) -> None:
+    run = fault(run_topo, head, tmp_path, "lock_order")
+    assert run.returncode == 3, str(run)
+    assert run.doc["status"] == "deadlock"
+    assert "blocked in acquire() on" in run.doc["message"], str(run)
+
+
+@pytest.mark.timeout(90)
+def test_pipe_reader_sees_eof_when_the_writer_leaves(
+    run_topo: RunTopo, head: str, tmp_path: Path
+) -> None:
+    run = fault(run_topo, head, tmp_path, "pipe_eof")
+    assert run.returncode == 0, str(run)
+
+
+@pytest.mark.timeout(90)
+def test_what_was_in_flight_is_kept(run_topo: RunTopo, head: str, tmp_path: Path) -> None:
+    run = fault(run_topo, head, tmp_path, "leftovers")
+    doc = run.doc
+    assert doc["undelivered"], str(run)
+    from topo import undelivered
+
+    kept = undelivered(doc["run_dir"])
+    assert {k: len(v) for k, v in kept.items()} == doc["undelivered"]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_signals_cancel_every_task(
+    start_topo: StartTopo, head: str, tmp_path: Path, signum: int
+) -> None:
+    live = start_topo(
+        *ray_args(
+            head, tmp_path, FAULTS / "many_sleepers.yaml", "--set", "processes.sleeper.replicas=3"
+        )
+    )
+    live.wait_for("sleeper[2] | ready", timeout=60)
+    live.signal(signum, group=True)
+    run = live.finish()
+    assert run.returncode == (130 if signum == signal.SIGINT else 143), str(run)
+    assert "Traceback" not in run.stderr, str(run)
+    assert_nothing_left(head)
+
+
+@pytest.mark.timeout(60)
+def test_a_cluster_too_small_fails_at_once(run_topo: RunTopo, head: str, tmp_path: Path) -> None:
+    spec = tmp_path / "big.yaml"
+    spec.write_text("processes:\n  hog:\n    target: faults:answer\n    resources: {cpus: 64}\n")
+    (tmp_path / "faults.py").write_text((FAULTS / "faults.py").read_text())
+    started = time.monotonic()
+    run = run_topo(*ray_args(head, tmp_path, spec))
+    assert run.returncode == 2, str(run)
+    assert "needs 64 CPUs, the cluster has 2" in run.stderr, str(run)
+    assert time.monotonic() - started < 30
+    assert_nothing_left(head)
