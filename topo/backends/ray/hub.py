@@ -43,12 +43,18 @@ BATCH = 256
 class _Queue:
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize if maxsize > 0 else 0
-        self.items: collections.deque[bytes] = collections.deque()
+        # Pickled items, or [ObjectRef] for a big one left in Ray's object store.
+        self.items: collections.deque[Any] = collections.deque()
         self.changed = asyncio.Condition()
         self.unfinished = 0  # joinable queues: put and not yet task_done()
+        # Room promised to writers of a bounded queue and not yet filled (see reserve).
+        self.reserved: collections.Counter[str] = collections.Counter()
+
+    def room(self) -> int:
+        return self.maxsize - len(self.items) - sum(self.reserved.values())
 
     def full(self) -> bool:
-        return self.maxsize > 0 and len(self.items) >= self.maxsize
+        return self.maxsize > 0 and self.room() <= 0
 
 
 class _Pipe:
@@ -93,6 +99,7 @@ class _Barrier:
         self.count = 0
         self.generation = 0
         self.broken = False
+        self.reset = set[int]()  # generations a reset() ended while parties waited
         self.changed = asyncio.Condition()
 
 
@@ -174,19 +181,25 @@ class Hub:
             return True
         if timeout is not None and timeout <= 0:
             return False
-        waiting = cond.wait_for(ready)
         try:
-            await self._wait(who, op, name, asyncio.wait_for(waiting, timeout))
+            # asyncio.timeout, not asyncio.wait_for: on 3.11 wait_for swallows a
+            # cancel (forget) that comes once the wait is over but before it returns.
+            async with asyncio.timeout(timeout):
+                await self._wait(who, op, name, cond.wait_for(ready))
         except TimeoutError:
             return bool(ready())
         return True
 
-    def forget(self, instance: str) -> None:
+    async def forget(self, instance: str) -> None:
         """``instance`` stopped: cancel its pending calls (a get it was blocked in must
         not take an item after it died) and close its pipe ends."""
         for task in list(self.tasks.pop(instance, ())):
             task.cancel()
         self.waiting.pop(instance, None)
+        for q in self.queues.values():
+            if q.reserved.pop(instance, 0):
+                async with q.changed:
+                    q.changed.notify_all()
 
     def waits(self) -> dict[str, tuple[str, str]]:
         return dict(self.waiting)
@@ -218,24 +231,64 @@ class Hub:
             q.changed.notify_all()
         return OK
 
-    async def put_many(self, name: str, items: list[bytes]) -> str:
-        """Items of an unbounded queue, in order (a writer's batch: never blocks)."""
+    async def reserve(self, name: str, who: str, want: int, block: bool, timeout: Any) -> int:
+        """Room for up to ``want`` items of a bounded queue, promised to ``who``'s
+        instance, which then sends them with put_many without waiting for each: waits
+        as a put() would while there is none; 0 when the time is up (queue.Full)."""
         q = self.queues[name]
         async with q.changed:
+            there = await self._until(
+                who, "put", name, q.changed, lambda: q.room() > 0, timeout if block else 0
+            )
+            if not there:
+                return 0
+            granted = min(want, q.room())
+            q.reserved[instance_of(who)] += granted
+            return granted
+
+    async def unreserve(self, name: str, instance: str, count: int) -> None:
+        """Promised room a writer did not use, given back."""
+        q = self.queues[name]
+        async with q.changed:
+            q.reserved[instance] = max(0, q.reserved[instance] - count)
+            q.changed.notify_all()
+
+    async def put_many(self, name: str, items: list[Any], instance: str | None = None) -> str:
+        """A writer's items, in order, never waiting: an unbounded queue's, or a bounded
+        one's sent in room ``instance`` reserved."""
+        q = self.queues[name]
+        async with q.changed:
+            if instance is not None:
+                q.reserved[instance] = max(0, q.reserved[instance] - len(items))
             q.items.extend(items)
             q.unfinished += len(items)
             self.operations += len(items)
             q.changed.notify_all()
         return OK
 
+    async def adopt(self, name: str, refs: list[Any]) -> None:
+        """A writer is ending: the big items it left in Ray's object store (which
+        would go with it) are copied into objects this actor owns."""
+        import ray
+
+        q = self.queues[name]
+        mine = {ref.hex() for ref in refs}
+        for i, item in enumerate(list(q.items)):
+            if isinstance(item, list) and item and item[0].hex() in mine:
+                value = await item[0]
+                with contextlib.suppress(IndexError):
+                    if q.items[i] is item:
+                        q.items[i] = [ray.put(value)]
+
     async def get(self, name: str, who: str, block: bool, timeout: Any) -> tuple[str, Any]:
         status, items = await self.get_many(name, who, block, timeout, 1)
         return status, items[0] if items else None
 
     async def get_many(
-        self, name: str, who: str, block: bool, timeout: Any, most: int = BATCH
-    ) -> tuple[str, list[bytes]]:
-        """At least one item (waiting for it as a get() would), at most ``most``."""
+        self, name: str, who: str, block: bool, timeout: Any, most: int = BATCH, readers: int = 1
+    ) -> tuple[str, list[Any]]:
+        """At least one item (waiting for it as a get() would), at most ``most``, and
+        at most a fair share of what is waiting when ``readers`` read the queue."""
         q = self.queues[name]
         async with q.changed:
             there = await self._until(
@@ -243,7 +296,8 @@ class Hub:
             )
             if not there:
                 return EMPTY, []
-            taken = [q.items.popleft() for _ in range(min(most, len(q.items)))]
+            share = max(1, len(q.items) // max(readers, 1))
+            taken = [q.items.popleft() for _ in range(min(most, share))]
             self.operations += len(taken)
             q.changed.notify_all()
         return OK, taken
@@ -455,7 +509,7 @@ class Hub:
                 timeout,
             )
             if b.generation != generation:
-                return OK, index
+                return (BROKEN, -1) if generation in b.reset else (OK, index)
             if not passed:  # a timeout breaks the barrier for everyone (threading's rule)
                 b.broken = True
                 b.changed.notify_all()
@@ -470,8 +524,8 @@ class Hub:
     async def barrier_reset(self, name: str) -> None:
         b = self.barriers[name]
         async with b.changed:
-            if b.count:
-                b.broken = True
+            if b.count:  # those waiting get BrokenBarrierError (threading's rule)
+                b.reset.add(b.generation)
                 b.changed.notify_all()
             b.broken, b.count = False, 0
             b.generation += 1
@@ -490,7 +544,11 @@ class Hub:
         if key is None:
             self.state[name] = value
         else:
-            self.state[name][key] = value
+            target = self.state[name]
+            if self.kinds[name] == "array" and isinstance(key, slice):  # a fixed length
+                if len(range(*key.indices(len(target)))) != len(value):
+                    raise ValueError("Can only assign sequence of same size")
+            target[key] = value
         self.operations += 1
 
     def call(self, name: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

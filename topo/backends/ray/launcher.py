@@ -253,7 +253,7 @@ class RayLauncher:
                     b.name,
                     maxsize,
                     joinable=kind == "joinable_queue",
-                    alone=readers.get(b.name, 0) == 1 and "input" in b.roles,
+                    readers=max(1, readers.get(b.name, 1)),
                 )
             elif kind == "pipe":
                 end = b.end if b.end is not None else 0
@@ -567,8 +567,11 @@ def _reason(e: BaseException) -> str:
     return text[-1] if text else type(e).__name__
 
 
-def _unpickled(data: bytes) -> Any:
+def _unpickled(data: Any) -> Any:
     try:
+        if isinstance(data, list):  # a big item in the object store
+            return ray.get(data[0], timeout=10)
         return pickle.loads(data)
     except Exception as e:
-        return RawItem(data, f"could not be unpickled: {type(e).__name__}: {e}")
+        raw = data if isinstance(data, bytes) else b""
+        return RawItem(raw, f"could not be read back: {type(e).__name__}: {e}")

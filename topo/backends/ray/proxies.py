@@ -26,12 +26,15 @@ from typing import Any
 
 import ray
 
-from topo.backends.ray.hub import BROKEN, EMPTY, EOF, FULL, OK
+from topo.backends.ray.hub import BATCH, BROKEN, EMPTY, EOF, OK
 
 _instance = "driver"  # set by the task wrapper: the instance these proxies act for
 _feeders: list[_Feeder] = []  # every feeder started in this process, flushed at the end
 
 FOREVER = 10.0**9
+CREDIT_IDLE_S = 0.01  # room a bounded queue's writer leaves unused this long goes back
+CREDITS_AT_ONCE = 16  # at most this much room asked for at once (and a quarter of maxsize)
+BIG_BYTES = 1 << 20  # items this big travel through Ray's object store, not the hub
 NAMESPACE = "topo"  # the Ray namespace of every run's actors
 
 
@@ -99,34 +102,58 @@ class _OnHub:
 
 
 class _Feeder:
-    """Sends what a writer put into one unbounded queue, in order, many items a call."""
+    """Sends what a writer puts into one queue, in order, many items a call.
 
-    def __init__(self, hub: Any, name: str) -> None:
-        self.hub, self.name = hub, name
-        self.pending: list[bytes] = []
+    For a bounded queue it also keeps the room the hub promised this writer
+    (``credits``): a put takes one without a call, and asks the hub for more only when
+    none is left, waiting there as a put on a full queue waits. Room left unused for
+    ``CREDIT_IDLE_S`` goes back, so that it never stays promised to an idle writer.
+    """
+
+    def __init__(self, hub: Any, name: str, bounded: bool) -> None:
+        self.hub, self.name, self.bounded = hub, name, bounded
+        self.pending: list[Any] = []
         self.busy = False
+        self.credits = 0
+        self.last_put = 0.0
+        self.big: list[Any] = []  # refs of big items this writer owns, adopted at the end
         self.error: BaseException | None = None
         self.changed = threading.Condition()
         self.thread = threading.Thread(target=self._run, name=f"topo-feeder-{name}", daemon=True)
         self.thread.start()
         _feeders.append(self)
 
-    def add(self, data: bytes) -> None:
+    def add(self, item: Any) -> None:
         with self.changed:
             if self.error is not None:
                 raise self.error
-            self.pending.append(data)
+            self.pending.append(item)
+            self.last_put = time.monotonic()
             self.changed.notify_all()
+
+    def take_credit(self) -> bool:
+        with self.changed:
+            if self.credits > 0:
+                self.credits -= 1
+                return True
+            return False
+
+    def give_credits(self, count: int) -> None:
+        with self.changed:
+            self.credits += count
 
     def _run(self) -> None:
         while True:
             with self.changed:
                 while not self.pending:
-                    self.changed.wait()
+                    if self.credits and time.monotonic() - self.last_put > CREDIT_IDLE_S:
+                        self._return_credits()
+                    self.changed.wait(CREDIT_IDLE_S if self.credits else None)
                 batch, self.pending = self.pending, []
                 self.busy = True
             try:
-                ray.get(self.hub.put_many.remote(self.name, batch))
+                owner = _instance if self.bounded else None
+                ray.get(self.hub.put_many.remote(self.name, batch, owner))
             except BaseException as e:
                 with self.changed:
                     self.error = e
@@ -136,6 +163,11 @@ class _Feeder:
             with self.changed:
                 self.busy = False
                 self.changed.notify_all()
+
+    def _return_credits(self) -> None:
+        count, self.credits = self.credits, 0
+        with contextlib.suppress(Exception):
+            self.hub.unreserve.remote(self.name, _instance, count)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything put so far is in the hub; False if time ran out."""
@@ -148,33 +180,72 @@ class _Feeder:
                 self.changed.wait(left)
         return True
 
+    def finish(self, timeout: float | None) -> bool:
+        """The writer is ending: everything sent, unused room given back, and the big
+        items still queued handed over to the hub (they would go with this worker)."""
+        done = self.flush(timeout)
+        with self.changed:
+            if self.credits:
+                self._return_credits()
+        if self.big:
+            with contextlib.suppress(Exception):
+                ray.get(self.hub.adopt.remote(self.name, self.big), timeout=timeout)
+            self.big = []
+        return done
+
 
 def flush_all(timeout: float | None = None) -> bool:
     """Every feeder of this process has sent what it was given (at an instance's end)."""
-    return all(f.flush(timeout) for f in list(_feeders))
+    return all([f.finish(timeout) for f in list(_feeders)])
+
+
+def _is_big(obj: Any) -> bool:
+    """Worth Ray's object store rather than pickling through the hub: a large buffer."""
+    nbytes = getattr(obj, "nbytes", None)
+    if nbytes is None and isinstance(obj, bytes | bytearray):
+        nbytes = len(obj)
+    return isinstance(nbytes, int) and nbytes >= BIG_BYTES
+
+
+def _loaded(item: Any) -> Any:
+    """A queued item as the reader gets it: unpickled, or fetched from the object store
+    (as a writable copy: a reader may change what it got, as with multiprocessing)."""
+    if isinstance(item, list):
+        value: Any = ray.get(item[0])
+        if getattr(value, "flags", None) is not None and not value.flags.writeable:
+            value = value.copy()
+        elif isinstance(value, memoryview):
+            value = bytes(value)
+        return value
+    return pickle.loads(item)
 
 
 class Queue(_OnHub):
-    """``multiprocessing.Queue`` (and SimpleQueue, and with ``joinable`` JoinableQueue)."""
+    """``multiprocessing.Queue`` (and SimpleQueue, and with ``joinable`` JoinableQueue).
+
+    ``readers`` is how many instances read it: a lone reader takes what is waiting in
+    one call, several take a fair share each; what a reader took and did not use goes
+    back to the queue when it ends (``untaken``).
+    """
 
     def __init__(
-        self, hub: str, name: str, maxsize: int = 0, joinable: bool = False, alone: bool = False
+        self, hub: str, name: str, maxsize: int = 0, joinable: bool = False, readers: int = 1
     ) -> None:
         super().__init__(hub, name)
         self._maxsize = maxsize
         self._joinable = joinable
-        self._alone = alone  # the only reader: it may take what is waiting in one call
+        self._readers = readers
         self._setup()
 
     def _setup(self) -> None:
         self._feeder: _Feeder | None = None
-        self._taken: collections.deque[bytes] = collections.deque()
+        self._taken: collections.deque[Any] = collections.deque()
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self._hub_name, self._name, self._maxsize, self._joinable, self._alone)
+        return (self._hub_name, self._name, self._maxsize, self._joinable, self._readers)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self._hub_name, self._name, self._maxsize, self._joinable, self._alone = state
+        self._hub_name, self._name, self._maxsize, self._joinable, self._readers = state
         self._setup()
 
     def __repr__(self) -> str:
@@ -185,14 +256,21 @@ class Queue(_OnHub):
             self._feeder.flush()
 
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
-        data = _dumps(obj)
-        if self._maxsize <= 0:
-            if self._feeder is None:
-                self._feeder = _Feeder(self._hub, self._name)
-            self._feeder.add(data)
-            return
-        if _get(self._hub.put.remote(self._name, who(), data, block, timeout)) == FULL:
-            raise queue.Full
+        if self._feeder is None:
+            self._feeder = _Feeder(self._hub, self._name, bounded=self._maxsize > 0)
+        feeder = self._feeder
+        if self._maxsize > 0 and not feeder.take_credit():
+            want = max(1, min(CREDITS_AT_ONCE, self._maxsize // 4))
+            granted = _get(self._hub.reserve.remote(self._name, who(), want, block, timeout))
+            if not granted:
+                raise queue.Full
+            feeder.give_credits(granted - 1)
+        if _is_big(obj):
+            ref = ray.put(obj)
+            feeder.big.append(ref)
+            feeder.add([ref])  # in a list: Ray passes it on as a reference
+        else:
+            feeder.add(_dumps(obj))
 
     def put_nowait(self, obj: Any) -> None:
         self.put(obj, False)
@@ -200,15 +278,13 @@ class Queue(_OnHub):
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         self._flush()
         if not self._taken:
-            if self._alone:
-                status, items = _get(self._hub.get_many.remote(self._name, who(), block, timeout))
-            else:
-                status, item = _get(self._hub.get.remote(self._name, who(), block, timeout))
-                items = [item]
+            status, items = _get(
+                self._hub.get_many.remote(self._name, who(), block, timeout, BATCH, self._readers)
+            )
             if status == EMPTY:
                 raise queue.Empty
             self._taken.extend(items)
-        return pickle.loads(self._taken.popleft())
+        return _loaded(self._taken.popleft())
 
     def get_nowait(self) -> Any:
         return self.get(False)
@@ -245,7 +321,7 @@ class Queue(_OnHub):
     def cancel_join_thread(self) -> None:
         pass
 
-    def untaken(self) -> list[bytes]:
+    def untaken(self) -> list[Any]:
         """What this reader took and did not return yet (given back when it stops)."""
         items, self._taken = list(self._taken), collections.deque()
         return items
