@@ -14,7 +14,6 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import topo
 
@@ -65,8 +64,15 @@ def main(quick: bool) -> None:
 
     sys.path.insert(0, str(HERE))
     rounds = 2 if quick else 3
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-             object_store_memory=512 * MiB, namespace="topo")
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+        object_store_memory=512 * MiB,
+        namespace="topo",
+    )
     rows: list[tuple[str, list[float], str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -545,9 +545,12 @@ class Hub:
             self.state[name] = value
         else:
             target = self.state[name]
-            if self.kinds[name] == "array" and isinstance(key, slice):  # a fixed length
-                if len(range(*key.indices(len(target)))) != len(value):
-                    raise ValueError("Can only assign sequence of same size")
+            if (  # an array has a fixed length
+                self.kinds[name] == "array"
+                and isinstance(key, slice)
+                and len(range(*key.indices(len(target)))) != len(value)
+            ):
+                raise ValueError("Can only assign sequence of same size")
             target[key] = value
         self.operations += 1
 
