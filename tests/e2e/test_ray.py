@@ -327,3 +327,132 @@ def test_a_cluster_too_small_fails_at_once(run_topo: RunTopo, head: str, tmp_pat
     assert "needs 64 CPUs, the cluster has 2" in run.stderr, str(run)
     assert time.monotonic() - started < 30
     assert_nothing_left(head)
+
+
+# ----- the same semantics ----------------------------------------------------------------
+
+# What the targets of faults/semantics.yaml observe (each observation is True when
+# multiprocessing's rule held: queue.Full, EOFError, a lock not taken...), and what the
+# run leaves in its shared state.
+SEMANTICS: dict[str, Any] = {
+    "solo": {
+        "put_nowait_full": True,
+        "put_timeout_full": True,
+        "full": [2, True, False],
+        "got": ["a", "b"],
+        "get_timeout_empty": True,
+        "get_nowait_empty": True,
+        "emptied": [0, False, True],
+        "simple_empty_after_put": False,
+        "simple_got": [1, [2]],
+        "simple_empty_after_get": True,
+        "own_job": "job",
+        "own_task_done_too_many": True,
+        "plain": 1.5,
+        "plain_after": 2.5,
+        "arr": [1, 4, [2, 3], 4, [1, 2, 3, 4]],
+        "arr_after": [10, 20, 30, 5],
+        "arr_wrong_size": True,
+        "arr_out_of_range": True,
+        "dict": [1, 0, True, False, 3, 1, ["b", "c"], 4],
+        "dict_missing": True,
+        "list": [1, [2, 3], 4, 4, 2, True],
+        "list_after": [0, 10, 2, 3],
+        "list_out_of_range": True,
+        "ns": [1, "why", False, "default"],
+        "ns_deleted": False,
+        "rlock_twice": [True, True],
+        "rlock_other_thread": {"acquire": False, "release": True},
+        "rlock_released_too_often": True,
+        "sem": [True, True, False],
+        "sem_value": 0,
+        "sem_value_after": 3,
+        "bsem": [True, False, False],
+        "bsem_released_too_often": True,
+        "bsem_value": 1,
+        "event": [False, False, True],
+        "event_set": [True, True, True],
+        "event_cleared": [False, False],
+    },
+    "counting[0]": 40,
+    "counting[1]": 40,
+    "counting[2]": 40,
+    "producer": {"joined": True, "done_when_joined": 3},
+    "consumer": {"got": [0, 1, 2], "task_done_too_many": True},
+    "writer": 5,
+    "reader": {
+        "poll_before": [False, True],
+        "poll_after": True,
+        "got": [0, 1, 2, {"a": [1, 2]}],
+        "got_bytes": "raw",
+        "eof": True,
+        "poll_at_eof": True,
+    },
+    "holder": "released",
+    "contender": {
+        "timeout": [False, True],
+        "nonblocking": False,
+        "eventually": True,
+        "release_unlocked": True,
+    },
+    "waiter": {
+        "wait_unlocked": True,
+        "wait_timeout": [False, True],
+        "wait_keeps_the_lock": True,
+        "wait_for": True,
+        "flag": 1,
+    },
+    "notifier": {"notify_unlocked": True},
+    "party[0]": {
+        "parties": 2,
+        "indexes": [0, 1],
+        "reset_breaks_the_waiter": True,
+        "after_reset": True,
+        "timeout_breaks": [True, True],
+        "broken": True,
+        "broken_at_once": True,
+        "mended": False,
+        "aborted": [True, True],
+    },
+    "party[1]": {"parties": 2, "after_reset": True},
+}
+SEMANTICS_STATE: dict[str, Any] = {
+    "counter": 120,  # 3 x 40 increments under the value's lock: none lost
+    "done": 3,
+    "flag": 1,
+    "plain": 2.5,
+    "arr": [10, 20, 30, 5],
+    "table": {"b": 2, "c": 3, "d": 4},
+    "items": [0, 10, 2, 3],
+    "ns": {"y": "why"},
+    "indexes": [0, 1],
+}
+
+
+def _observed(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    return {name: r["result"] for name, r in doc["processes"].items()}, doc["state"]
+
+
+@pytest.mark.timeout(150)
+def test_semantics_match_the_local_backend(run_topo: RunTopo, head: str, tmp_path: Path) -> None:
+    spec = FAULTS / "semantics.yaml"
+    local = run_topo("run", "--json", "--runs-dir", str(tmp_path / "local"), str(spec)).ok()
+    assert local["backend"] == "local"
+    results, state = _observed(local)
+    for name, expected in SEMANTICS.items():  # one instance at a time: a readable diff
+        assert results[name] == expected, f"local {name}"
+    assert set(results) == set(SEMANTICS)
+    assert state == SEMANTICS_STATE
+    assert local["undelivered"] == {}
+
+    run = run_topo(*ray_args(head, tmp_path / "ray", spec), timeout=110)
+    assert not [line for line in run.stderr.splitlines() if line.startswith("Traceback")], str(run)
+    on_ray = run.ok()
+    assert on_ray["backend"] == "ray"
+    results_on_ray, state_on_ray = _observed(on_ray)
+    for name, expected in results.items():
+        assert results_on_ray[name] == expected, f"ray {name}"
+    assert results_on_ray == results
+    assert state_on_ray == state
+    assert on_ray["undelivered"] == local["undelivered"]
+    assert_nothing_left(head)

@@ -314,3 +314,263 @@ def exit_with(code: int) -> None:
     """sys.exit(code) from the target."""
     say(f"exiting with {code}")
     sys.exit(code)
+
+
+# ----- semantics.yaml: what multiprocessing's objects do, observed through the bound
+# objects of any backend (tests/e2e/test_ray.py compares the local backend and Ray).
+# Each target returns a dict of observations that do not depend on timing.
+
+
+def _raises(expected: type[BaseException], fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """True when ``fn(*args, **kwargs)`` raises ``expected``; else what happened."""
+    try:
+        fn(*args, **kwargs)
+    except expected:
+        return True
+    except Exception as e:
+        return f"raised {type(e).__name__}: {e}"
+    return "did not raise"
+
+
+def _took_at_least(seconds: float, fn: Any, *args: Any) -> tuple[Any, bool]:
+    start = time.monotonic()
+    result = fn(*args)
+    return result, time.monotonic() - start >= seconds * 0.8
+
+
+SHORT_S = 0.05  # a timeout meant to pass
+LONG_S = 30.0  # a timeout meant never to pass
+
+
+def solo_semantics(
+    q: Any,
+    simple: Any,
+    own_jobs: Any,
+    plain: Any,
+    arr: Any,
+    table: Any,
+    items: Any,
+    ns: Any,
+    rl: Any,
+    sem: Any,
+    bsem: Any,
+    ev: Any,
+) -> dict[str, Any]:
+    """Everything one instance can observe alone."""
+    import queue
+    import threading
+
+    seen: dict[str, Any] = {}
+    # a queue of maxsize 2
+    q.put("a")
+    q.put("b")
+    seen["put_nowait_full"] = _raises(queue.Full, q.put_nowait, "c")
+    seen["put_timeout_full"] = _raises(queue.Full, q.put, "c", timeout=SHORT_S)
+    seen["full"] = [q.qsize(), q.full(), q.empty()]
+    seen["got"] = [q.get(timeout=LONG_S), q.get(timeout=LONG_S)]
+    seen["get_timeout_empty"] = _raises(queue.Empty, q.get, timeout=SHORT_S)
+    seen["get_nowait_empty"] = _raises(queue.Empty, q.get_nowait)
+    seen["emptied"] = [q.qsize(), q.full(), q.empty()]
+    # a simple queue
+    simple.put(1)
+    simple.put([2])
+    seen["simple_empty_after_put"] = simple.empty()
+    seen["simple_got"] = [simple.get(), simple.get()]
+    seen["simple_empty_after_get"] = simple.empty()
+    # a joinable queue: put counts at once, before the item is read
+    own_jobs.put("job")
+    own_jobs.task_done()
+    seen["own_job"] = own_jobs.get(timeout=LONG_S)
+    own_jobs.join()  # nothing unfinished: at once
+    seen["own_task_done_too_many"] = _raises(ValueError, own_jobs.task_done)
+    # a value
+    seen["plain"] = plain.value
+    plain.value = 2.5
+    seen["plain_after"] = plain.value
+    # an array of 4 ints
+    seen["arr"] = [arr[0], arr[-1], arr[1:3], len(arr), list(arr)]
+    arr[0] = 10
+    arr[1:3] = [20, 30]
+    with arr.get_lock():
+        arr[3] += 1
+    seen["arr_after"] = arr[:]
+    seen["arr_wrong_size"] = _raises(ValueError, arr.__setitem__, slice(0, 2), [1, 2, 3])
+    seen["arr_out_of_range"] = _raises(IndexError, arr.__getitem__, 4)
+    # a dict
+    table["b"] = 2
+    table.update(c=3)
+    seen["dict"] = [
+        table["a"],
+        table.get("z", 0),
+        "a" in table,
+        "z" in table,
+        len(table),
+        table.pop("a"),
+        sorted(table.keys()),
+        table.setdefault("d", 4),
+    ]
+    seen["dict_missing"] = _raises(KeyError, table.__getitem__, "a")
+    # a list
+    items.append(2)
+    items.extend([3, 4])
+    seen["list"] = [items[0], items[1:3], len(items), items.pop(), items.index(3), 3 in items]
+    items.insert(0, 0)
+    items[1] = 10
+    seen["list_after"] = list(items)
+    seen["list_out_of_range"] = _raises(IndexError, items.__getitem__, 10)
+    # a namespace
+    ns.y = "why"
+    seen["ns"] = [ns.x, ns.y, hasattr(ns, "missing"), getattr(ns, "missing", "default")]
+    del ns.x
+    seen["ns_deleted"] = hasattr(ns, "x")
+    # an rlock: re-entered by its owner, not taken or released by another thread
+    seen["rlock_twice"] = [rl.acquire(), rl.acquire(timeout=SHORT_S)]
+    other: dict[str, Any] = {}
+
+    def from_another_thread() -> None:
+        other["acquire"] = rl.acquire(timeout=SHORT_S)
+        other["release"] = _raises(AssertionError, rl.release)
+
+    helper = threading.Thread(target=from_another_thread)
+    helper.start()
+    helper.join()
+    seen["rlock_other_thread"] = other
+    rl.release()
+    rl.release()
+    seen["rlock_released_too_often"] = _raises(AssertionError, rl.release)
+    # a semaphore of 2
+    seen["sem"] = [sem.acquire(), sem.acquire(False), sem.acquire(timeout=SHORT_S)]
+    seen["sem_value"] = sem.get_value()
+    for _ in range(3):
+        sem.release()  # one more than taken: fine for a Semaphore
+    seen["sem_value_after"] = sem.get_value()
+    # a bounded semaphore of 1
+    seen["bsem"] = [bsem.acquire(), bsem.acquire(False), bsem.acquire(timeout=SHORT_S)]
+    bsem.release()
+    seen["bsem_released_too_often"] = _raises(ValueError, bsem.release)
+    seen["bsem_value"] = bsem.get_value()
+    # an event
+    seen["event"] = [ev.is_set(), *_took_at_least(SHORT_S, ev.wait, SHORT_S)]
+    ev.set()
+    seen["event_set"] = [ev.is_set(), ev.wait(SHORT_S), ev.wait()]
+    ev.clear()
+    seen["event_cleared"] = [ev.is_set(), ev.wait(0)]
+    return seen
+
+
+def count_up(counter: Any, times: int) -> int:
+    """``times`` increments under the value's own lock, racing the other replicas."""
+    for _ in range(times):
+        with counter.get_lock():
+            counter.value += 1
+    return times
+
+
+def join_jobs(jobs: Any, done: Any, n: int) -> dict[str, Any]:
+    for i in range(n):
+        jobs.put(i)
+    jobs.join()
+    return {"joined": True, "done_when_joined": done.value}
+
+
+def do_jobs(jobs: Any, done: Any, n: int) -> dict[str, Any]:
+    got = []
+    for _ in range(n):
+        got.append(jobs.get(timeout=LONG_S))
+        done.value += 1  # before task_done: the joiner must see every one
+        jobs.task_done()
+    return {"got": got, "task_done_too_many": _raises(ValueError, jobs.task_done)}
+
+
+def pipe_writer(conn: Any, go: Any) -> int:
+    go.wait(LONG_S)
+    for i in range(3):
+        conn.send(i)
+    conn.send({"a": [1, 2]})
+    conn.send_bytes(b"raw")
+    return 5
+
+
+def pipe_reader(conn: Any, go: Any) -> dict[str, Any]:
+    seen: dict[str, Any] = {"poll_before": list(_took_at_least(SHORT_S, conn.poll, SHORT_S))}
+    go.set()
+    seen["poll_after"] = conn.poll(LONG_S)
+    seen["got"] = [conn.recv() for _ in range(4)]
+    seen["got_bytes"] = conn.recv_bytes()
+    seen["eof"] = _raises(EOFError, conn.recv)  # once the writer has returned
+    seen["poll_at_eof"] = conn.poll(0)
+    return seen
+
+
+def hold_until_tried(lk: Any, held: Any, tried: Any) -> str:
+    lk.acquire()
+    held.set()
+    tried.wait(LONG_S)
+    lk.release()
+    return "released"
+
+
+def try_held_lock(lk: Any, held: Any, tried: Any) -> dict[str, Any]:
+    held.wait(LONG_S)
+    seen: dict[str, Any] = {
+        "timeout": list(_took_at_least(SHORT_S, lk.acquire, True, SHORT_S)),
+        "nonblocking": lk.acquire(False),
+    }
+    tried.set()
+    seen["eventually"] = lk.acquire(timeout=LONG_S)
+    lk.release()
+    seen["release_unlocked"] = _raises(ValueError, lk.release)
+    return seen
+
+
+def wait_on_condition(cond: Any, flag: Any, go: Any) -> dict[str, Any]:
+    seen: dict[str, Any] = {"wait_unlocked": _raises(AssertionError, cond.wait, SHORT_S)}
+    with cond:
+        seen["wait_timeout"] = list(_took_at_least(SHORT_S, cond.wait, SHORT_S))
+        seen["wait_keeps_the_lock"] = cond.acquire(False)  # its RLock, taken back
+        cond.release()
+    go.set()
+    with cond:
+        seen["wait_for"] = cond.wait_for(lambda: flag.value == 1, timeout=LONG_S)
+        seen["flag"] = flag.value
+    return seen
+
+
+def notify_condition(cond: Any, flag: Any, go: Any) -> dict[str, Any]:
+    seen: dict[str, Any] = {"notify_unlocked": _raises(AssertionError, cond.notify)}
+    go.wait(LONG_S)
+    with cond:
+        flag.value = 1
+        cond.notify()
+    return seen
+
+
+def barrier_semantics(gate: Any, indexes: Any, ctx: Any) -> dict[str, Any]:
+    """Two parties: through the barrier twice, then a reset while one waits, then one
+    party alone (a timeout breaks the barrier; abort; reset)."""
+    import threading
+
+    Broken = threading.BrokenBarrierError
+    seen: dict[str, Any] = {"parties": gate.parties}
+    indexes.append(gate.wait(LONG_S))
+    gate.wait(LONG_S)  # both appended
+    if ctx.replica == 0:
+        seen["indexes"] = sorted(indexes)
+        seen["reset_breaks_the_waiter"] = _raises(Broken, gate.wait, LONG_S)
+    else:
+        deadline = time.monotonic() + LONG_S
+        while gate.n_waiting < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gate.reset()
+    seen["after_reset"] = gate.wait(LONG_S) in (0, 1)  # usable again
+    if ctx.replica == 0:  # alone from here on: the other party returns
+        seen["timeout_breaks"] = list(_took_at_least(SHORT_S, _raises, Broken, gate.wait, SHORT_S))
+        seen["broken"] = gate.broken
+        seen["broken_at_once"] = _raises(Broken, gate.wait, LONG_S)
+        gate.reset()
+        seen["mended"] = gate.broken
+        gate.abort()
+        seen["aborted"] = [gate.broken, _raises(Broken, gate.wait, LONG_S)]
+        gate.reset()
+        indexes.sort()
+    return seen

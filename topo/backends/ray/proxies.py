@@ -303,6 +303,7 @@ class Queue(_OnHub):
     def task_done(self) -> None:
         if not self._joinable:
             raise AttributeError("'Queue' object has no attribute 'task_done'")
+        self._flush()  # what this instance put counts before its task_done()
         if _get(self._hub.task_done.remote(self._name)) != OK:
             raise ValueError("task_done() called too many times")
 
@@ -450,7 +451,7 @@ class Condition(_OnHub):
     def wait(self, timeout: float | None = None) -> bool:
         answer = _get(self._hub.cond_wait.remote(self._name, who(), timeout))
         if isinstance(answer, str):
-            raise RuntimeError(answer)
+            raise AssertionError(answer)  # multiprocessing's Condition asserts it
         return bool(answer)
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
@@ -467,12 +468,12 @@ class Condition(_OnHub):
     def notify(self, n: int = 1) -> None:
         problem = _get(self._hub.notify.remote(self._name, who(), n))
         if problem != OK:
-            raise RuntimeError(problem)
+            raise AssertionError(problem)
 
     def notify_all(self) -> None:
         problem = _get(self._hub.notify.remote(self._name, who(), None))
         if problem != OK:
-            raise RuntimeError(problem)
+            raise AssertionError(problem)
 
 
 class Event(_OnHub):
