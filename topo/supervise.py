@@ -238,6 +238,8 @@ class Supervisor:
                 return self._result(started, state, leftovers)
             try:
                 self._supervise(deadline)
+            except RunError as e:  # the backend lost what the run needs (a Ray node...)
+                self._end("failed", str(e))
             except KeyboardInterrupt:
                 self._end("interrupted", "interrupted by Ctrl-C (SIGINT)")
             except _Stopped:

@@ -316,6 +316,22 @@ def exit_with(code: int) -> None:
     sys.exit(code)
 
 
+def send_numbers(out: Any, n: int) -> int:
+    """Put 0..n-1, then None."""
+    for number in range(n):
+        out.put(number)
+    out.put(None)
+    return n
+
+
+def sum_numbers(inbox: Any) -> int:
+    """Sum what comes until None."""
+    total = 0
+    while (number := inbox.get()) is not None:
+        total += number
+    return total
+
+
 # ----- semantics.yaml: what multiprocessing's objects do, observed through the bound
 # objects of any backend (tests/e2e/test_ray.py compares the local backend and Ray).
 # Each target returns a dict of observations that do not depend on timing.

@@ -12,6 +12,7 @@ local Ray if it started one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -22,7 +23,10 @@ from typing import Any
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
 
 from topo.backends.ray import proxies
 from topo.backends.ray.hub import Hub
@@ -117,6 +121,7 @@ class RayLauncher:
         self.address = address
         self.own_ray = False  # this launcher started the local Ray: it stops it
         self.hub: Any = None
+        self.hub_lost = False
         self.hub_name = f"topo-{uuid.uuid4().hex[:12]}"  # its actors are found by name
         self.objects: dict[str, Any] = {}  # object channel -> its actor
         self.arrays: dict[str, tuple[Any, Any]] = {}  # ndarray -> (handle, segment)
@@ -138,7 +143,14 @@ class RayLauncher:
         self._place()
         self.hub = (
             ray.remote(Hub)
-            .options(**self._actor_options(self.hub_name), max_concurrency=10_000)
+            .options(
+                **self._actor_options(self.hub_name),
+                max_concurrency=10_000,
+                # On topo's own node: lost with it only (another node may go and come).
+                scheduling_strategy=NodeAffinitySchedulingStrategy(
+                    ray.get_runtime_context().get_node_id(), soft=True
+                ),
+            )
             .remote(_declared(self.plan))
         )
         c: Any
@@ -161,6 +173,18 @@ class RayLauncher:
             )
         except ray.exceptions.RayError as e:
             raise RunError(f"building the run's channels on Ray failed: {_reason(e)}") from e
+
+    def _ask(self, call: str, *args: Any, default: Any = None) -> Any:
+        """The hub's answer to ``call(*args)``. Its loss (its node died) is a RunError
+        once, which ends the run; afterwards every call answers ``default``, so that
+        stopping the instances and closing go on without it."""
+        if self.hub is None or self.hub_lost:
+            return default
+        try:
+            return ray.get(getattr(self.hub, call).remote(*args))
+        except ray.exceptions.RayError as e:
+            self.hub_lost = True
+            raise RunError(f"the run's channels and locks on Ray were lost: {_reason(e)}") from e
 
     def _actor_options(self, name: str) -> dict[str, Any]:
         return {"name": name, "namespace": proxies.NAMESPACE, "num_cpus": 0, "max_restarts": 0}
@@ -311,7 +335,7 @@ class RayLauncher:
     def start(self, instance: Instance) -> int | None:
         for b in instance.bindings:  # a restarted instance has its pipe ends again
             if self.plan.model(b.name).kind == "pipe":
-                ray.get(self.hub.open_end.remote(b.name, b.end if b.end is not None else 0))
+                self._ask("open_end", b.name, b.end if b.end is not None else 0)
         context = RunContext(
             name=instance.name,
             process=instance.process,
@@ -369,7 +393,7 @@ class RayLauncher:
                 return []
 
     def _ended(self, name: str, ref: Any) -> list[Event]:
-        ray.get(self.hub.forget.remote(name))
+        self._ask("forget", name)
         self._close_ends(name)
         try:
             kind, payload, code = ray.get(ref)
@@ -403,18 +427,18 @@ class RayLauncher:
         inst = next(i for i in self.plan.instances if i.name == name)
         for b in inst.bindings:
             if self.plan.model(b.name).kind == "pipe":
-                ray.get(self.hub.close_end.remote(b.name, b.end if b.end is not None else 0))
+                self._ask("close_end", b.name, b.end if b.end is not None else 0)
 
     def _pump_lines(self) -> None:
         self.lines_at = time.monotonic()
         if self.hub is None:
             return
-        for name, line in ray.get(self.hub.take_lines.remote()):
+        for name, line in self._ask("take_lines", default=[]):
             self.output(name, line)
 
     def _learn(self) -> None:
         if self.hub is not None:
-            self.facts.update(ray.get(self.hub.facts.remote()))
+            self.facts.update(self._ask("facts", default={}))
 
     def terminate(self, name: str) -> None:
         ref = self.refs.get(name)
@@ -433,14 +457,14 @@ class RayLauncher:
     def waits(self) -> dict[str, Wait]:
         if self.hub is None:
             return {}
-        waiting = ray.get(self.hub.waits.remote())
+        waiting = self._ask("waits", default={})
         return {who: Wait(op, name) for who, (op, name) in waiting.items() if who in self.refs}
 
     def holders(self) -> dict[str, str]:
-        return dict(ray.get(self.hub.holders.remote())) if self.hub is not None else {}
+        return dict(self._ask("holders", default={}))
 
     def progress(self) -> float:
-        return float(ray.get(self.hub.progress.remote())) if self.hub is not None else float("nan")
+        return float(self._ask("progress", default=float("nan")))
 
     def cpu_seconds(self, name: str) -> float | None:
         return None
@@ -459,7 +483,10 @@ class RayLauncher:
         self.cluster = {
             "ray_version": ray.__version__,
             "address": self.address or "local",
-            "nodes": {name: facts.get("node") for name, facts in sorted(self.facts.items())},
+            "nodes": {
+                name: {"ip": facts.get("node"), "node_id": facts.get("node_id")}
+                for name, facts in sorted(self.facts.items())
+            },
         }
 
     # ----- the end -----------------------------------------------------------------------
@@ -467,13 +494,21 @@ class RayLauncher:
     def drain(self) -> dict[str, list[Any]]:
         if self.hub is None:
             return {}
-        left = ray.get(self.hub.drain.remote(MOST_DRAINED))
+        try:
+            left = self._ask("drain", MOST_DRAINED, default={})
+        except RunError as e:
+            self.output("", f"what was left in the channels could not be read: {e}")
+            return {}
         return {name: [_unpickled(data) for data in items] for name, items in left.items()}
 
     def read_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {}
         if self.hub is not None:
-            snapshot = ray.get(self.hub.snapshot.remote())
+            try:
+                snapshot = self._ask("snapshot", default={})
+            except RunError as e:
+                self.output("", f"the final state could not be read: {e}")
+                snapshot = {}
             for name, value in snapshot.items():
                 kind = self.plan.spec.channels[name].kind
                 if kind == "namespace":
@@ -488,17 +523,23 @@ class RayLauncher:
         return {name: state[name] for name in self.plan.spec.channels if name in state}
 
     def close(self) -> None:
+        # Every step, whatever the others did: a lost hub must not keep the rest alive.
         if ray.is_initialized():
-            self._pump_lines()
+            with contextlib.suppress(RunError):
+                self._pump_lines()
             if self.hub is not None:
-                self._describe()
+                with contextlib.suppress(RunError):
+                    self._describe()
             for ref in self.refs.values():
-                ray.cancel(ref, force=True)
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
             for actor in [self.hub, *self.objects.values()]:
                 if actor is not None:
-                    ray.kill(actor)
+                    with contextlib.suppress(Exception):
+                        ray.kill(actor)
             if self.group is not None:
-                remove_placement_group(self.group)
+                with contextlib.suppress(Exception):
+                    remove_placement_group(self.group)
         from topo.backends.local.shm import free
 
         for _, segment in self.arrays.values():
