@@ -70,3 +70,37 @@ def test_the_import_graph_sees_real_edges() -> None:
     assert g.has_edge("topo.backends.local.launcher", "topo.supervise")
     assert g.has_edge("topo.checks.topology", "topo.graph")
     assert not g.has_edge("topo.graph", "topo.checks")
+
+
+# Imports topo, its CLI and the local backend, runs a spec locally, and prints whether
+# Ray was imported on the way.
+NO_RAY = """
+import sys
+import topo, topo.cli
+from topo.backends import get_backend
+get_backend("local")
+result = topo.run(sys.argv[1], record=False, output=lambda *a: None)
+print(result.status, "ray" in sys.modules)
+"""
+
+
+def test_nothing_imports_ray_unless_a_run_asks_for_it() -> None:
+    """The Ray backend is an extra: a run without --backend ray costs nothing more."""
+    import subprocess
+    import sys
+
+    spec = Path(__file__).resolve().parents[1] / "specs" / "event.yaml"
+    done = subprocess.run(
+        [sys.executable, "-c", NO_RAY, str(spec)], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.split() == ["ok", "False"], done.stderr
+
+
+def test_only_the_ray_backend_imports_ray() -> None:
+    importers = sorted(
+        _module(path)
+        for path in TOPO.rglob("*.py")
+        if any(n == "ray" or n.startswith("ray.") for n in _top_level_imports(path))
+    )
+    assert importers, "the Ray backend's modules import ray: the check sees them"
+    assert all(m.startswith("topo.backends.ray.") for m in importers), importers

@@ -19,6 +19,7 @@ import pickle
 import signal
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import ray
@@ -126,7 +127,8 @@ class RayLauncher:
         self.objects: dict[str, Any] = {}  # object channel -> its actor
         self.arrays: dict[str, tuple[Any, Any]] = {}  # ndarray -> (handle, segment)
         self.group: Any = None  # the placement group
-        self.bundle: dict[str, int] = {}  # instance -> its bundle
+        self.bundle: dict[str, int] = {}  # instance -> its bundle's index
+        self.bundles: dict[str, dict[str, float]] = {}  # instance -> what it asks for
         self.refs: dict[str, Any] = {}  # running instance -> its task's ObjectRef
         self.stopping: dict[str, int] = {}  # instance -> the signal it was stopped by
         self.facts: dict[str, dict[str, Any]] = {}  # instance -> pid, node
@@ -240,7 +242,11 @@ class RayLauncher:
     def _place(self) -> None:
         """One bundle per instance, in one placement group: Ray would keep a task that
         does not fit waiting for ever; this fails at once, saying what is missing."""
-        bundles = [_bundle(self.plan, i) for i in self.plan.instances]
+        here = ray.util.get_node_ip_address()
+        # A node named by its id (hex) is asked for by its address, Ray's "node:<ip>".
+        ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+        self.bundles = {i.name: _bundle(self.plan, i, here, ips) for i in self.plan.instances}
+        bundles = list(self.bundles.values())
         wanted: dict[str, float] = {}
         for b in bundles:
             for key, amount in b.items():
@@ -346,7 +352,7 @@ class RayLauncher:
             run_dir=str(self.options.run_dir) if self.options.run_dir else None,
             spec_dir=str(self.plan.spec_dir),
         )
-        bundle = _bundle(self.plan, instance)
+        bundle = self.bundles[instance.name]
         task = ray.remote(max_retries=0, max_calls=1)(run_instance).options(
             name=f"topo:{instance.name}",
             num_cpus=bundle.get("CPU", 0),
@@ -576,8 +582,12 @@ def _token_auth_like_auto() -> None:
         quiet.setLevel(level)
 
 
-def _bundle(plan: Plan, instance: Instance) -> dict[str, float]:
-    """What one instance asks of the cluster: its process's ``resources`` and ``node``."""
+def _bundle(
+    plan: Plan, instance: Instance, here: str, ips: Mapping[str, str] | None = None
+) -> dict[str, float]:
+    """What one instance asks of the cluster: its process's ``resources`` and ``node``;
+    an instance that uses an ndarray (real shared memory, made by topo) runs on
+    topo's node, ``here``."""
     process = plan.spec.processes[instance.process]
     resources = getattr(process, "resources", None)
     bundle: dict[str, float] = {"CPU": DEFAULT_CPUS}
@@ -591,8 +601,10 @@ def _bundle(plan: Plan, instance: Instance) -> dict[str, float]:
         for key, amount in (resources.custom or {}).items():
             bundle[key] = float(amount)
     node = getattr(process, "node", None)
+    if any(plan.model(b.name).kind == "ndarray" for b in instance.bindings):
+        node = here
     if node:
-        bundle[f"node:{node}"] = 0.001
+        bundle[f"node:{(ips or {}).get(node, node)}"] = 0.001
     return bundle
 
 
