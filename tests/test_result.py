@@ -140,6 +140,7 @@ def test_run_result_to_json_shape() -> None:
         },
         "state": {"total": 3.5},
         "undelivered": {},
+        "backend": "local",
         "message": "worker[0] exited with code 1",
     }
     assert json.loads(json.dumps(doc)) == doc

@@ -24,10 +24,7 @@ from typing import Any
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
-from ray.util.scheduling_strategies import (
-    NodeAffinitySchedulingStrategy,
-    PlacementGroupSchedulingStrategy,
-)
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from topo.backends.ray import proxies
 from topo.backends.ray.hub import Hub
@@ -148,10 +145,8 @@ class RayLauncher:
             .options(
                 **self._actor_options(self.hub_name),
                 max_concurrency=10_000,
-                # On topo's own node: lost with it only (another node may go and come).
-                scheduling_strategy=NodeAffinitySchedulingStrategy(
-                    ray.get_runtime_context().get_node_id(), soft=True
-                ),
+                # On the head node: lost only with the whole cluster.
+                resources={"node:__internal_head__": 0.001},
             )
             .remote(_declared(self.plan))
         )
@@ -177,16 +172,17 @@ class RayLauncher:
             raise RunError(f"building the run's channels on Ray failed: {_reason(e)}") from e
 
     def _ask(self, call: str, *args: Any, default: Any = None) -> Any:
-        """The hub's answer to ``call(*args)``. Its loss (its node died) is a RunError
-        once, which ends the run; afterwards every call answers ``default``, so that
-        stopping the instances and closing go on without it."""
+        """The hub's answer to ``call(*args)``, or ``default`` once the hub is lost (its
+        node died): that is said once, the instances using channels fail by themselves,
+        and stopping them and closing go on without it."""
         if self.hub is None or self.hub_lost:
             return default
         try:
             return ray.get(getattr(self.hub, call).remote(*args))
         except ray.exceptions.RayError as e:
             self.hub_lost = True
-            raise RunError(f"the run's channels and locks on Ray were lost: {_reason(e)}") from e
+            self.output("", f"the run's channels and locks on Ray were lost: {_reason(e)}")
+            return default
 
     def _actor_options(self, name: str) -> dict[str, Any]:
         return {"name": name, "namespace": proxies.NAMESPACE, "num_cpus": 0, "max_restarts": 0}
@@ -500,21 +496,13 @@ class RayLauncher:
     def drain(self) -> dict[str, list[Any]]:
         if self.hub is None:
             return {}
-        try:
-            left = self._ask("drain", MOST_DRAINED, default={})
-        except RunError as e:
-            self.output("", f"what was left in the channels could not be read: {e}")
-            return {}
+        left = self._ask("drain", MOST_DRAINED, default={})
         return {name: [_unpickled(data) for data in items] for name, items in left.items()}
 
     def read_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {}
         if self.hub is not None:
-            try:
-                snapshot = self._ask("snapshot", default={})
-            except RunError as e:
-                self.output("", f"the final state could not be read: {e}")
-                snapshot = {}
+            snapshot = self._ask("snapshot", default={})
             for name, value in snapshot.items():
                 kind = self.plan.spec.channels[name].kind
                 if kind == "namespace":
@@ -531,11 +519,9 @@ class RayLauncher:
     def close(self) -> None:
         # Every step, whatever the others did: a lost hub must not keep the rest alive.
         if ray.is_initialized():
-            with contextlib.suppress(RunError):
-                self._pump_lines()
+            self._pump_lines()
             if self.hub is not None:
-                with contextlib.suppress(RunError):
-                    self._describe()
+                self._describe()
             for ref in self.refs.values():
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
