@@ -70,8 +70,10 @@ def head() -> Iterator[str]:
     address = f"127.0.0.1:{port}"
     try:
         _wait_for_head(address, proc)
+        _ray_leftovers(address)  # the watching driver starts now, before any test's run
         yield address
     finally:
+        stop_watcher(address)
         proc.terminate()  # `ray start --block` stops what it started on SIGTERM
         try:
             proc.wait(20)
@@ -94,28 +96,58 @@ def _wait_for_head(address: str, proc: subprocess.Popen[str]) -> None:
     raise RuntimeError("the Ray head did not come up in 60 s")
 
 
-# What is left of the runs on the cluster, as seen by a separate driver (GCS tables).
+# What is left of the runs on the cluster, as seen by a separate driver (GCS tables):
+# one line "LEFT <json>" for each line read on stdin, until stdin closes (Ray's driver
+# prints the cluster's error messages on stdout too).
 LEFTOVERS = """
 import json, sys, ray
 from topo.backends.ray.launcher import _token_auth_like_auto
 _token_auth_like_auto()
 ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
 from ray._private import state
-actors = [a["Name"] for a in state.actors().values()
-          if a["State"] != "DEAD" and a.get("RayNamespace") == "topo"]
-groups = [g["placement_group_id"] for g in state.state.placement_group_table().values()
-          if g["state"] != "REMOVED"]
-print(json.dumps({"actors": actors, "groups": groups}))
+for _ in sys.stdin:
+    actors = [a["Name"] for a in state.actors().values()
+              if a["State"] != "DEAD" and a.get("RayNamespace") == "topo"]
+    groups = [g["placement_group_id"] for g in state.state.placement_group_table().values()
+              if g["state"] != "REMOVED"]
+    print("LEFT", json.dumps({"actors": actors, "groups": groups}), flush=True)
 """
+
+_watchers: dict[str, subprocess.Popen[str]] = {}  # cluster address -> its watching driver
 
 
 def _ray_leftovers(address: str) -> dict[str, list[str]]:
-    done = subprocess.run(
-        [sys.executable, "-c", LEFTOVERS, address], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    found: dict[str, list[str]] = json.loads(done.stdout.splitlines()[-1])
+    """Live actors of topo's namespace and placement groups on the cluster at
+    ``address``, from one driver kept for all the module's checks (a driver's start
+    costs a second)."""
+    watcher = _watchers.get(address)
+    if watcher is None or watcher.poll() is not None:
+        watcher = _watchers[address] = subprocess.Popen(
+            [sys.executable, "-c", LEFTOVERS, address],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+    assert watcher.stdin is not None and watcher.stdout is not None
+    watcher.stdin.write("?\n")
+    watcher.stdin.flush()
+    while not (line := watcher.stdout.readline()).startswith("LEFT "):
+        assert line, "the watching driver ended"
+    found: dict[str, list[str]] = json.loads(line.removeprefix("LEFT "))
     return found
+
+
+def stop_watcher(address: str) -> None:
+    watcher = _watchers.pop(address, None)
+    if watcher is not None:
+        if watcher.stdin is not None:
+            watcher.stdin.close()
+        try:
+            watcher.wait(10)
+        except subprocess.TimeoutExpired:
+            watcher.kill()
+            watcher.wait()
 
 
 def _task_workers() -> list[str]:

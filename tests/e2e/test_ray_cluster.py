@@ -20,7 +20,13 @@ import pytest
 
 pytest.importorskip("ray")
 
-from e2e.test_ray import _free_port, _wait_for_head, assert_nothing_left
+from e2e.test_ray import (
+    _free_port,
+    _ray_leftovers,
+    _wait_for_head,
+    assert_nothing_left,
+    stop_watcher,
+)
 from e2e.test_specs import EXPECTATIONS
 
 if TYPE_CHECKING:
@@ -69,6 +75,7 @@ class Cluster:
                 f"--address={self.address}", f'--resources={{"{name}": 1}}'
             )
             self._wait_for_nodes(count)
+        _ray_leftovers(self.address)  # the watching driver starts before any test's run
 
     def _wait_for_nodes(self, count: int) -> None:
         probe = (
@@ -94,6 +101,7 @@ class Cluster:
         _stop(self.nodes.pop(node), signal.SIGKILL)
 
     def stop(self) -> None:
+        stop_watcher(self.address)
         for proc in self.nodes.values():
             _stop(proc)
         _stop(self.head)
