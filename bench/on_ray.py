@@ -49,7 +49,7 @@ def queue_case(folder: Path, n: int, size: int, maxsize: int) -> dict[str, float
 def pipeline_case(backend: str, items: int) -> float:
     result = topo.run(
         SPECS / "pipeline.yaml",
-        [f"params.items={items}"],
+        [f"params.items={items}", "timeout=300"],
         backend=backend,
         record=False,
         quiet=True,
@@ -83,7 +83,7 @@ def main(quick: bool) -> None:
             rows.append((f"small messages, queue {label} ({n_small:,})", samples, "msgs/s"))
         big = [queue_case(folder, 20, 16 * MiB, 0)["bytes_per_s"] / 1e9 for _ in range(rounds)]
         rows.append(("16 MiB numpy arrays, queue unbounded (20)", big, "GB/s"))
-        items = 2_000 if quick else 10_000
+        items = 2_000 if quick else 4_000
         local: list[float] = []
         on_ray: list[float] = []
         for _ in range(rounds):  # interleaved

@@ -33,7 +33,7 @@ _feeders: list[_Feeder] = []  # every feeder started in this process, flushed at
 
 FOREVER = 10.0**9
 CREDIT_IDLE_S = 0.01  # room a bounded queue's writer leaves unused this long goes back
-CREDITS_AT_ONCE = 16  # at most this much room asked for at once (and a quarter of maxsize)
+CREDITS_AT_ONCE = 64  # at most this much room asked for at once (and half of maxsize)
 BIG_BYTES = 1 << 20  # items this big travel through Ray's object store, not the hub
 NAMESPACE = "topo"  # the Ray namespace of every run's actors
 
@@ -260,7 +260,7 @@ class Queue(_OnHub):
             self._feeder = _Feeder(self._hub, self._name, bounded=self._maxsize > 0)
         feeder = self._feeder
         if self._maxsize > 0 and not feeder.take_credit():
-            want = max(1, min(CREDITS_AT_ONCE, self._maxsize // 4))
+            want = max(1, min(CREDITS_AT_ONCE, self._maxsize // 2))
             granted = _get(self._hub.reserve.remote(self._name, who(), want, block, timeout))
             if not granted:
                 raise queue.Full
