@@ -488,3 +488,29 @@ def test_semantics_match_the_local_backend(run_topo: RunTopo, head: str, tmp_pat
     assert state_on_ray == state
     assert on_ray["undelivered"] == local["undelivered"]
     assert_nothing_left(head)
+
+
+@pytest.mark.timeout(120)
+def test_kill_9_of_topo_stops_the_local_ray_it_started(
+    start_topo: StartTopo, tmp_path: Path
+) -> None:
+    """Without a cluster, topo starts a local Ray: its guardian stops every process of
+    it (Ray's agents outlive a killed driver by minutes otherwise) and marks the
+    record killed. The fixture fails the test if anything of topo's session is left."""
+    live = start_topo(
+        "run",
+        "--json",
+        "--runs-dir",
+        str(tmp_path),
+        str(FAULTS / "many_sleepers.yaml"),
+        "--set",
+        "processes.sleeper.replicas=2",
+        "--backend",
+        "ray",
+    )
+    live.wait_for("sleeper[1] | ready", timeout=60)
+    live.signal(signal.SIGKILL)
+    live.finish()
+    assert_nothing_left(None)
+    (record,) = tmp_path.glob("many_sleepers/*/run.json")
+    assert json.loads(record.read_text())["status"] == "killed"

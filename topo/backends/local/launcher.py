@@ -21,9 +21,9 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from topo.backends.guardian import Guardian
 from topo.backends.local import drain, procfs
 from topo.backends.local.child import Job, child_main
-from topo.backends.local.guardian import Guardian
 from topo.backends.local.instrument import EXITING_PRIMITIVE, Board
 from topo.backends.local.output import OutputPump
 from topo.backends.local.primitives import Primitives

@@ -26,6 +26,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from topo.backends.guardian import MARK, Guardian
 from topo.backends.ray import proxies
 from topo.backends.ray.hub import Hub
 from topo.backends.ray.task import run_instance
@@ -119,6 +120,7 @@ class RayLauncher:
         self.address = address
         self.own_ray = False  # this launcher started the local Ray: it stops it
         self.hub: Any = None
+        self.guardian: Guardian | None = None
         self.hub_lost = False
         self.hub_name = f"topo-{uuid.uuid4().hex[:12]}"  # its actors are found by name
         self.objects: dict[str, Any] = {}  # object channel -> its actor
@@ -138,6 +140,12 @@ class RayLauncher:
 
     def open(self, output: OutputSink) -> None:
         self.output = output
+        # Forked first, holding nothing of Ray: if topo is killed, it stops the local
+        # Ray topo started (every process of it carries the mark, agents included) and
+        # marks the record; on a cluster, Ray ends the tasks and actors of a lost driver.
+        self.guardian = Guardian()
+        if self.options.run_dir is not None:
+            self.guardian.record(self.options.run_dir)
         self._connect()
         self._place()
         self.hub = (
@@ -161,6 +169,8 @@ class RayLauncher:
                 from topo.backends.local.shm import SharedArray
 
                 self.arrays[name] = SharedArray.create(c.dims, c.dtype, c.init)
+                if self.guardian is not None:
+                    self.guardian.segment(self.arrays[name][0].name.lstrip("/"))
         try:  # an object's constructor that fails, a hub that cannot start: fail here
             ray.get(
                 [
@@ -205,6 +215,10 @@ class RayLauncher:
         if self.address is None:
             kwargs["num_cpus"] = os.cpu_count() or 1
             kwargs["object_store_memory"] = LOCAL_OBJECT_STORE
+            token = uuid.uuid4().hex
+            os.environ[MARK] = token  # inherited by every process of the local Ray
+            assert self.guardian is not None
+            self.guardian.marked(token)
         if self.address is not None:
             _token_auth_like_auto()
         # Ray's driver installs its own SIGTERM handler (it aborts): the supervisor's
@@ -541,6 +555,10 @@ class RayLauncher:
         if self.own_ray:
             ray.shutdown()
             self.own_ray = False
+        os.environ.pop(MARK, None)
+        if self.guardian is not None:
+            self.guardian.done()
+            self.guardian = None
         if self.ray_printer is not None:
             from ray._private import worker
 

@@ -6,9 +6,12 @@ under forkserver), but what they started lives on in their process groups, share
 memory stays in /dev/shm (the resource tracker is killed too), and the run's record
 says ``running`` for ever. The guardian is forked from topo when a run opens, before
 anything else, and moves to a session of its own; it learns through a pipe what to
-clean (``group PGID``, ``segment NAME``, ``record RUN_DIR``) and, if the pipe reaches
-EOF before ``done``, topo is gone: it kills the groups, unlinks the segments and marks
-the record ``killed``. A fork, not a new interpreter: it costs about a millisecond.
+clean (``group PGID``, ``segment NAME``, ``record RUN_DIR``, ``marked TOKEN``) and, if
+the pipe reaches EOF before ``done``, topo is gone: it kills the groups and every
+process whose environment carries the mark (``TOPO_GUARDIAN_MARK=TOKEN``: how the Ray
+backend finds the processes of a local Ray it started, some of which leave every group
+topo knows), unlinks the segments and marks the record ``killed``. A fork, not a new
+interpreter: it costs about a millisecond. Shared by the backends.
 """
 
 from __future__ import annotations
@@ -17,6 +20,23 @@ import contextlib
 import os
 import signal
 from pathlib import Path
+
+MARK = "TOPO_GUARDIAN_MARK"
+
+
+def _marked(marks: list[bytes]) -> list[int]:  # pragma: no cover - in the guardian
+    """Processes whose environment holds one of ``marks`` (``NAME=token``)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    env = f.read().split(b"\0")
+            except OSError:
+                continue
+            if any(mark in env for mark in marks):
+                found.append(int(entry))
+    return found
 
 
 class Guardian:
@@ -54,6 +74,10 @@ class Guardian:
 
     def record(self, run_dir: Path) -> None:
         self._say(f"record {run_dir}")
+
+    def marked(self, token: str) -> None:
+        """Kill the processes whose environment has ``TOPO_GUARDIAN_MARK=token``."""
+        self._say(f"marked {token}")
 
     def done(self) -> None:
         """The run ended in order: the guardian has nothing to do, and exits."""
@@ -94,7 +118,7 @@ def _guard(pipe: int) -> None:  # pragma: no cover - runs in the forked guardian
         data += chunk
         if data.endswith(b"done\n"):  # the last word topo says, if it ends in order
             return
-    groups, segments, records = [], [], []
+    groups, segments, records, marks = [], [], [], []
     for raw in data.decode("utf-8", "surrogateescape").splitlines():
         kind, _, value = raw.partition(" ")
         if kind == "done":
@@ -105,9 +129,15 @@ def _guard(pipe: int) -> None:  # pragma: no cover - runs in the forked guardian
             segments.append(value)
         elif kind == "record":
             records.append(value)
+        elif kind == "marked" and value:
+            marks.append(f"{MARK}={value}".encode())
     for pgid in groups:
         with contextlib.suppress(OSError):
             os.killpg(pgid, signal.SIGKILL)
+    for _ in range(3) if marks else ():  # what they start meanwhile, in turn
+        for pid in _marked(marks):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
     for name in segments:
         with contextlib.suppress(OSError):
             os.unlink(os.path.join("/dev/shm", name))
