@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import yaml
 
+from topo.context import RunContext
 from topo.errors import Diagnostic, SpecError
 from topo.spec import BarrierLock, PipeChannel, Process, Spec, run_name_of
 from topo.yamlpos import Document, Loc
@@ -383,6 +384,19 @@ class Plan:
 
     def instances_of(self, process: str) -> list[Instance]:
         return [i for i in self.instances if i.process == process]
+
+    def context(self, instance: Instance, run_dir: Path | None) -> RunContext:
+        """What ``instance``'s target gets as ``ctx``, whatever the backend."""
+        return RunContext(
+            name=instance.name,
+            process=instance.process,
+            replica=instance.replica,
+            replicas=instance.replicas,
+            seed=instance.seed,
+            params=dict(self.params),
+            run_dir=str(run_dir) if run_dir else None,
+            spec_dir=str(self.spec_dir),
+        )
 
     def users_of(self, name: str) -> list[tuple[Instance, Binding]]:
         """Every (instance, binding) that binds channel or lock ``name``, in order."""

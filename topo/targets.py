@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +93,34 @@ def signature_problem(fn: Callable[..., Any], names: Iterable[str]) -> str | Non
     if missing:
         return f"needs {', '.join(map(repr, missing))}, which the spec does not give"
     return None
+
+
+def call_target(
+    target: str, args: Mapping[str, Any], objects: Mapping[str, Any], context: Any
+) -> Any:
+    """Call an instance's target as every backend does: imported from the spec's
+    folder, with its args and bound objects as keywords (shared-memory arrays as numpy
+    views), ``ctx`` if it takes one, ``random`` (and numpy's) seeded first."""
+    fn = load_target(target, context.spec_dir)
+    kwargs = {**args, **_attached(objects)}
+    if wants_ctx(fn):
+        kwargs["ctx"] = context
+    _seed(context.seed)
+    return fn(**kwargs)
+
+
+def _attached(objects: Mapping[str, Any]) -> dict[str, Any]:
+    """The objects as targets get them: shared-memory arrays as numpy views."""
+    shm = sys.modules.get("topo.backends.local.shm")  # imported by unpickling a handle
+    if shm is None:
+        return dict(objects)
+    return {k: v.attach() if isinstance(v, shm.SharedArray) else v for k, v in objects.items()}
+
+
+def _seed(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    numpy = sys.modules.get("numpy")  # seeded when the target's module uses it
+    if numpy is not None:
+        numpy.random.seed(seed)

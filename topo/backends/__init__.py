@@ -55,6 +55,17 @@ class Backend(Protocol):
         ...
 
 
+def dev_shm_bytes() -> int | None:
+    """The size of this machine's /dev/shm, where shared memory lives (Linux)."""
+    import os
+
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    return st.f_blocks * st.f_frsize
+
+
 _REGISTERED: dict[str, Callable[[], Backend]] = {}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from topo.backends import Capabilities
+from topo.backends import Capabilities, dev_shm_bytes
 from topo.spec import CHANNEL_KINDS, LOCK_KINDS
 
 if TYPE_CHECKING:
@@ -34,8 +34,4 @@ class LocalBackend:
 
     def shared_memory(self) -> int | None:
         """The size of /dev/shm, where multiprocessing's shared memory lives (Linux)."""
-        try:
-            st = os.statvfs("/dev/shm")
-        except OSError:
-            return None
-        return st.f_blocks * st.f_frsize
+        return dev_shm_bytes()

@@ -10,7 +10,6 @@ import contextlib
 import faulthandler
 import functools
 import os
-import random
 import signal
 import sys
 from multiprocessing.connection import Connection
@@ -20,7 +19,7 @@ from topo.backends.local import instrument
 from topo.backends.local.instrument import Board
 from topo.context import RunContext
 from topo.jsonable import to_jsonable
-from topo.targets import load_target, wants_ctx
+from topo.targets import call_target
 
 
 class Job:
@@ -79,13 +78,6 @@ def _redirect_output(output: Connection) -> None:
         stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
 
 
-def _seed(seed: int) -> None:
-    random.seed(seed)
-    numpy = sys.modules.get("numpy")  # seeded when the target's module uses it
-    if numpy is not None:
-        numpy.random.seed(seed)
-
-
 def die_with(supervisor_pid: int) -> None:
     """End this process when topo's process dies, even by SIGKILL.
 
@@ -118,15 +110,6 @@ def die_with(supervisor_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="topo-die-with-parent", daemon=True).start()
-
-
-def _attached(objects: dict[str, Any]) -> dict[str, Any]:
-    """The objects as targets get them: shared-memory arrays as numpy views."""
-    # Imported by unpickling an array's handle, if any.
-    shm = sys.modules.get("topo.backends.local.shm")
-    if shm is None:
-        return objects
-    return {k: v.attach() if isinstance(v, shm.SharedArray) else v for k, v in objects.items()}
 
 
 def _fail_on_lost_puts(job: Job, report: Connection) -> None:
@@ -190,12 +173,7 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
         faulthandler.register(signal.SIGUSR1, all_threads=False)
         instrument.sample({id(job.objects[param]): prim for param, prim in job.sampled.items()})
     try:
-        fn = load_target(job.target, job.context.spec_dir)
-        kwargs = {**job.args, **_attached(job.objects)}
-        if wants_ctx(fn):
-            kwargs["ctx"] = job.context
-        _seed(job.context.seed)
-        result = fn(**kwargs)
+        result = call_target(job.target, job.args, job.objects, job.context)
     except SystemExit:
         raise
     except BaseException as e:

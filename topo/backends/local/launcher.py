@@ -27,7 +27,6 @@ from topo.backends.local.child import Job, child_main
 from topo.backends.local.instrument import EXITING_PRIMITIVE, Board
 from topo.backends.local.output import OutputPump
 from topo.backends.local.primitives import Primitives
-from topo.context import RunContext
 from topo.deadlock import EXITING, Wait
 from topo.errors import RunError
 from topo.resolve import Instance, Plan
@@ -235,16 +234,7 @@ class LocalLauncher:
 
     def start(self, instance: Instance) -> int | None:
         assert self.primitives is not None and self.pump is not None
-        context = RunContext(
-            name=instance.name,
-            process=instance.process,
-            replica=instance.replica,
-            replicas=instance.replicas,
-            seed=instance.seed,
-            params=dict(self.plan.params),
-            run_dir=str(self.options.run_dir) if self.options.run_dir else None,
-            spec_dir=str(self.plan.spec_dir),
-        )
+        context = self.plan.context(instance, self.options.run_dir)
         slot = self.slots[instance.name]
         watching = self.board is not None
         bound = self.primitives.bind(instance, watch=watching)

@@ -6,7 +6,7 @@ import importlib.util
 import os
 from typing import TYPE_CHECKING
 
-from topo.backends import Capabilities
+from topo.backends import Capabilities, dev_shm_bytes
 from topo.spec import CHANNEL_KINDS, LOCK_KINDS
 
 if TYPE_CHECKING:
@@ -50,8 +50,4 @@ class RayBackend:
 
     def shared_memory(self) -> int | None:
         """ndarray channels live in this machine's /dev/shm (their users on this node)."""
-        try:
-            st = os.statvfs("/dev/shm")
-        except OSError:
-            return None
-        return st.f_blocks * st.f_frsize
+        return dev_shm_bytes()

@@ -30,7 +30,6 @@ from topo.backends.guardian import MARK, Guardian
 from topo.backends.ray import proxies
 from topo.backends.ray.hub import Hub
 from topo.backends.ray.task import run_instance
-from topo.context import RunContext
 from topo.deadlock import Wait
 from topo.errors import PlacementError, RunError
 from topo.jsonable import to_jsonable
@@ -352,16 +351,7 @@ class RayLauncher:
         for b in instance.bindings:  # a restarted instance has its pipe ends again
             if self.plan.model(b.name).kind == "pipe":
                 self._ask("open_end", b.name, b.end if b.end is not None else 0)
-        context = RunContext(
-            name=instance.name,
-            process=instance.process,
-            replica=instance.replica,
-            replicas=instance.replicas,
-            seed=instance.seed,
-            params=dict(self.plan.spec.params),
-            run_dir=str(self.options.run_dir) if self.options.run_dir else None,
-            spec_dir=str(self.plan.spec_dir),
-        )
+        context = self.plan.context(instance, self.options.run_dir)
         bundle = self.bundles[instance.name]
         task = ray.remote(max_retries=0, max_calls=1)(run_instance).options(
             name=f"topo:{instance.name}",

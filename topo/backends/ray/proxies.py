@@ -590,41 +590,8 @@ class _Calls(_OnHub):
         return lambda *args, **kwargs: self._call(method, *args, **kwargs)
 
 
-class Dict(_Calls):
-    def __repr__(self) -> str:
-        return repr(self.copy())
-
-    def __getitem__(self, key: Any) -> Any:
-        return self._call("__getitem__", key)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._call("__setitem__", key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        self._call("__delitem__", key)
-
-    def __len__(self) -> int:
-        return int(self._call("__len__"))
-
-    def __contains__(self, key: Any) -> bool:
-        return bool(self._call("__contains__", key))
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._call("copy"))
-
-    def keys(self) -> list[Any]:
-        return list(self._call("copy").keys())
-
-    def values(self) -> list[Any]:
-        return list(self._call("copy").values())
-
-    def items(self) -> list[tuple[Any, Any]]:
-        return list(self._call("copy").items())
-
-
-class List(_Calls):
-    def __repr__(self) -> str:
-        return repr(self._call("copy"))
+class _Container(_Calls):
+    """A dict or list on the hub: item access, length, membership, iteration."""
 
     def __getitem__(self, key: Any) -> Any:
         return self._call("__getitem__", key)
@@ -643,6 +610,24 @@ class List(_Calls):
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._call("copy"))
+
+    def __repr__(self) -> str:
+        return repr(self._call("copy"))
+
+
+class Dict(_Container):
+    def keys(self) -> list[Any]:
+        return list(self._call("copy").keys())
+
+    def values(self) -> list[Any]:
+        return list(self._call("copy").values())
+
+    def items(self) -> list[tuple[Any, Any]]:
+        return list(self._call("copy").items())
+
+
+class List(_Container):
+    pass
 
 
 class Namespace(_OnHub):

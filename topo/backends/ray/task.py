@@ -21,7 +21,7 @@ from typing import Any
 from topo.backends.ray import proxies
 from topo.context import RunContext
 from topo.jsonable import to_jsonable
-from topo.targets import load_target, wants_ctx
+from topo.targets import call_target
 
 LINES_EVERY_S = 0.02  # how often printed lines leave for the hub
 END_FLUSH_S = 5.0  # at most this long, at the end, to hand over what was put and printed
@@ -84,22 +84,6 @@ def _exit_code(e: SystemExit) -> int:
     return 1
 
 
-def _seed(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        numpy.random.seed(seed)
-
-
-def _attached(objects: dict[str, Any]) -> dict[str, Any]:
-    shm = sys.modules.get("topo.backends.local.shm")
-    if shm is None:
-        return objects
-    return {k: v.attach() if isinstance(v, shm.SharedArray) else v for k, v in objects.items()}
-
-
 def run_instance(
     hub: Any,
     instance: str,
@@ -133,12 +117,7 @@ def run_instance(
     sys.stdout = sys.stderr = lines
     answer: tuple[str, Any, int]
     try:
-        fn = load_target(target, context.spec_dir)
-        kwargs = {**args, **_attached(objects)}
-        if wants_ctx(fn):
-            kwargs["ctx"] = context
-        _seed(context.seed)
-        answer = ("returned", to_jsonable(fn(**kwargs)), 0)
+        answer = ("returned", to_jsonable(call_target(target, args, objects, context)), 0)
     except SystemExit as e:
         answer = ("exit", None, _exit_code(e))
     except KeyboardInterrupt:  # ray.cancel(): stopped, as by SIGTERM
