@@ -225,6 +225,44 @@ def test_readme_command_starts_and_stops_a_local_ray(run_topo: RunTopo, tmp_path
     assert_nothing_left(None)
 
 
+@pytest.mark.timeout(120)
+def test_sweeps_and_reruns_take_the_backend(run_topo: RunTopo, head: str, tmp_path: Path) -> None:
+    """--backend on a sweep runs every point on Ray; on rerun, it runs the record again
+    there (each run's record says where it ran)."""
+    spec = REPO / "specs" / "pipeline.yaml"
+    where = ("--backend", "ray", "--address", head)
+    sweep = run_topo(
+        "run",
+        "--json",
+        "--runs-dir",
+        str(tmp_path),
+        str(spec),
+        "--sweep",
+        "params.workers=1,2",
+        "--set",
+        "params.items=50",
+        *where,
+        timeout=110,
+    )
+    assert sweep.returncode == 0, str(sweep)
+    records = sorted(tmp_path.glob("pipeline/sweep-*/pipeline/*/run.json"))
+    assert len(records) == 2, records
+    assert {json.loads(r.read_text())["backend"] for r in records} == {"ray"}
+    rerun = run_topo(
+        "rerun",
+        "--json",
+        "--runs-dir",
+        str(tmp_path),
+        str(records[0].parent),
+        *where,
+        timeout=80,
+    )
+    doc = rerun.ok()
+    assert doc["backend"] == "ray"
+    assert doc["processes"]["collector"]["result"]["count"] == 50
+    assert_nothing_left(head)
+
+
 def test_topo_backend_variable_selects_ray(
     run_topo: RunTopo, head: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

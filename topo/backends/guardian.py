@@ -6,11 +6,13 @@ under forkserver), but what they started lives on in their process groups, share
 memory stays in /dev/shm (the resource tracker is killed too), and the run's record
 says ``running`` for ever. The guardian is forked from topo when a run opens, before
 anything else, and moves to a session of its own; it learns through a pipe what to
-clean (``group PGID``, ``segment NAME``, ``record RUN_DIR``, ``marked TOKEN``) and, if
-the pipe reaches EOF before ``done``, topo is gone: it kills the groups and every
-process whose environment carries the mark (``TOPO_GUARDIAN_MARK=TOKEN``: how the Ray
-backend finds the processes of a local Ray it started, some of which leave every group
-topo knows), unlinks the segments and marks the record ``killed``. A fork, not a new
+clean (``group PGID``, ``segment NAME``, ``record RUN_DIR``, ``process PID START``,
+``marked TOKEN``) and, if the pipe reaches EOF before ``done``, topo is gone: it kills
+the groups, the processes it was told of (if still the same: their start time) and
+every process whose environment carries the mark (``TOPO_GUARDIAN_MARK=TOKEN``): that
+is how the Ray backend has the processes of a local Ray it started stopped, the
+workers it starts later included. It unlinks the segments and marks the record
+``killed``. A fork, not a new
 interpreter: it costs about a millisecond. Shared by the backends.
 """
 
@@ -22,6 +24,32 @@ import signal
 from pathlib import Path
 
 MARK = "TOPO_GUARDIAN_MARK"
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time in clock ticks) of a live process, None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+    return int(fields[1]), int(fields[19])
+
+
+def descendants(root: int) -> list[tuple[int, int]]:
+    """(pid, start time) of every live descendant of ``root``."""
+    parents: dict[int, list[tuple[int, int]]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _stat(int(entry))
+            if stat is not None:
+                parents.setdefault(stat[0], []).append((int(entry), stat[1]))
+    found, todo = [], [root]
+    while todo:
+        for child in parents.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child[0])
+    return found
 
 
 def _marked(marks: list[bytes]) -> list[int]:  # pragma: no cover - in the guardian
@@ -75,6 +103,10 @@ class Guardian:
     def record(self, run_dir: Path) -> None:
         self._say(f"record {run_dir}")
 
+    def process(self, pid: int, started: int) -> None:
+        """Kill process ``pid`` if it is still the one started at ``started`` (ticks)."""
+        self._say(f"process {pid} {started}")
+
     def marked(self, token: str) -> None:
         """Kill the processes whose environment has ``TOPO_GUARDIAN_MARK=token``."""
         self._say(f"marked {token}")
@@ -118,7 +150,11 @@ def _guard(pipe: int) -> None:  # pragma: no cover - runs in the forked guardian
         data += chunk
         if data.endswith(b"done\n"):  # the last word topo says, if it ends in order
             return
-    groups, segments, records, marks = [], [], [], []
+    groups: list[int] = []
+    segments: list[str] = []
+    records: list[str] = []
+    marks: list[bytes] = []
+    processes: list[tuple[int, int]] = []
     for raw in data.decode("utf-8", "surrogateescape").splitlines():
         kind, _, value = raw.partition(" ")
         if kind == "done":
@@ -129,15 +165,23 @@ def _guard(pipe: int) -> None:  # pragma: no cover - runs in the forked guardian
             segments.append(value)
         elif kind == "record":
             records.append(value)
+        elif kind == "process" and value.replace(" ", "").isdigit():
+            number, _, since = value.partition(" ")
+            processes.append((int(number), int(since or 0)))
         elif kind == "marked" and value:
             marks.append(f"{MARK}={value}".encode())
     for pgid in groups:
         with contextlib.suppress(OSError):
             os.killpg(pgid, signal.SIGKILL)
-    for _ in range(3) if marks else ():  # what they start meanwhile, in turn
-        for pid in _marked(marks):
+    for known, started in processes:  # the one it was, not another that took its pid
+        stat = _stat(known)
+        if stat is not None and stat[1] == started:
             with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(known, signal.SIGKILL)
+    for _ in range(3) if marks else ():  # what they start meanwhile, in turn
+        for found in _marked(marks):
+            with contextlib.suppress(OSError):
+                os.kill(found, signal.SIGKILL)
     for name in segments:
         with contextlib.suppress(OSError):
             os.unlink(os.path.join("/dev/shm", name))

@@ -26,7 +26,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from topo.backends.guardian import MARK, Guardian
+from topo.backends.guardian import MARK, Guardian, descendants
 from topo.backends.ray import proxies
 from topo.backends.ray.hub import Hub
 from topo.backends.ray.task import run_instance
@@ -233,6 +233,12 @@ class RayLauncher:
                 if handler is not None:
                     signal.signal(sig, handler)
         self.own_ray = self.address is None
+        if self.own_ray and self.guardian is not None:
+            # Ray's own processes, as they are now: its agents leave the mark behind
+            # (they set their title over their environment) and outlive a killed topo.
+            for pid, started in descendants(os.getpid()):
+                if pid != self.guardian.pid:
+                    self.guardian.process(pid, started)
         self._quiet_stdout()
 
     def _quiet_stdout(self) -> None:
@@ -423,8 +429,15 @@ class RayLauncher:
         return [Exited(name, code)]
 
     def _where(self, name: str) -> str:
+        """`` on node 10.0.0.7``: where the instance said it ran, else where its bundle
+        of the placement group is (a worker killed at once never said)."""
         self._learn()
         node = self.facts.get(name, {}).get("node")
+        if not node and self.group is not None:
+            with contextlib.suppress(Exception):
+                table = ray.util.placement_group_table(self.group)
+                node_id = table["bundles_to_node_id"][self.bundle[name]]
+                node = next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
         return f" on node {node}" if node else ""
 
     def _close_ends(self, name: str) -> None:

@@ -108,10 +108,9 @@ def run_instance(
     if os.path.isdir(cwd):  # the same machine, or a shared file system
         os.chdir(cwd)
     context_node = ray.get_runtime_context().get_node_id()
-    hub.hello.remote(
-        instance,
-        {"pid": os.getpid(), "node": ray.util.get_node_ip_address(), "node_id": context_node},
-    )
+    facts = {"pid": os.getpid(), "node": ray.util.get_node_ip_address(), "node_id": context_node}
+    with contextlib.suppress(Exception):  # waited for: an instance killed at once is placed
+        ray.get(hub.hello.remote(instance, facts), timeout=END_FLUSH_S)
     lines = _Lines(hub, instance)
     saved = sys.stdout, sys.stderr
     sys.stdout = sys.stderr = lines
