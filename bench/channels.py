@@ -25,7 +25,8 @@ from typing import Any
 
 from common import Comparison, comparison_rows, interleave, save, standalone, table
 
-from topo import watch
+from topo.backends.local import instrument as watch
+from topo.spec import CHANNEL_MODELS
 
 MiB = 1 << 20
 KINDS = ("queue", "simple_queue", "pipe", "dict")
@@ -39,7 +40,7 @@ def _payload(size: int) -> Any:
 def _attach(board: watch.Board | None, slot: int, kind: str, chan: Any) -> None:
     if board is not None:
         watch.attach(board, slot)
-        if kind in watch.SAMPLED_KINDS:
+        if CHANNEL_MODELS[kind].traits.blocking:  # what a run's sampler watches
             watch.sample({id(chan): 0})
 
 

@@ -141,6 +141,8 @@ def test_run_result_to_json_shape() -> None:
         "state": {"total": 3.5},
         "undelivered": {},
         "backend": "local",
+        "channels": {},
+        "bottleneck": None,
         "message": "worker[0] exited with code 1",
     }
     assert json.loads(json.dumps(doc)) == doc

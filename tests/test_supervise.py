@@ -119,6 +119,9 @@ class FakeLauncher:
     def progress(self) -> float:
         return 0.0  # nothing moves: only the waits tell whether instances are stuck
 
+    def depths(self) -> dict[str, int]:
+        return {}
+
     def cpu_seconds(self, name: str) -> float | None:
         return None
 

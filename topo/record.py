@@ -59,6 +59,7 @@ RUNS_DIR_ENV = "TOPO_RUNS_DIR"
 # at every line: a kill -9 of topo can lose the last lines of a quiet spell.
 LOG_FLUSH_S = 0.1
 DEFAULT_RUNS_DIR = "runs"
+TRACE = "trace.json"  # the run's timeline, in the Chrome Trace Event format
 
 
 def runs_root(runs_dir: str | Path | None = None) -> Path:
@@ -330,6 +331,11 @@ class RunFolder:
         self._close()
         if self.error is not None:
             _record_failed(result, f"the logs and events in {self.path}", self.error)
+        if result.trace is not None:
+            try:
+                write_atomic(self.path / TRACE, json.dumps(result.trace, separators=(",", ":")))
+            except OSError as e:
+                _record_failed(result, str(self.path / TRACE), e)
         if result.leftovers:
             try:
                 self._save_undelivered(result.leftovers)

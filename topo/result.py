@@ -107,6 +107,12 @@ class RunResult:
     record_complete: bool = True  # False when part of the run's record could not be written
     backend: str = "local"  # where it ran
     cluster: dict[str, Any] | None = None  # the backend's own facts (Ray: version, nodes)
+    # What the supervisor saw (topo/timeline.py): flow per channel, each instance's
+    # shares of time, the stage that limited the run, and the trace (trace.json).
+    channels: dict[str, Any] = field(default_factory=dict)
+    shares: dict[str, dict[str, float]] = field(default_factory=dict)
+    bottleneck: dict[str, Any] | None = None
+    trace: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.exit_code is None:
@@ -129,7 +135,12 @@ class RunResult:
             "state": self.state,
             "undelivered": dict(self.undelivered),
             "backend": self.backend,
+            "channels": self.channels,
+            "bottleneck": self.bottleneck,
         }
+        for name, share in self.shares.items():
+            if name in data["processes"]:
+                data["processes"][name]["shares"] = share
         if self.cluster:
             data["cluster"] = self.cluster
         if self.message:

@@ -24,6 +24,7 @@ from topo.deadlock import QUIET_S, Wait, Waiter, find_deadlock, wakers_in
 from topo.errors import PlacementError, RunError
 from topo.resolve import Instance, Plan
 from topo.result import EXIT_SIGTERM, InstanceResult, RunResult, State, Status
+from topo.timeline import Timeline
 
 GRACE_PERIOD_S = 3.0  # between terminate and kill when topo stops an instance
 POLL_INTERVAL_S = 0.1  # longest wait for events between two checks
@@ -34,6 +35,7 @@ RESTART_BACKOFF_MAX_S = 5.0  # ...up to this
 RESTART_BURST = 5
 RESTART_WINDOW_S = 10.0
 STATUS_INTERVAL_S = 0.25  # how often the live status table is refreshed
+SAMPLE_S = 0.05  # the timeline's finest grain (the supervisor loops every POLL_INTERVAL_S)
 # While everyone is blocked, how often the launcher is asked for progress (its counters
 # only grow, so no progress is missed between two readings).
 PROGRESS_INTERVAL_S = 0.25
@@ -106,6 +108,9 @@ class Launcher(Protocol):
     def cpu_seconds(self, name: str) -> float | None:
         """CPU time the running instance has used so far, None when unknown."""
 
+    def depths(self) -> dict[str, int]:
+        """How many items wait in each queue now (for the timeline; empty: unknown)."""
+
     def dump_stacks(self) -> None:
         """Have every running instance print its stack (to explain a deadlock)."""
 
@@ -158,6 +163,20 @@ class RunOptions:
     events: EventSink | None = None
 
 
+def _feeders(plan: Plan) -> dict[str, dict[str, list[str]]]:
+    """Channel -> the processes that write it and those that read it."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for inst in plan.instances:
+        for b in inst.bindings:
+            sides = out.setdefault(b.name, {"writers": [], "readers": []})
+            writes = "output" in b.roles or "use" in b.roles
+            reads = "input" in b.roles or "use" in b.roles
+            for side, yes in (("writers", writes), ("readers", reads)):
+                if yes and inst.process not in sides[side]:
+                    sides[side].append(inst.process)
+    return out
+
+
 class _Stopped(BaseException):
     """SIGTERM came: a BaseException like KeyboardInterrupt for SIGINT."""
 
@@ -207,6 +226,12 @@ class Supervisor:
         self.quiet_progress = -1.0
         self.progress_due = 0.0
         self.wakers = wakers_in(self.plan)
+        self.timeline = Timeline(
+            kinds={name: model.kind for _, name, model in self.plan.declared()},
+            process_of={i.name: i.process for i in self.plan.instances},
+            feeders=_feeders(self.plan),
+        )
+        self.next_sample = 0.0
 
     def instance_line(self, name: str, line: str) -> None:
         """Where a launcher sends each line an instance prints."""
@@ -216,6 +241,7 @@ class Supervisor:
             self.say(name, line)
 
     def _event(self, kind: str, **fields: Any) -> None:
+        self.timeline.instant(self.clock(), kind, fields.get("instance"))
         if self.options.events is not None:
             self.options.events(kind, **fields)
 
@@ -223,6 +249,7 @@ class Supervisor:
 
     def run(self) -> RunResult:
         started = self.clock()
+        self.timeline.origin = started
         deadline = started + self.plan.spec.timeout if self.plan.spec.timeout else None
         previous = self._install_signal_handlers()
         state: dict[str, Any] = {}
@@ -246,6 +273,7 @@ class Supervisor:
                 self._end("interrupted", "stopped by SIGTERM", exit_code=EXIT_SIGTERM)
             finally:
                 self._stop_all()
+                self.timeline.finish(self.clock())
             leftovers = self.launcher.drain()
             state = self.launcher.read_state()
         finally:
@@ -254,7 +282,10 @@ class Supervisor:
         if leftovers:
             counts = ", ".join(f"{len(v)} in '{k}'" for k, v in leftovers.items())
             self.say("", f"undelivered: {counts}")
-        return self._result(started, state, leftovers)
+        result = self._result(started, state, leftovers)
+        if result.bottleneck is not None:
+            self.say("", f"bottleneck: {result.bottleneck['reason']}")
+        return result
 
     def _result(
         self, started: float, state: dict[str, Any], leftovers: dict[str, list[Any]]
@@ -272,6 +303,10 @@ class Supervisor:
             exit_code=self.exit_code,
             undelivered={name: len(items) for name, items in leftovers.items()},
             leftovers=leftovers,
+            channels=self.timeline.channels(),
+            bottleneck=self.timeline.bottleneck() if self.status == "ok" else None,
+            shares=self.timeline.shares(),
+            trace=self.timeline.trace(),
         )
 
     def _install_signal_handlers(self) -> Any:
@@ -350,7 +385,8 @@ class Supervisor:
                 self._handle(self.pending.popleft())
                 if self.status != "ok":
                     return
-            if self.options.watch and self._deadlocked():
+            waits = self._sample(now)
+            if self.options.watch and self._deadlocked(waits):
                 return
             if self.options.status is not None and now >= self.next_status:
                 self.next_status = now + STATUS_INTERVAL_S
@@ -504,9 +540,18 @@ class Supervisor:
 
     # ----- deadlock detection ---------------------------------------------------------------
 
-    def _deadlocked(self) -> bool:
-        """Ask who waits for what; on a deadlock, explain it and end the run."""
-        waits = self.launcher.waits()
+    def _sample(self, now: float) -> dict[str, Wait]:
+        """Who waits for what now (also for the timeline, every SAMPLE_S at most)."""
+        waits = self.launcher.waits() if self.options.watch else {}
+        if now >= self.next_sample:
+            self.next_sample = now + SAMPLE_S
+            self.timeline.observe(now, self.running, waits, self.launcher.depths())
+        return waits
+
+    def _deadlocked(self, waits: dict[str, Wait] | None = None) -> bool:
+        """Given who waits for what, on a deadlock, explain it and end the run."""
+        if waits is None:
+            waits = self.launcher.waits()
         everyone_blocked = bool(self.running) and all(
             n in waits for n in self.running if not self._daemon(n)
         )

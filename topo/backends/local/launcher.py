@@ -463,6 +463,10 @@ class LocalLauncher:
             return {}
         return self.primitives.drain(time.monotonic() + drain.MAX_SECONDS)
 
+    def depths(self) -> dict[str, int]:
+        """How many items wait in each queue now (for the timeline)."""
+        return self.primitives.depths() if self.primitives is not None else {}
+
     def read_state(self) -> dict[str, Any]:
         return self.primitives.read_state() if self.primitives is not None else {}
 

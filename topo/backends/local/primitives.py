@@ -234,6 +234,18 @@ class Primitives:
             walk(obj, 0)
         return sorted(names)
 
+    def depths(self) -> dict[str, int]:
+        """Queue -> items in it now; queues that cannot tell (SimpleQueue) are left out."""
+        out: dict[str, int] = {}
+        for name, c in self.plan.spec.channels.items():
+            qsize = getattr(self.objects.get(name), "qsize", None)
+            if c.traits.queue and qsize is not None:
+                try:
+                    out[name] = int(qsize())
+                except Exception:  # NotImplementedError on some platforms, a gone manager
+                    continue
+        return out
+
     def read_state(self) -> dict[str, Any]:
         """The final contents of every value, array, dict, list and namespace channel."""
         state: dict[str, Any] = {}

@@ -309,6 +309,9 @@ class Hub:
             q.items.extendleft(reversed(items))
             q.changed.notify_all()
 
+    def depths(self) -> dict[str, int]:
+        return {name: len(q.items) for name, q in self.queues.items()}
+
     def qsize(self, name: str) -> int:
         return len(self.queues[name].items)
 

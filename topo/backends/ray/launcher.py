@@ -485,6 +485,9 @@ class RayLauncher:
     def progress(self) -> float:
         return float(self._ask("progress", default=float("nan")))
 
+    def depths(self) -> dict[str, int]:
+        return dict(self._ask("depths", default={}))
+
     def cpu_seconds(self, name: str) -> float | None:
         return None
 

@@ -1,0 +1,93 @@
+"""What a run tells about where its time went: trace.json, channel flow, shares, and
+the bottleneck, on topologies whose slow stage is known."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from e2e.conftest import TopoRun
+
+STAGES = Path(__file__).resolve().parent / "faults" / "stages.yaml"
+RunTopo = Callable[..., "TopoRun"]
+
+
+def run_stages(run_topo: RunTopo, tmp_path: Path, slow: str, *more: str) -> dict[str, Any]:
+    run = run_topo(
+        "run",
+        "--json",
+        "--runs-dir",
+        str(tmp_path),
+        str(STAGES),
+        "--set",
+        f"params.{slow}_delay=0.05",
+        *more,
+    )
+    doc: dict[str, Any] = run.ok()
+    assert f"topo: bottleneck: {doc['bottleneck']['reason']}" in run.stderr, str(run)
+    return doc
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("slow", "waiting", "op", "channel"),
+    [
+        ("producer", "worker", "get", "tasks"),  # starved workers
+        ("worker", "collector", "get", "results"),  # and the producer blocked in put
+        ("collector", "worker", "put", "results"),  # backpressure through a bounded queue
+    ],
+)
+def test_the_bottleneck_is_the_slow_stage(
+    run_topo: RunTopo, tmp_path: Path, slow: str, waiting: str, op: str, channel: str
+) -> None:
+    doc = run_stages(run_topo, tmp_path, slow)
+    verdict = doc["bottleneck"]
+    assert verdict["process"] == slow, verdict
+    assert (verdict["waiting"], verdict["op"], verdict["channel"]) == (waiting, op, channel)
+    assert verdict["reason"].endswith(f"{slow} limits this run")
+    # the slow stage ran nearly all the time; who it starved or blocked, mostly waited
+    slow_names = [n for n in doc["processes"] if n.partition("[")[0] == slow]
+    for name in slow_names:
+        assert doc["processes"][name]["shares"]["running"] > 0.8, doc["processes"][name]
+    blocked = doc["channels"][channel]["blocked_s"][waiting][op]
+    assert blocked > 1.0, doc["channels"]
+
+
+@pytest.mark.timeout(60)
+def test_trace_json_is_a_chrome_trace_of_the_run(run_topo: RunTopo, tmp_path: Path) -> None:
+    doc = run_stages(run_topo, tmp_path, "collector")
+    trace = json.loads((Path(doc["run_dir"]) / "trace.json").read_text())
+    events = trace["traceEvents"]
+    threads = {e["args"]["name"]: e["tid"] for e in events if e.get("name") == "thread_name"}
+    assert set(threads) == set(doc["processes"])  # one track per instance
+    slices = [e for e in events if e["ph"] == "X"]
+    assert all(e["dur"] >= 0 and e["tid"] in threads.values() for e in slices)
+    collector = [e["name"] for e in slices if e["tid"] == threads["collector"]]
+    assert "running" in collector
+    worker = {e["name"] for e in slices if e["tid"] == threads["worker[0]"]}
+    assert "put() on 'results'" in worker, worker
+    instants = {(e["name"], e.get("tid")) for e in events if e["ph"] == "i"}
+    for name, tid in threads.items():
+        assert ("start", tid) in instants and ("exit", tid) in instants, name
+    depths = [e["args"]["depth"] for e in events if e["ph"] == "C" and e["name"] == "depth results"]
+    assert max(depths) == doc["channels"]["results"]["peak_depth"] == 4
+    # run.json keeps the same as the JSON on stdout
+    record = json.loads((Path(doc["run_dir"]) / "run.json").read_text())
+    assert record["bottleneck"] == doc["bottleneck"]
+    assert record["channels"] == doc["channels"]
+
+
+@pytest.mark.timeout(60)
+def test_one_process_has_no_bottleneck(run_topo: RunTopo, tmp_path: Path) -> None:
+    """Replicas of one process, no channel: nobody waits on anybody."""
+    spec = STAGES.parent / "answers.yaml"
+    run = run_topo("run", "--json", "--runs-dir", str(tmp_path), str(spec))
+    doc = run.ok()
+    assert doc["bottleneck"] is None
+    assert "bottleneck" not in run.stderr
+    assert (Path(doc["run_dir"]) / "trace.json").exists()
