@@ -552,3 +552,17 @@ def test_kill_9_of_topo_stops_the_local_ray_it_started(
     assert_nothing_left(None)
     (record,) = tmp_path.glob("many_sleepers/*/run.json")
     assert json.loads(record.read_text())["status"] == "killed"
+
+
+@pytest.mark.timeout(90)
+def test_the_bottleneck_is_found_on_ray_too(run_topo: RunTopo, head: str, tmp_path: Path) -> None:
+    """The timeline comes from what the supervisor sees: the hub's waiters on Ray."""
+    spec = FAULTS / "stages.yaml"
+    run = run_topo(
+        *ray_args(head, tmp_path, spec, "--set", "params.collector_delay=0.05"), timeout=80
+    )
+    doc = run.ok()
+    assert doc["bottleneck"]["process"] == "collector", doc["bottleneck"]
+    assert doc["channels"]["results"]["peak_depth"] == 4
+    assert (Path(doc["run_dir"]) / "trace.json").exists()
+    assert_nothing_left(head)
