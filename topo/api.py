@@ -116,6 +116,7 @@ def run(
     output: OutputSink | None = None,
     status: StatusSink | None = None,
     watch: bool = True,
+    trace: bool = True,
     spec_dir: str | Path | None = None,
     backend: str | Backend | None = None,
     address: str | None = None,
@@ -144,7 +145,7 @@ def run(
         raise SpecError(errors)
     for d in diagnostics:
         say("", str(d))
-    options = RunOptions(quiet=quiet, watch=watch, status=status)
+    options = RunOptions(quiet=quiet, watch=watch, status=status, trace=trace)
     if not record:
         return _run(plan, chosen, options, say)
     folder = RunFolder.create(

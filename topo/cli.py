@@ -331,6 +331,12 @@ def run(
     ] = None,
     backend: BackendOption = None,
     address: AddressOption = None,
+    no_trace: Annotated[
+        bool,
+        typer.Option(
+            "--no-trace", help="Keep no timeline: no trace.json, channel flow or bottleneck."
+        ),
+    ] = False,
 ) -> None:
     """Validate a spec, start every process, supervise them and report the outcome.
 
@@ -356,6 +362,7 @@ def run(
             watch=not no_watch,
             backend=backend,
             address=address,
+            trace=not no_trace,
         )
         return
     from topo.api import run as run_spec
@@ -373,6 +380,7 @@ def run(
             watch=not no_watch,
             backend=backend,
             address=address,
+            trace=not no_trace,
         )
 
     _run_and_report(start, as_json)
@@ -529,6 +537,7 @@ def _run_sweep(
     watch: bool,
     backend: str | None = None,
     address: str | None = None,
+    trace: bool = True,
 ) -> None:
     from functools import partial
 
@@ -550,6 +559,7 @@ def _run_sweep(
                 watch=watch,
                 backend=backend,
                 address=address,
+                trace=trace,
             )
 
     def on_start(sweep: Sweep, entry: SweepRun, total: int) -> None:

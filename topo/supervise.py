@@ -158,6 +158,7 @@ class RunOptions:
     run_dir: Path | None = None  # where instance logs go; None: not recorded
     quiet: bool = False  # hide the instances' own output on the terminal
     watch: bool = True  # instrument channels and locks for run-time deadlock detection
+    trace: bool = True  # keep the timeline: trace.json, channel flow, shares, bottleneck
     status: StatusSink | None = None  # called about every STATUS_INTERVAL_S while running
     log: OutputSink | None = None  # every line of every instance, even with quiet
     events: EventSink | None = None
@@ -303,11 +304,16 @@ class Supervisor:
             exit_code=self.exit_code,
             undelivered={name: len(items) for name, items in leftovers.items()},
             leftovers=leftovers,
-            channels=self.timeline.channels(),
-            bottleneck=self.timeline.bottleneck() if self.status == "ok" else None,
-            shares=self.timeline.shares(),
-            trace=self.timeline.trace(),
+            **(self._timeline_results() if self.options.trace else {}),
         )
+
+    def _timeline_results(self) -> dict[str, Any]:
+        return {
+            "channels": self.timeline.channels(),
+            "bottleneck": self.timeline.bottleneck() if self.status == "ok" else None,
+            "shares": self.timeline.shares(),
+            "trace": self.timeline.trace(),
+        }
 
     def _install_signal_handlers(self) -> Any:
         if threading.current_thread() is not threading.main_thread():
@@ -543,7 +549,7 @@ class Supervisor:
     def _sample(self, now: float) -> dict[str, Wait]:
         """Who waits for what now (also for the timeline, every SAMPLE_S at most)."""
         waits = self.launcher.waits() if self.options.watch else {}
-        if now >= self.next_sample:
+        if self.options.trace and now >= self.next_sample:
             self.next_sample = now + SAMPLE_S
             self.timeline.observe(now, self.running, waits, self.launcher.depths())
         return waits

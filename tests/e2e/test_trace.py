@@ -58,10 +58,33 @@ def test_the_bottleneck_is_the_slow_stage(
     assert blocked > 1.0, doc["channels"]
 
 
+def follows_the_trace_event_format(trace: dict[str, Any]) -> None:
+    """The rules of the Trace Event format that viewers rely on: every event has a
+    name, a phase, a pid; timed events a timestamp; complete events a duration and a
+    thread; instants a scope; counters numeric values; every thread is named."""
+    events = trace["traceEvents"]
+    assert isinstance(events, list) and events
+    named = {e["tid"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    for e in events:
+        assert isinstance(e["name"], str) and e["ph"] in "XiCM" and isinstance(e["pid"], int), e
+        if e["ph"] != "M":
+            assert isinstance(e["ts"], int | float) and e["ts"] >= 0, e
+        if e["ph"] == "X":
+            assert isinstance(e["dur"], int) and e["dur"] >= 0 and e["tid"] in named, e
+        if e["ph"] == "i":
+            assert e["s"] in "gpt" and (e["s"] != "t" or e["tid"] in named), e
+        if e["ph"] == "C":
+            assert all(isinstance(v, int | float) for v in e["args"].values()), e
+        if e["ph"] == "M":
+            assert isinstance(e["args"]["name" if "name" in e["args"] else "sort_index"], str | int)
+    json.dumps(trace)  # plain JSON, nothing else
+
+
 @pytest.mark.timeout(60)
 def test_trace_json_is_a_chrome_trace_of_the_run(run_topo: RunTopo, tmp_path: Path) -> None:
     doc = run_stages(run_topo, tmp_path, "collector")
     trace = json.loads((Path(doc["run_dir"]) / "trace.json").read_text())
+    follows_the_trace_event_format(trace)
     events = trace["traceEvents"]
     threads = {e["args"]["name"]: e["tid"] for e in events if e.get("name") == "thread_name"}
     assert set(threads) == set(doc["processes"])  # one track per instance
@@ -91,3 +114,21 @@ def test_one_process_has_no_bottleneck(run_topo: RunTopo, tmp_path: Path) -> Non
     assert doc["bottleneck"] is None
     assert "bottleneck" not in run.stderr
     assert (Path(doc["run_dir"]) / "trace.json").exists()
+
+
+@pytest.mark.timeout(60)
+def test_no_trace_keeps_no_timeline(run_topo: RunTopo, tmp_path: Path) -> None:
+    run = run_topo(
+        "run",
+        "--json",
+        "--runs-dir",
+        str(tmp_path),
+        str(STAGES),
+        "--set",
+        "params.producer_delay=0.02",
+        "--no-trace",
+    )
+    doc = run.ok()
+    assert doc["channels"] == {} and doc["bottleneck"] is None
+    assert "bottleneck" not in run.stderr
+    assert not (Path(doc["run_dir"]) / "trace.json").exists()
