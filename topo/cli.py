@@ -702,6 +702,97 @@ def runs(
 
 
 @_command()
+def ps(
+    runs_dir: Annotated[Path | None, _RUNS_DIR_OPTION] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
+) -> None:
+    """List the runs in progress on this machine: id, name, started, topo's pid."""
+    from topo.experiments import runs_in_progress
+
+    found = runs_in_progress(runs_dir)
+    rows: list[dict[str, Any]] = [
+        {
+            "id": r.id,
+            "name": r.name,
+            "run_dir": str(r.path),
+            "started_at": r.started_at,
+            "pid": r.manifest.get("pid"),
+            "instances": list(r.manifest.get("seeds") or {}),
+        }
+        for r in found
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    console = _stderr()
+    if not rows:
+        console.print("topo: no run in progress")
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("id", "name", "started", "pid", "instances"):
+        table.add_column(column, no_wrap=column != "instances")
+    for row, r in zip(rows, found, strict=True):
+        table.add_row(
+            row["id"],
+            row["name"],
+            _when(r.started_at),
+            str(row["pid"]),
+            str(len(row["instances"])),
+        )
+    console.print(table)
+
+
+@_command()
+def logs(
+    run_ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN", help="A run directory, an id prefix, last or last~N.", show_default=False
+        ),
+    ],
+    instances: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[INSTANCE]...", help="Only these instances (default: all).", show_default=False
+        ),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Go on printing until the run ends.")
+    ] = False,
+    runs_dir: Annotated[Path | None, _RUNS_DIR_OPTION] = None,
+) -> None:
+    """Print what a run's instances printed, prefixed with their names; with -f, follow
+    a run in progress (from another terminal) until it ends."""
+    from topo.errors import UsageError
+    from topo.experiments import find_run, follow_logs
+
+    rec = find_run(run_ref, runs_dir)
+    known = list(rec.manifest.get("seeds") or {}) or sorted(
+        p.stem for p in rec.folder.logs_dir.glob("*.log")
+    )
+    chosen = instances or known
+    unknown = [i for i in chosen if i not in known]
+    if unknown:
+        from topo.spec import did_you_mean
+
+        raise UsageError(
+            f"run {rec.id} has no instance {unknown[0]!r}{did_you_mean(unknown[0], known)}"
+        )
+    width = max((len(n) for n in chosen), default=0)
+
+    def out(name: str, line: str) -> None:
+        sys.stdout.write(f"{name:<{width}} | {line}\n" if len(chosen) > 1 else f"{line}\n")
+        sys.stdout.flush()
+
+    try:
+        follow_logs(rec, chosen, out, follow=follow)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@_command()
 def show(
     run_ref: Annotated[
         str,

@@ -343,6 +343,58 @@ def list_runs(runs_dir: str | Path | None = None, *, name: str | None = None) ->
     return sorted(found, key=RunRecord.sort_key)
 
 
+def runs_in_progress(runs_dir: str | Path | None = None) -> list[RunRecord]:
+    """The recorded runs whose topo is still running on this machine, oldest first."""
+    return [r for r in list_runs(runs_dir) if r.in_progress]
+
+
+def follow_logs(
+    rec: RunRecord,
+    instances: Iterable[str],
+    out: Callable[[str, str], None],
+    *,
+    follow: bool = False,
+    poll_s: float = 0.2,
+) -> None:
+    """Every line of the instances' logs, as ``out(instance, line)``: what is there now,
+    and with ``follow`` what comes next until the run is no longer in progress."""
+    import time as _time
+
+    folder = rec.folder
+    offsets: dict[str, int] = {}
+    partial: dict[str, str] = {}
+
+    def read_new() -> None:
+        for name in instances:
+            path = folder.log_file(name)
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    f.seek(offsets.get(name, 0))
+                    text = partial.pop(name, "") + f.read()
+                    offsets[name] = f.tell()
+            except OSError:
+                continue
+            *lines, rest = text.split("\n")
+            if rest:
+                partial[name] = rest
+            for line in lines:
+                out(name, line)
+
+    def in_progress() -> bool:
+        try:
+            return RunFolder.load(rec.path).in_progress
+        except (OSError, ValueError):
+            return False
+
+    read_new()
+    while follow and in_progress():
+        _time.sleep(poll_s)
+        read_new()
+    read_new()
+    for name, rest in partial.items():  # the last line, without its newline
+        out(name, rest)
+
+
 def find_run(ref: str | Path, runs_dir: str | Path | None = None) -> RunRecord:
     """The run named by ``ref``: a run directory (or its run.json), ``last``, ``last~N``
     (the one N before the last), or a unique prefix of a run id (the folder name

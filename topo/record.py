@@ -459,6 +459,22 @@ class RunRecord:
         parent = self.path.parent.parent
         return parent.name if SweepFolder.is_sweep_name(parent.name) else None
 
+    @property
+    def in_progress(self) -> bool:
+        """Still running: its record says so and the topo that writes it is alive here."""
+        pid = self.manifest.get("pid")
+        if self.status != "running" or not isinstance(pid, int):
+            return False
+        if self.manifest.get("host") not in (None, socket.gethostname()):
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # alive, someone else's
+        return True
+
     def sort_key(self) -> tuple[str, str]:
         return (self.started_at, RunFolder.stamp(self.id))
 
@@ -645,6 +661,7 @@ def manifest(
         },
         "platform": platform.platform(),
         "host": socket.gethostname(),
+        "pid": os.getpid(),  # topo's own: `topo ps` tells a run in progress from a lost one
         "cpu_count": os.cpu_count(),
         "start_method": start_method,
         "spec_path": str(spec_path.resolve()),

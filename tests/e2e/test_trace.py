@@ -132,3 +132,42 @@ def test_no_trace_keeps_no_timeline(run_topo: RunTopo, tmp_path: Path) -> None:
     assert doc["channels"] == {} and doc["bottleneck"] is None
     assert "bottleneck" not in run.stderr
     assert not (Path(doc["run_dir"]) / "trace.json").exists()
+
+
+@pytest.mark.timeout(60)
+def test_ps_and_logs_follow_a_run_from_another_terminal(
+    start_topo: Callable[..., Any], run_topo: RunTopo, tmp_path: Path
+) -> None:
+    """docker compose's ps and logs -f: a run in progress is listed, and its output is
+    followed until it ends (then `logs -f` returns by itself)."""
+    import signal
+    import subprocess
+    import sys
+
+    spec = STAGES.parent / "many_sleepers.yaml"
+    live = start_topo(
+        "run", "--runs-dir", str(tmp_path), str(spec), "--set", "processes.sleeper.replicas=2"
+    )
+    live.wait_for("sleeper[1] | ready")
+    listed = json.loads(run_topo("ps", "--json", "--runs-dir", str(tmp_path)).stdout)
+    assert [r["name"] for r in listed] == ["many_sleepers"], listed
+    assert listed[0]["pid"] == live.pid and listed[0]["instances"] == ["sleeper[0]", "sleeper[1]"]
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "topo", "logs", listed[0]["id"], "-f", "--runs-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        live.signal(signal.SIGTERM)
+        live.finish()
+        out, err = follower.communicate(timeout=20)  # it ends once the run has ended
+    finally:
+        follower.kill()
+    assert follower.returncode == 0, err
+    assert "sleeper[0] | ready" in out and "sleeper[1] | ready" in out, out
+    assert json.loads(run_topo("ps", "--json", "--runs-dir", str(tmp_path)).stdout) == []
+    one = run_topo("logs", listed[0]["id"], "sleeper[1]", "--runs-dir", str(tmp_path))
+    assert one.stdout == "ready\n", str(one)
+    wrong = run_topo("logs", listed[0]["id"], "sleeper[9]", "--runs-dir", str(tmp_path))
+    assert wrong.returncode == 2 and "no instance 'sleeper[9]'" in wrong.stderr, str(wrong)
