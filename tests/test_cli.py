@@ -442,3 +442,41 @@ def test_run_errors_and_ctrl_c(
     assert said.startswith(line)
     assert json.loads(result.stdout)["status"] == status
     assert json.loads(result.stdout)["exit_code"] == exit_code
+
+
+def test_live_status_shows_elapsed_time_depths_and_shares() -> None:
+    """What a terminal shows while a run goes: each instance's time up and share
+    running so far, the run's elapsed time and every queue's depth."""
+    import io
+
+    from rich.console import Console
+
+    import topo.cli as cli
+    from topo.result import State
+    from topo.supervise import InstanceStatus, StatusBoard
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=120, record=True)
+    live = cli._LiveStatus(console)
+    board = StatusBoard(
+        [
+            InstanceStatus("producer", 12, State.RUNNING, None, None, 0, 1.2, 3.4, 0.97),
+            InstanceStatus(
+                "worker[0]",
+                13,
+                State.RUNNING,
+                "blocked in get() on 'tasks'",
+                None,
+                0,
+                0.1,
+                3.3,
+                0.2,
+            ),
+        ],
+        elapsed_s=3.5,
+        depths={"tasks": 4},
+    )
+    with live:
+        live(board)
+    text = console.export_text()
+    assert "elapsed 3.5 s" in text and "tasks: 4 queued" in text
+    assert "97%" in text and "20%" in text and "3.4" in text

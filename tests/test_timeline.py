@@ -77,3 +77,12 @@ def test_a_long_run_is_capped_and_says_so(monkeypatch) -> None:  # type: ignore[
     assert len([e for e in doc["traceEvents"] if e["ph"] != "M"]) == 10
     assert "capped" in doc["otherData"]
     assert t.shares()["producer"]["running"] == 0.5  # the shares still count everything
+
+
+def test_live_shares_count_the_state_an_instance_is_in() -> None:
+    t = pipeline()
+    t.observe(0.0, ["producer"], {}, {"tasks": 3})
+    t.observe(1.0, ["producer"], {"producer": Wait("put", "tasks")}, {"tasks": 4})
+    assert t.shares()["producer"]["running"] == 1.0  # only what has ended
+    assert t.shares(now=4.0)["producer"] == {"running": 0.25, "channels": 0.75, "locks": 0.0}
+    assert t.current_depths() == {"tasks": 4}

@@ -416,12 +416,24 @@ class _LiveStatus:
     def __call__(self, rows: list[InstanceStatus]) -> None:
         from rich.table import Table
 
-        table = Table(box=None, header_style="bold")
-        for column in ("instance", "pid", "state", "restarts", "cpu s"):
+        elapsed = getattr(rows, "elapsed_s", None)
+        depths = getattr(rows, "depths", {})
+        caption = " · ".join(
+            [
+                *([f"elapsed {elapsed:.1f} s"] if elapsed is not None else []),
+                *(f"{q}: {d} queued" for q, d in depths.items()),
+            ]
+        )
+        table = Table(
+            box=None, header_style="bold", caption=caption or None, caption_justify="left"
+        )
+        for column in ("instance", "pid", "state", "restarts", "cpu s", "up s", "running"):
             table.add_column(column)
         for r in rows:
             cpu = "" if r.cpu_s is None else f"{r.cpu_s:.1f}"
-            table.add_row(r.name, str(r.pid or ""), r.label, str(r.restarts), cpu)
+            up = "" if r.up_s is None else f"{r.up_s:.1f}"
+            share = "" if r.running_share is None else f"{r.running_share:.0%}"
+            table.add_row(r.name, str(r.pid or ""), r.label, str(r.restarts), cpu, up, share)
         self.live.update(table, refresh=True)
 
 

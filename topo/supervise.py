@@ -139,6 +139,8 @@ class InstanceStatus:
     exit_code: int | None
     restarts: int
     cpu_s: float | None  # CPU time used so far, None when unknown
+    up_s: float | None = None  # how long the running instance has run
+    running_share: float | None = None  # share of its life so far not blocked (timeline)
 
     @property
     def label(self) -> str:
@@ -150,7 +152,22 @@ class InstanceStatus:
         return str(self.state)
 
 
-StatusSink = Callable[[list[InstanceStatus]], None]
+class StatusBoard(list[InstanceStatus]):
+    """What the live status shows: a row per instance (it is the list of them), and
+    the run's elapsed time and each queue's depth."""
+
+    def __init__(
+        self,
+        rows: list[InstanceStatus],
+        elapsed_s: float = 0.0,
+        depths: dict[str, int] | None = None,
+    ) -> None:
+        super().__init__(rows)
+        self.elapsed_s = elapsed_s
+        self.depths = depths or {}
+
+
+StatusSink = Callable[[list[InstanceStatus]], None]  # given a StatusBoard
 
 
 @dataclass(frozen=True)
@@ -523,9 +540,11 @@ class Supervisor:
                 )
         return None
 
-    def status_rows(self) -> list[InstanceStatus]:
-        """Where every instance is: for the live table."""
+    def status_rows(self) -> StatusBoard:
+        """Where every instance is, how long the run has gone, the queues' depths."""
         waits = self.launcher.waits() if self.options.watch else {}
+        now = self.clock()
+        shares = self.timeline.shares(now) if self.options.trace else {}
         rows = []
         for inst in self.plan.instances:
             outcome = self.outcomes[inst.name]
@@ -540,9 +559,12 @@ class Supervisor:
                     outcome.exit_code,
                     outcome.restarts,
                     self.launcher.cpu_seconds(inst.name) if running else None,
+                    now - self.running[inst.name].started if running else None,
+                    shares.get(inst.name, {}).get("running"),
                 )
             )
-        return rows
+        depths = self.timeline.current_depths() if self.options.trace else {}
+        return StatusBoard(rows, now - self.timeline.origin, depths)
 
     # ----- deadlock detection ---------------------------------------------------------------
 
@@ -648,6 +670,7 @@ __all__ = [
     "Raised",
     "Returned",
     "RunOptions",
+    "StatusBoard",
     "StatusSink",
     "Supervisor",
     "how",

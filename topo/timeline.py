@@ -138,17 +138,25 @@ class Timeline:
             doc["otherData"]["capped"] = f"no slice recorded after the first {MAX_EVENTS:,} events"
         return doc
 
-    def shares(self) -> dict[str, dict[str, float]]:
-        """Instance -> share of its life running, blocked on channels, on locks."""
+    def current_depths(self) -> dict[str, int]:
+        """Each queue's depth at the latest sample."""
+        return {queue: series[-1][1] for queue, series in self.depths.items() if series}
+
+    def shares(self, now: float | None = None) -> dict[str, dict[str, float]]:
+        """Instance -> share of its life running, blocked on channels, on locks (with
+        ``now``, the state it is in counts up to now: for the live table)."""
         out = {}
         for name, track in self.tracks.items():
-            total = sum(track.time.values())
+            time = dict(track.time)
+            if now is not None and track.state is not None:
+                time[track.state] = time.get(track.state, 0.0) + max(0.0, now - track.since)
+            total = sum(time.values())
             if total <= 0:
                 continue
-            channels = sum(t for s, t in track.time.items() if self._category(s) == "channels")
-            locks = sum(t for s, t in track.time.items() if self._category(s) == "locks")
+            channels = sum(t for s, t in time.items() if self._category(s) == "channels")
+            locks = sum(t for s, t in time.items() if self._category(s) == "locks")
             out[name] = {
-                "running": round(track.time.get(RUNNING, 0.0) / total, 4),
+                "running": round(time.get(RUNNING, 0.0) / total, 4),
                 "channels": round(channels / total, 4),
                 "locks": round(locks / total, 4),
             }
