@@ -805,6 +805,32 @@ def logs(
 
 
 @_command()
+def report(
+    run_ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN", help="A run directory, an id prefix, last or last~N.", show_default=False
+        ),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="The HTML file [default: report.html in the run]."),
+    ] = None,
+    runs_dir: Annotated[Path | None, _RUNS_DIR_OPTION] = None,
+) -> None:
+    """Write one self-contained HTML file of a run: topology, timeline, queue depths,
+    time shares, results and final state (needs the extra topo[report])."""
+    from topo.experiments import find_run
+    from topo.record import write_atomic
+    from topo.report import render
+
+    rec = find_run(run_ref, runs_dir)
+    path = output or rec.path / "report.html"
+    write_atomic(path, render(rec))
+    _stderr().print(f"topo: report written to {path}", markup=False)
+
+
+@_command()
 def show(
     run_ref: Annotated[
         str,
