@@ -97,3 +97,25 @@ def test_the_report_renders_in_a_browser(report: Callable[[], str], tmp_path: Pa
     errors = [line for line in done.stderr.splitlines() if "CONSOLE" in line and "rror" in line]
     assert errors == [], errors
     json.dumps(dom[:10])
+
+
+def test_a_sweep_report_plots_each_number_against_the_swept_parameter(tmp_path: Path) -> None:
+    from topo.experiments import run_sweep
+    from topo.report import render_sweep
+
+    spec = Path(__file__).resolve().parents[1] / "specs" / "pipeline.yaml"
+    sweep = run_sweep(
+        spec,
+        ["params.workers=1,2"],
+        ["params.items=50"],
+        repeat=2,
+        runs_dir=tmp_path,
+        report=["collector"],
+        run=lambda plan, **kw: run(plan, quiet=True, output=lambda *a: None, **kw),
+    )
+    assert sweep.exit_code == 0
+    text = render_sweep(sweep.sweep_dir)
+    headings = re.findall(r"<h2>([^<]+)</h2>", text)
+    assert headings == ["duration_s", "collector.count", "collector.sum", "Runs"]
+    assert text.count("<svg") == 3
+    assert text.count("<tr>") == 1 + 4  # header and 2 points x 2 repeats

@@ -819,14 +819,20 @@ def report(
     runs_dir: Annotated[Path | None, _RUNS_DIR_OPTION] = None,
 ) -> None:
     """Write one self-contained HTML file of a run: topology, timeline, queue depths,
-    time shares, results and final state (needs the extra topo[report])."""
+    time shares, results and final state; of a sweep folder: each measured number
+    against the swept parameter (needs the extra topo[report])."""
     from topo.experiments import find_run
-    from topo.record import write_atomic
-    from topo.report import render
+    from topo.record import SweepFolder, write_atomic
+    from topo.report import render, render_sweep
 
-    rec = find_run(run_ref, runs_dir)
-    path = output or rec.path / "report.html"
-    write_atomic(path, render(rec))
+    folder = Path(run_ref)
+    if folder.is_dir() and SweepFolder.is_sweep_name(folder.name):
+        path = output or folder / "report.html"
+        write_atomic(path, render_sweep(folder))
+    else:
+        rec = find_run(run_ref, runs_dir)
+        path = output or rec.path / "report.html"
+        write_atomic(path, render(rec))
     _stderr().print(f"topo: report written to {path}", markup=False)
 
 

@@ -16,6 +16,7 @@ import json
 import shutil
 import subprocess
 from collections import defaultdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from topo.errors import UsageError
@@ -24,6 +25,12 @@ if TYPE_CHECKING:
     from topo.record import RunRecord
 
 COLOURS = {"running": "#4c9f70", "channels": "#e0a43a", "locks": "#c0504d"}
+STYLE = (
+    "body{font-family:Helvetica,Arial,sans-serif;margin:2em;max-width:70em}"
+    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em;"
+    "text-align:left;vertical-align:top}small{color:#777}"
+    ".bottleneck{font-weight:bold}svg{max-width:100%;height:auto}"
+)
 
 
 def _pyplot() -> Any:
@@ -94,17 +101,82 @@ def render(rec: RunRecord) -> str:
             [[k, json.dumps(v)] for k, v in (summary.get("state") or {}).items()],
         ),
     ]
-    style = (
-        "body{font-family:Helvetica,Arial,sans-serif;margin:2em;max-width:70em}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em;"
-        "text-align:left;vertical-align:top}small{color:#777}"
-        ".bottleneck{font-weight:bold}svg{max-width:100%;height:auto}"
-    )
+    style = STYLE
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<title>{html.escape(rec.name)} {html.escape(rec.id)}</title>"
         f"<style>{style}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
     )
+
+
+def render_sweep(sweep_dir: Path) -> str:
+    """A sweep's report: each number it measured (duration, and the --report results)
+    against the first swept parameter, mean and spread over repeats, one line per value
+    of the other axes; and the summary table."""
+    import csv
+    import statistics
+
+    plt = _pyplot()
+    try:
+        info = json.loads((sweep_dir / "sweep.json").read_text())
+        with open(sweep_dir / "summary.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{sweep_dir} is not a readable sweep: {e}") from None
+    axes = list(info.get("axes") or {})
+    skip = {"run", "repeat", "seed", "status", "run_dir", *axes}
+    metrics = [c for c in (rows[0] if rows else {}) if c not in skip and _numbers(rows, c)]
+    parts = [
+        f"<h1>{html.escape(str(info.get('name')))} "
+        f"<small>{html.escape(sweep_dir.name)}</small></h1>",
+        "<p>"
+        + html.escape(
+            f"{len(rows)} runs, status {info.get('status')}, axes {', '.join(axes) or '(none)'}"
+            f", repeat {info.get('repeat')}"
+        )
+        + "</p>",
+    ]
+    if axes:
+        x_key, others = axes[0], axes[1:]
+        for metric in metrics:
+            fig, ax = plt.subplots(figsize=(7, 3.2))
+            groups: dict[tuple[str, ...], dict[float, list[float]]] = defaultdict(
+                lambda: defaultdict(list)
+            )
+            for row in rows:
+                try:
+                    x, y = float(row[x_key]), float(row[metric])
+                except ValueError:
+                    continue
+                groups[tuple(row[o] for o in others)][x].append(y)
+            for key, points in groups.items():
+                xs = sorted(points)
+                means = [statistics.fmean(points[x]) for x in xs]
+                spread = [statistics.pstdev(points[x]) for x in xs]
+                label = ", ".join(f"{o}={v}" for o, v in zip(others, key, strict=True)) or metric
+                ax.errorbar(xs, means, yerr=spread, marker="o", capsize=3, label=label)
+            ax.set_xlabel(x_key)
+            ax.set_ylabel(metric)
+            if others:
+                ax.legend(fontsize=8)
+            parts += [f"<h2>{html.escape(metric)}</h2>", _svg(fig)]
+            plt.close(fig)
+    if rows:
+        header = [c for c in rows[0] if c != "run_dir"]
+        parts += ["<h2>Runs</h2>", _table(header, [[r[c] for c in header] for r in rows])]
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(sweep_dir.name)}</title><style>{STYLE}</style></head><body>\n"
+        + "\n".join(parts)
+        + "\n</body></html>\n"
+    )
+
+
+def _numbers(rows: list[dict[str, str]], column: str) -> bool:
+    try:
+        return bool(rows) and all(float(r[column]) == float(r[column]) for r in rows if r[column])
+    except ValueError:
+        return False
 
 
 def _trace(rec: RunRecord) -> dict[str, Any] | None:
