@@ -39,11 +39,17 @@ def test_shares_and_flow_from_samples() -> None:
     )
 
 
-def test_no_bottleneck_when_nobody_waits_or_one_process() -> None:
+def test_when_nobody_waits_the_longest_worker_limits_the_run_and_one_process_has_none() -> None:
     t = pipeline()
     t.observe(0.0, ["producer", "worker[0]", "worker[1]"], {})
-    t.finish(1.0)
-    assert t.bottleneck() is None
+    t.observe(1.0, ["worker[0]", "worker[1]"], {})
+    t.finish(3.0)
+    verdict = t.bottleneck()
+    assert verdict is not None and verdict["process"] == "worker"
+    assert verdict["reason"] == (
+        "no process waited long on another: worker[0..1] ran longest (3.00 s), "
+        "its own work limits this run"
+    )
     alone = Timeline(kinds={}, process_of={"a[0]": "a", "a[1]": "a"})
     alone.observe(0.0, ["a[0]", "a[1]"], {"a[0]": Wait("get", "q")})
     alone.finish(1.0)

@@ -327,7 +327,7 @@ class Supervisor:
     def _timeline_results(self) -> dict[str, Any]:
         return {
             "channels": self.timeline.channels(),
-            "bottleneck": self.timeline.bottleneck() if self.status == "ok" else None,
+            "bottleneck": self.timeline.bottleneck() if self.status != "invalid" else None,
             "shares": self.timeline.shares(),
             "trace": self.timeline.trace(),
         }

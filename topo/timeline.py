@@ -238,7 +238,25 @@ class Timeline:
                             "op": op,
                         },
                     )
-        return best[1] if best is not None and best[0] > 0.05 else None
+        if best is not None and best[0] > 0.05:
+            return best[1]
+        return self._busiest(processes)
+
+    def _busiest(self, processes: list[str]) -> dict[str, Any] | None:
+        """When nobody waited long on a channel: the process whose instances ran longest
+        (the work itself is what limits the run)."""
+        busy: dict[str, float] = defaultdict(float)
+        for name, track in self.tracks.items():
+            process = self.process_of.get(name, name)
+            busy[process] = max(busy[process], track.time.get(RUNNING, 0.0))
+        if not busy or max(busy.values()) <= 0:
+            return None
+        culprit = max(processes, key=lambda p: busy.get(p, 0.0))
+        reason = (
+            f"no process waited long on another: {self._group(culprit)} ran longest "
+            f"({busy[culprit]:.2f} s), its own work limits this run"
+        )
+        return {"process": culprit, "reason": reason}
 
     # ----- inside ---------------------------------------------------------------------------
 

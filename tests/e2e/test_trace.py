@@ -171,3 +171,14 @@ def test_ps_and_logs_follow_a_run_from_another_terminal(
     assert one.stdout == "ready\n", str(one)
     wrong = run_topo("logs", listed[0]["id"], "sleeper[9]", "--runs-dir", str(tmp_path))
     assert wrong.returncode == 2 and "no instance 'sleeper[9]'" in wrong.stderr, str(wrong)
+
+
+@pytest.mark.timeout(60)
+def test_the_pipeline_spec_names_its_bottleneck(run_topo: RunTopo, tmp_path: Path) -> None:
+    """issue 12's "done": `topo run specs/pipeline.yaml` prints the bottleneck line."""
+    spec = STAGES.parents[3] / "specs" / "pipeline.yaml"
+    run = run_topo("run", "--json", "--runs-dir", str(tmp_path), str(spec))
+    doc = run.ok()
+    assert doc["bottleneck"]["process"] in ("producer", "worker", "collector")
+    assert f"topo: bottleneck: {doc['bottleneck']['reason']}" in run.stderr
+    follows_the_trace_event_format(json.loads((Path(doc["run_dir"]) / "trace.json").read_text()))
