@@ -350,6 +350,7 @@ def test_a_record_lost_during_the_run_fails_it(
     run_dir = doc["run_dir"]
     assert doc["message"] == (
         f"the logs and events in {run_dir} could not be written: No such file or directory; "
+        f"{run_dir}/trace.json could not be written: No such file or directory; "
         f"{run_dir}/run.json could not be written: No such file or directory"
     )
     assert "v | the record is gone" in run.stderr.splitlines()
