@@ -117,9 +117,11 @@ def render_sweep(sweep_dir: Path) -> str:
     import statistics
 
     plt = _pyplot()
+    from topo.record import SweepFolder
+
     try:
-        info = json.loads((sweep_dir / "sweep.json").read_text())
-        with open(sweep_dir / "summary.csv", newline="") as f:
+        info = json.loads((sweep_dir / SweepFolder.JSON).read_text())
+        with open(sweep_dir / SweepFolder.SUMMARY, newline="") as f:
             rows = list(csv.DictReader(f))
     except (OSError, ValueError) as e:
         raise UsageError(f"{sweep_dir} is not a readable sweep: {e}") from None

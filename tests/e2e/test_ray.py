@@ -175,7 +175,7 @@ def assert_nothing_left(address: str | None) -> None:
             return
         if time.monotonic() > deadline:
             pytest.fail(f"the run left this behind on Ray: {left}")
-        time.sleep(0.5)
+        time.sleep(0.1)
 
 
 def ray_args(address: str, runs_dir: Path, spec: Path, *more: str) -> tuple[str, ...]:
