@@ -182,3 +182,18 @@ def test_the_pipeline_spec_names_its_bottleneck(run_topo: RunTopo, tmp_path: Pat
     assert doc["bottleneck"]["process"] in ("producer", "worker", "collector")
     assert f"topo: bottleneck: {doc['bottleneck']['reason']}" in run.stderr
     follows_the_trace_event_format(json.loads((Path(doc["run_dir"]) / "trace.json").read_text()))
+
+
+@pytest.mark.timeout(60)
+def test_topo_report_last_writes_the_html_of_the_last_run(
+    run_topo: RunTopo, tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib")
+    doc = run_stages(run_topo, tmp_path, "producer")
+    done = run_topo("report", "last", "--runs-dir", str(tmp_path))
+    assert done.returncode == 0, str(done)
+    page = Path(doc["run_dir"]) / "report.html"
+    assert f"topo: report written to {page}" in done.stderr
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>") and text.count("<svg") >= 3
+    assert "producer limits this run" in text
