@@ -192,3 +192,27 @@ def test_a_returned_target_with_a_live_thread_is_not_exiting(board: Board) -> No
         helper.join()
     watch.exiting()
     assert board.snapshot().blocked(0) == ("exit", EXITING_PRIMITIVE)
+
+
+def test_the_sampler_survives_a_stack_torn_down_while_it_looks(
+    board: Board, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walking another thread's frames while it unwinds can hand back anything as a
+    frame (CI saw a cell object): that sample says nothing, the next ones still see."""
+    import sys
+
+    real = sys._current_frames
+    broken = {"left": 3}
+
+    def torn() -> dict[int, Any]:
+        if broken["left"]:
+            broken["left"] -= 1
+            return {threading.main_thread().ident or 0: object()}  # not a frame
+        return real()
+
+    monkeypatch.setattr(sys, "_current_frames", torn)
+    q = mp.Queue()
+    watch.sample({id(q): 1})
+    seen = _seen_while(board, lambda: q.put("x"))
+    assert q.get() == "x"
+    assert broken["left"] == 0 and seen == [("get", 1)]

@@ -398,7 +398,13 @@ def sample(watched: Mapping[int, int]) -> None:
 
     def run() -> None:
         while _sampling:
-            cells[at] = seen()
+            try:
+                cells[at] = seen()
+            except Exception:
+                # Another thread's stack is walked while it runs: a frame torn down in
+                # the meantime can hand back anything as its f_back (seen in CI: a
+                # cell). Such a sample tells nothing, and the sampler must live on.
+                cells[at] = 0.0
             time.sleep(SAMPLE_INTERVAL_S)
         cells[at] = 0.0
 
