@@ -343,6 +343,16 @@ class Binding:
     roles: frozenset[Role]  # input and output together when listed under both
     end: int | None = None  # pipes: 0 receives (or first duplex end), 1 sends
 
+    @property
+    def writes(self) -> bool:
+        """The instance may send into it (an output, or a use: either way)."""
+        return "output" in self.roles or "use" in self.roles
+
+    @property
+    def reads(self) -> bool:
+        """The instance may receive from it (an input, or a use)."""
+        return "input" in self.roles or "use" in self.roles
+
 
 @dataclass(frozen=True)
 class Instance:

@@ -187,9 +187,7 @@ def _feeders(plan: Plan) -> dict[str, dict[str, list[str]]]:
     for inst in plan.instances:
         for b in inst.bindings:
             sides = out.setdefault(b.name, {"writers": [], "readers": []})
-            writes = "output" in b.roles or "use" in b.roles
-            reads = "input" in b.roles or "use" in b.roles
-            for side, yes in (("writers", writes), ("readers", reads)):
+            for side, yes in (("writers", b.writes), ("readers", b.reads)):
                 if yes and inst.process not in sides[side]:
                     sides[side].append(inst.process)
     return out

@@ -109,6 +109,14 @@ def call_target(
     return fn(**kwargs)
 
 
+def target_traceback(error: BaseException) -> str:
+    """What a target's exception prints, without the frame that called the target."""
+    import traceback
+
+    tb = error.__traceback__.tb_next if error.__traceback__ else None
+    return "".join(traceback.format_exception(type(error), error, tb))
+
+
 def _attached(objects: Mapping[str, Any]) -> dict[str, Any]:
     """The objects as targets get them: shared-memory arrays as numpy views."""
     shm = sys.modules.get("topo.backends.local.shm")  # imported by unpickling a handle

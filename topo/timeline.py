@@ -51,6 +51,7 @@ class Timeline:
     ended: float | None = None
     # channel -> {"writers": [process...], "readers": [...]}, from the plan
     feeders: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    _tids: dict[str, int] = field(default_factory=dict, repr=False)  # instance -> track
 
     # ----- what the supervisor tells -------------------------------------------------------
 
@@ -298,7 +299,9 @@ class Timeline:
         return round((t - self.origin) * 1e6, 1)
 
     def _tid(self, name: str) -> int:
-        return list(self.process_of).index(name) + 1 if name in self.process_of else 0
+        if len(self._tids) != len(self.process_of):
+            self._tids = {n: i for i, n in enumerate(self.process_of, start=1)}
+        return self._tids.get(name, 0)
 
     def _instances_per_process(self) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)

@@ -19,7 +19,7 @@ from topo.backends.local import instrument
 from topo.backends.local.instrument import Board
 from topo.context import RunContext
 from topo.jsonable import to_jsonable
-from topo.targets import call_target
+from topo.targets import call_target, target_traceback
 
 
 class Job:
@@ -177,14 +177,7 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
     except SystemExit:
         raise
     except BaseException as e:
-        import traceback
-
-        # Leave this function's own frame out: the user's code is what matters.
-        text = "".join(
-            traceback.format_exception(
-                type(e), e, e.__traceback__.tb_next if e.__traceback__ else None
-            )
-        )
+        text = target_traceback(e)  # the user's code, not this frame
         sys.stderr.write(text)
         report.send(("error", text))
         report.close()

@@ -242,7 +242,7 @@ class Primitives:
             if c.traits.queue and qsize is not None:
                 try:
                     out[name] = int(qsize())
-                except Exception:  # NotImplementedError on some platforms, a gone manager
+                except (NotImplementedError, OSError, EOFError):  # macOS; a manager gone
                     continue
         return out
 

@@ -134,6 +134,14 @@ class RayLauncher:
         self.lines_at = 0.0
         self.ray_printer: Any = None  # Ray's own, while ours is in its place
         self.cluster: dict[str, Any] | None = None  # filled in at close, for the record
+        # Channel -> how many instances read it: a lone reader takes items in batches.
+        self.readers: dict[str, int] = {}
+        for inst in plan.instances:
+            for b in inst.bindings:
+                if b.reads:
+                    self.readers[b.name] = self.readers.get(b.name, 0) + 1
+        # Wrapped once: each ray.remote() of a function exports it to the cluster again.
+        self.task = ray.remote(max_retries=0, max_calls=1)(run_instance)
 
     # ----- open --------------------------------------------------------------------------
 
@@ -285,7 +293,6 @@ class RayLauncher:
 
     def _bind(self, instance: Instance) -> dict[str, Any]:
         bound: dict[str, Any] = {}
-        readers = self._readers()
         for b in instance.bindings:
             model: Any = self.plan.model(b.name)
             kind = model.kind
@@ -298,7 +305,7 @@ class RayLauncher:
                     b.name,
                     maxsize,
                     joinable=kind == "joinable_queue",
-                    readers=max(1, readers.get(b.name, 1)),
+                    readers=max(1, self.readers.get(b.name, 1)),
                 )
             elif kind == "pipe":
                 end = b.end if b.end is not None else 0
@@ -342,24 +349,13 @@ class RayLauncher:
                 raise RunError(f"the ray backend cannot bind a {kind}")
         return bound
 
-    def _readers(self) -> dict[str, int]:
-        """Queue -> how many instances read it (a lone reader may take items in batches)."""
-        if not hasattr(self, "_reader_counts"):
-            counts: dict[str, int] = {}
-            for inst in self.plan.instances:
-                for b in inst.bindings:
-                    if "input" in b.roles or "use" in b.roles:
-                        counts[b.name] = counts.get(b.name, 0) + 1
-            self._reader_counts = counts
-        return self._reader_counts
-
     def start(self, instance: Instance) -> int | None:
         for b in instance.bindings:  # a restarted instance has its pipe ends again
             if self.plan.model(b.name).kind == "pipe":
                 self._ask("open_end", b.name, b.end if b.end is not None else 0)
         context = self.plan.context(instance, self.options.run_dir)
         bundle = self.bundles[instance.name]
-        task = ray.remote(max_retries=0, max_calls=1)(run_instance).options(
+        task = self.task.options(
             name=f"topo:{instance.name}",
             num_cpus=bundle.get("CPU", 0),
             num_gpus=bundle.get("GPU", 0),

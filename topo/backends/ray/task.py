@@ -15,13 +15,12 @@ import os
 import sys
 import threading
 import time
-import traceback
 from typing import Any
 
 from topo.backends.ray import proxies
 from topo.context import RunContext
 from topo.jsonable import to_jsonable
-from topo.targets import call_target
+from topo.targets import call_target, target_traceback
 
 LINES_EVERY_S = 0.02  # how often printed lines leave for the hub
 END_FLUSH_S = 5.0  # at most this long, at the end, to hand over what was put and printed
@@ -123,11 +122,7 @@ def run_instance(
         _give_back(hub, objects)
         raise
     except BaseException as e:
-        text = "".join(
-            traceback.format_exception(
-                type(e), e, e.__traceback__.tb_next if e.__traceback__ else None
-            )
-        )
+        text = target_traceback(e)
         sys.stderr.write(text)
         answer = ("raised", text, 1)
     finally:
