@@ -20,7 +20,7 @@ from typing import Any
 
 from common import RESULTS, ROOT, machine
 
-BENCHES = ("validate", "startup", "channels", "payloads", "pipeline")
+BENCHES = ("validate", "startup", "channels", "payloads", "transports", "pipeline")
 CHART = ROOT / "docs" / "performance.png"
 
 

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+import topo.checks.document
+import topo.checks.placement
+import topo.checks.topology  # noqa: F401
 from topo.api import validate
 from topo.checks import REGISTRY, run_checks
 
@@ -44,7 +47,7 @@ def check(
 
 
 def test_registry_holds_the_reference_checks() -> None:
-    for code in ("T030", "T031", "T032", "T033", "T040", "T041", "T050", "T051"):
+    for code in ("T030", "T031", "T032", "T033", "T040", "T041", "T050", "T051", "T052"):
         assert REGISTRY[code].severity == "error"
         assert REGISTRY[code].code == code
         assert REGISTRY[code].summary
@@ -309,6 +312,35 @@ def test_t051_condition_lock(check: Callable[[str], list[str]]) -> None:
         "4:31: error[T051]: condition 'c3' and its lock 'ml' must both be built by the "
         "manager, or neither",
         "6:31: error[T051]: condition 'c5' is over 'lok', which is not a lock (did you mean 'lk'?)",
+    ]
+
+
+# ----- T052 -------------------------------------------------------------------------------
+
+
+def test_t052_pipe_transport_with_several_readers(check: Callable[[str], list[str]]) -> None:
+    assert check(
+        """\
+        channels:
+          jobs: {kind: queue, transport: pipe}
+          one: {kind: queue, transport: pipe}
+          any: {kind: queue, transport: socket}
+        processes:
+          boss:
+            target: tmod:anything
+            outputs: {a: jobs, b: one, c: any}
+          worker:
+            target: tmod:anything
+            replicas: 6
+            inputs: {a: jobs, c: any}
+          single:
+            target: tmod:anything
+            inputs: {b: one}
+        """
+    ) == [
+        "2:34: error[T052]: queue 'jobs' has transport: pipe, which one reader reads ahead "
+        "in batches, but 6 instances read it (worker[0], worker[1], worker[2], worker[3] "
+        "and 2 more): use transport: auto (or socket) for several readers",
     ]
 
 

@@ -11,7 +11,7 @@ import difflib
 import re
 from collections.abc import Iterable
 from fractions import Fraction
-from typing import Annotated, Any, ClassVar, Literal, NamedTuple, get_args
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -217,22 +217,33 @@ class Primitive(Model):
 # ----- channels ---------------------------------------------------------------------------
 
 
+_QueueModel = TypeVar("_QueueModel", bound=Primitive)
+
+
+def _no_transport_via_manager(model: _QueueModel) -> _QueueModel:
+    """A queue built by the manager is the manager's: it cannot take another transport."""
+    transport = getattr(model, "transport", "auto")
+    if getattr(model, "via", None) == "manager" and transport not in ("auto", "mp", "pipe"):
+        raise ValueError(f"transport: {transport} and via: manager cannot go together")
+    return model
+
+
 class QueueChannel(Primitive):
     kind: Literal["queue"]
     traits = Traits(messages=True, queue=True, blocking=("get", "put"))
     maxsize: NonNegativeInt = 0
     via: Via | None = None
-    # transport: shm copies bytes and numpy arrays through shared-memory slots instead of
-    # pickling them through a pipe: for big payloads (see docs/performance.md).
-    transport: Literal["pipe", "shm"] = "pipe"
+    # How its messages travel (docs/format.md, "Transports"): auto picks from the
+    # topology; mp is multiprocessing.Queue (pipe is its old name); socket a
+    # SOCK_SEQPACKET socket pair; shm copies bytes and numpy arrays through
+    # shared-memory slots instead of pickling them: for big payloads.
+    transport: Literal["auto", "mp", "pipe", "socket", "shm"] = "auto"
     slot_size: ByteSize = 1 << 20  # bytes per message, with transport: shm
     slots: PositiveInt | None = None  # messages in flight, with transport: shm (maxsize or 8)
 
     @model_validator(mode="after")
-    def _shm_alone(self) -> QueueChannel:
-        if self.transport == "shm" and self.via == "manager":
-            raise ValueError("transport: shm and via: manager cannot go together")
-        return self
+    def _transport_alone(self) -> QueueChannel:
+        return _no_transport_via_manager(self)
 
     @property
     def capacity(self) -> int:
@@ -248,6 +259,7 @@ class QueueChannel(Primitive):
 class SimpleQueueChannel(Primitive):
     kind: Literal["simple_queue"]
     traits = Traits(messages=True, queue=True, bounded_by_os=True, blocking=("get", "put"))
+    transport: Literal["auto", "mp", "pipe", "socket"] = "auto"
 
 
 class JoinableQueueChannel(Primitive):
@@ -255,6 +267,11 @@ class JoinableQueueChannel(Primitive):
     traits = Traits(messages=True, queue=True, blocking=("get", "put", "join"))
     maxsize: NonNegativeInt = 0
     via: Via | None = None
+    transport: Literal["auto", "mp", "pipe", "socket"] = "auto"
+
+    @model_validator(mode="after")
+    def _transport_alone(self) -> JoinableQueueChannel:
+        return _no_transport_via_manager(self)
 
 
 class PipeChannel(Primitive):

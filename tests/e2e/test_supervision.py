@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import topo
 from topo.deadlock import QUIET_S
 from topo.supervise import GRACE_PERIOD_S, RESTART_BURST, RESTART_WINDOW_S
 
@@ -401,6 +402,12 @@ def test_reader_whose_only_writer_exits(run_topo: RunTopo, tmp_path: Path) -> No
         "{kind: queue, maxsize: 2}",
         "{kind: queue, via: manager}",
         "{kind: queue, transport: shm, slot_size: 1KiB, slots: 2}",
+        "{kind: queue, transport: mp}",
+        "{kind: queue, transport: socket}",
+        "{kind: queue, transport: pipe}",
+        "{kind: joinable_queue, transport: socket}",
+        "{kind: simple_queue, transport: mp}",
+        "{kind: simple_queue, transport: socket}",
     ],
 )
 def test_reader_whose_only_writer_exits_on_every_queue(
@@ -512,12 +519,11 @@ def test_many_waiters_are_explained_in_one_line(run_topo: RunTopo, tmp_path: Pat
 def test_a_put_that_cannot_be_sent_fails_the_run(
     run_topo: RunTopo, tmp_path: Path, method: str, kind: str
 ) -> None:
+    # multiprocessing's queue pickles in its feeder thread, which would drop the item.
     run = run_topo(
         *topo_args("lost_put", tmp_path),
-        "--set",
-        f"start_method={method}",
-        "--set",
-        f"channels.tasks.kind={kind}",
+        *with_sets(f"start_method={method}", f"channels.tasks.kind={kind}"),
+        *with_sets("channels.tasks.transport=mp"),
     )
     doc = finished(run, 1, "failed", within=STARTUP_S + 2)
     assert doc["message"] == "producer exited with code 1"
@@ -526,6 +532,29 @@ def test_a_put_that_cannot_be_sent_fails_the_run(
         "producer: out.put() of a function could not be sent through channel 'tasks': "
         "AttributeError: "
     ), error
+    assert doc["processes"]["consumer"]["state"] == "stopped"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("transport", ["socket", "pipe"])
+@pytest.mark.parametrize("kind", ["queue", "joinable_queue", "simple_queue"])
+def test_a_put_that_cannot_be_pickled_raises_where_it_is_called(
+    run_topo: RunTopo, tmp_path: Path, transport: str, kind: str
+) -> None:
+    # topo's transports pickle in put() itself: the user's line is in the traceback.
+    run = run_topo(
+        *topo_args("lost_put", tmp_path),
+        *with_sets(f"channels.tasks.kind={kind}", f"channels.tasks.transport={transport}"),
+    )
+    doc = finished(run, 1, "failed", within=STARTUP_S + 2)
+    assert doc["message"] == "producer exited with code 1"
+    error = doc["processes"]["producer"]["error"]
+    assert "out.put(lambda" in error, error  # the line of faults.py that put it
+    assert (
+        "producer: out.put() of a function could not be sent through channel 'tasks': "
+        "it cannot be pickled"
+    ) in error
+    assert "AttributeError: " in error
     assert doc["processes"]["consumer"]["state"] == "stopped"
 
 
@@ -565,7 +594,13 @@ def test_teardown_does_not_hang_on_a_value_lock_held_by_a_stopped_daemon(
 METHODS = ["spawn", "fork", "forkserver"]
 
 KINDS = {
-    "queue": (),
+    "queue": (),  # transport: auto, which takes a pipe here (one reader)
+    "queue over mp": ("channels.tasks.transport=mp",),
+    "queue over a socket": ("channels.tasks.transport=socket",),
+    "joinable_queue over a socket": (
+        "channels.tasks.kind=joinable_queue",
+        "channels.tasks.transport=socket",
+    ),
     "joinable_queue": ("channels.tasks.kind=joinable_queue",),
     "simple_queue": ("channels.tasks.kind=simple_queue",),
     "shm_queue": ("channels.tasks.transport=shm", "channels.tasks.slots=128"),
@@ -609,6 +644,21 @@ def test_messages_in_flight_are_kept_when_the_writer_fails(
     )
     doc = finished(run, 1, "failed", within=STARTUP_S + 3)
     assert_kept(doc, 100)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("transport", ["auto", "mp", "socket", "pipe"])
+@pytest.mark.parametrize("kind", ["queue", "simple_queue"])
+def test_what_a_reader_read_ahead_is_kept_when_it_fails(
+    run_topo: RunTopo, tmp_path: Path, transport: str, kind: str
+) -> None:
+    # A pipe's one reader reads many messages at once; those it had not taken when
+    # it failed are in shared memory, and counted as undelivered like the others.
+    sets = with_sets(f"channels.tasks.transport={transport}", f"channels.tasks.kind={kind}")
+    run = run_topo(*topo_args("read_ahead", tmp_path), *sets)
+    doc = finished(run, 1, "failed", within=STARTUP_S + 4)
+    assert doc["undelivered"] == {"tasks": 90}
+    assert topo.undelivered(doc["run_dir"]) == {"tasks": list(range(10, 100))}
 
 
 @pytest.mark.timeout(60)

@@ -81,8 +81,13 @@ def follows_the_trace_event_format(trace: dict[str, Any]) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_trace_json_is_a_chrome_trace_of_the_run(run_topo: RunTopo, tmp_path: Path) -> None:
-    doc = run_stages(run_topo, tmp_path, "collector")
+@pytest.mark.parametrize("transport", ["auto", "mp", "socket", "pipe"])
+def test_trace_json_is_a_chrome_trace_of_the_run(
+    run_topo: RunTopo, tmp_path: Path, transport: str
+) -> None:
+    # Every transport is seen alike: waits in put(), depths (auto takes pipe here).
+    sets = ("--set", f"channels.results.transport={transport}")
+    doc = run_stages(run_topo, tmp_path, "collector", *sets)
     trace = json.loads((Path(doc["run_dir"]) / "trace.json").read_text())
     follows_the_trace_event_format(trace)
     events = trace["traceEvents"]

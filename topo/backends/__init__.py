@@ -27,7 +27,7 @@ class Capabilities(NamedTuple):
 
     kinds: frozenset[str]  # channel and lock kinds
     via_manager: bool = True  # `via: manager`, and the manager kinds
-    transports: frozenset[str] = frozenset({"pipe"})  # queue transports
+    transports: frozenset[str] = frozenset({"auto", "mp", "pipe"})  # queue transports
     start_methods: frozenset[str] = frozenset({"spawn", "fork", "forkserver"})
     deadlock_detection: bool = True
     instead: Mapping[str, str] = {}  # unsupported kind or feature -> what to use instead

@@ -127,6 +127,17 @@ class Guardian:
             self.pipe = None
 
 
+def _expanded(segments: list[str]) -> list[str]:
+    """Names in /dev/shm; ``prefix*`` stands for every name that starts with prefix
+    (a queue's files of big messages, named by the instances as they go)."""
+    prefixes = tuple(name[:-1] for name in segments if name.endswith("*") and len(name) > 8)
+    names = [name for name in segments if not name.endswith("*")]
+    if prefixes:
+        with contextlib.suppress(OSError):
+            names += [name for name in os.listdir("/dev/shm") if name.startswith(prefixes)]
+    return names
+
+
 def _guard(pipe: int) -> None:  # pragma: no cover - runs in the forked guardian
     """Wait for topo's end; clean up if it comes without "done"."""
     os.setsid()  # out of topo's process group and session: a kill of those spares it
@@ -182,7 +193,7 @@ def _guard(pipe: int) -> None:  # pragma: no cover - runs in the forked guardian
         for found in _marked(marks):
             with contextlib.suppress(OSError):
                 os.kill(found, signal.SIGKILL)
-    for name in segments:
+    for name in _expanded(segments):
         with contextlib.suppress(OSError):
             os.unlink(os.path.join("/dev/shm", name))
     for run_dir in records:

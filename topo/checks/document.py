@@ -200,6 +200,27 @@ def ndarray_needs_numpy(plan: Plan) -> Iterator[Finding]:
             )
 
 
+@check("T052", "error", "a queue with transport: pipe read by more than one instance")
+def pipe_transport_readers(plan: Plan) -> Iterator[Finding]:
+    for name, channel in plan.spec.channels.items():
+        if getattr(channel, "transport", None) != "pipe":
+            continue
+        readers = sorted({inst.name for inst, b in plan.users_of(name) if b.reads})
+        if len(readers) > 1:
+            yield Finding(
+                ("channels", name, "transport"),
+                f"{channel.kind} {name!r} has transport: pipe, which one reader reads "
+                f"ahead in batches, but {len(readers)} instances read it "
+                f"({_names(readers)}): use transport: auto (or socket) for several readers",
+            )
+
+
+def _names(instances: list[str], most: int = 4) -> str:
+    return ", ".join(instances[:most]) + (
+        f" and {len(instances) - most} more" if len(instances) > most else ""
+    )
+
+
 @check("T051", "error", "a condition over a name that is not a lock or rlock")
 def condition_lock(plan: Plan) -> Iterator[Finding]:
     for name, lock in plan.spec.locks.items():

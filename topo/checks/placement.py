@@ -45,7 +45,7 @@ def unsupported(plan: Plan, backend: Backend) -> Iterator[Finding]:
                 (section, name, "via"),
                 f"{on} has no manager process for {name!r}{_instead(backend, 'via')}",
             )
-        elif getattr(model, "transport", "pipe") not in can.transports:
+        elif getattr(model, "transport", "auto") not in can.transports:
             yield Finding(
                 (section, name, "transport"),
                 f"{on} cannot carry {name!r} with transport {model.transport!r}"

@@ -590,3 +590,11 @@ def barrier_semantics(gate: Any, indexes: Any, ctx: Any) -> dict[str, Any]:
         gate.reset()
         indexes.sort()
     return seen
+
+
+def take_then_raise(inbox: Any, n: int) -> None:
+    """Take n items (a pipe transport's reader has read ahead by then), then fail."""
+    for _ in range(n):
+        inbox.get()
+    time.sleep(1.0)  # the writer has put everything by then
+    raise RuntimeError(f"failing after taking {n}")

@@ -17,7 +17,7 @@ class LocalBackend:
     name = "local"
     capabilities = Capabilities(
         kinds=frozenset({*CHANNEL_KINDS, *LOCK_KINDS}),
-        transports=frozenset({"pipe", "shm"}),
+        transports=frozenset({"auto", "mp", "pipe", "socket", "shm"}),
     )
 
     def launcher(self, plan: Plan, options: RunOptions) -> Launcher:

@@ -120,7 +120,9 @@ def _fail_on_lost_puts(job: Job, report: Connection) -> None:
     if queues is None:
         return
     for param, obj in job.objects.items():
-        if isinstance(obj, queues.Queue):  # JoinableQueue too
+        if hasattr(obj, "bound_as"):  # topo's transports: put() itself raises, saying where
+            obj.bound_as = (job.context.name, param, job.names.get(param, param))
+        elif isinstance(obj, queues.Queue):  # JoinableQueue too
             # The feeder calls self._on_queue_feeder_error: an instance attribute wins.
             obj._on_queue_feeder_error = functools.partial(
                 _lost_put, job.context.name, param, job.names.get(param, param), report

@@ -59,8 +59,8 @@ def _frames(raw: bytes) -> Iterator[Any]:
         at += size
 
 
-def read_pipe(fd: int, deadline: float, limit: int = MAX_ITEMS) -> list[Any]:
-    """Every message waiting in the pipe or socket ``fd`` (the receiving end)."""
+def read_pipe_bytes(fd: int, deadline: float) -> bytes:
+    """Every byte waiting in the pipe or socket ``fd`` (its receiving end), unwaited."""
     chunks: list[bytes] = []
     was_blocking = os.get_blocking(fd)
     os.set_blocking(fd, False)
@@ -68,9 +68,7 @@ def read_pipe(fd: int, deadline: float, limit: int = MAX_ITEMS) -> list[Any]:
         while time.monotonic() < deadline:
             try:
                 chunk = os.read(fd, 1 << 20)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
+            except OSError:  # BlockingIOError: nothing more
                 break
             if not chunk:
                 break
@@ -78,8 +76,13 @@ def read_pipe(fd: int, deadline: float, limit: int = MAX_ITEMS) -> list[Any]:
     finally:
         with contextlib.suppress(OSError):
             os.set_blocking(fd, was_blocking)
+    return b"".join(chunks)
+
+
+def read_pipe(fd: int, deadline: float, limit: int = MAX_ITEMS) -> list[Any]:
+    """Every message waiting in the pipe or socket ``fd`` (the receiving end)."""
     items: list[Any] = []
-    for item in _frames(b"".join(chunks)):
+    for item in _frames(read_pipe_bytes(fd, deadline)):
         if len(items) >= limit:
             break
         items.append(item)

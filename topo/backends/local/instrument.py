@@ -313,6 +313,13 @@ def _blocking_calls() -> dict[Any, tuple[int, str]]:
     synchronize = sys.modules.get("multiprocessing.synchronize")
     if synchronize is not None:
         calls[synchronize.Event.wait] = (_WAIT_OP, "timeout")
+    wired = sys.modules.get("topo.backends.local.transport")  # transport: socket or pipe
+    if wired is not None:
+        calls[wired.Queue.get] = (_GET, "block")
+        calls[wired.Queue.put] = (_PUT, "block")
+        calls[wired.JoinableQueue.put] = (_PUT, "block")
+        calls[wired.SimpleQueue.get] = (_GET, "")
+        calls[wired.SimpleQueue.put] = (_PUT, "")
     shm = sys.modules.get("topo.backends.local.shm")  # a queue with transport: shm
     if shm is not None:
         calls.update({shm.ShmQueue.get: (_GET, "block"), shm.ShmQueue.put: (_PUT, "block")})

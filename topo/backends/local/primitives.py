@@ -8,6 +8,7 @@ down after the final state has been read back.
 from __future__ import annotations
 
 import ctypes
+import sys
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,35 @@ def needs_manager(plan: Plan) -> bool:
     return any(model.via_manager for _, _, model in plan.declared())
 
 
+def choose_transports(plan: Plan) -> dict[str, str]:
+    """Queue channel -> how its messages travel: ``mp`` (multiprocessing's own queue),
+    ``socket`` or ``pipe`` (transport.py), ``shm`` (shm.py) or ``manager`` (a
+    manager's queue).
+
+    ``auto`` takes the fastest transport that keeps multiprocessing's semantics for
+    the declared topology (docs/format.md, "Transports"; docs/performance.md).
+    """
+    chosen: dict[str, str] = {}
+    for name, c in plan.spec.channels.items():
+        if not c.traits.queue:
+            continue
+        transport = getattr(c, "transport", "auto")
+        if c.via_manager:
+            chosen[name] = "manager"
+        elif transport != "auto":
+            chosen[name] = transport
+        elif sys.platform != "linux":
+            chosen[name] = "mp"
+        else:  # a pipe read in batches needs its one reader; a socket takes any number
+            chosen[name] = "pipe" if len(readers_of(plan, name)) == 1 else "socket"
+    return chosen
+
+
+def readers_of(plan: Plan, name: str) -> list[str]:
+    """The instances that may read channel ``name``."""
+    return sorted({instance.name for instance, b in plan.users_of(name) if b.reads})
+
+
 def _ctype(type_name: str) -> Any:
     return getattr(ctypes, type_name) if type_name.startswith("c_") else type_name
 
@@ -65,9 +95,11 @@ class Primitives:
         self.objects: dict[str, Any] = {}
         self.segments: list[Any] = []  # shared memory to unlink at the end, whatever happens
         self.arrays: dict[str, Any] = {}  # ndarray channel -> its segment
+        self.wired: list[Any] = []  # queues over topo's own transports (transport.py)
         # Every channel and lock in a fixed order: a primitive's number is its index.
         self.names = [name for _, name, _ in plan.declared()]
         self.index = {name: i for i, name in enumerate(self.names)}
+        self.transports = choose_transports(plan)
         if needs_manager(plan):
             from topo.backends.local.manager import start_manager
 
@@ -86,9 +118,16 @@ class Primitives:
     def _channel(self, name: str, c: Any) -> Any:
         mp, m = self.mp, self.manager
         via_manager = c.via_manager
-        if isinstance(c, QueueChannel) and c.transport == "shm":
+        transport = self.transports.get(name)
+        if transport == "shm":
             queue = ShmQueue(mp, c.capacity, c.slot_size)
             self.segments.append(queue)
+            return queue
+        if transport in ("socket", "pipe"):
+            from topo.backends.local import transport as wires
+
+            queue = wires.build(c.kind, transport, getattr(c, "maxsize", 0), mp)
+            self.wired.append(queue)
             return queue
         if isinstance(c, QueueChannel):
             return m.Queue(c.maxsize) if via_manager and m else mp.Queue(c.maxsize)
@@ -193,6 +232,8 @@ class Primitives:
     def _drain_one(c: Any, obj: Any, deadline: float) -> list[Any]:
         if isinstance(obj, ShmQueue):
             return obj.drain(MAX_ITEMS)
+        if hasattr(obj, "drain"):  # topo's own transports
+            return obj.drain(MAX_ITEMS, deadline)
         if c.via_manager:
             return read_manager_queue(obj, deadline)
         if isinstance(obj, tuple):  # a pipe: (receiving end, sending end) if one-way
@@ -232,6 +273,10 @@ class Primitives:
 
         for obj in [*self.objects.values(), *self.segments]:
             walk(obj, 0)
+        for queue in self.wired:  # files of big messages: a prefix ending in "*"
+            pattern = queue.shared_files()
+            if pattern:
+                names.add(pattern)
         return sorted(names)
 
     def depths(self) -> dict[str, int]:
@@ -276,6 +321,9 @@ class Primitives:
         for name in self.plan.spec.channels:
             for end in self.pipe_ends(name):
                 end.close()
+        for queue in self.wired:
+            queue.free()
+        self.wired.clear()
         for segment in self.segments:
             free(segment)
         self.segments.clear()

@@ -24,7 +24,7 @@ class RayBackend:
     name = "ray"
     capabilities = Capabilities(
         kinds=frozenset({*CHANNEL_KINDS, *LOCK_KINDS}),
-        transports=frozenset({"pipe", "shm"}),
+        transports=frozenset({"auto", "mp", "pipe", "shm"}),
         unbounded_buffer="the memory of the run's hub actor",
         unread_queue_writer="what is put stays in the hub actor's memory until the run ends",
     )

@@ -64,9 +64,7 @@ def _declared(plan: Plan) -> dict[str, dict[str, Any]]:
             continue  # real shared memory, or an actor of its own
         opts: dict[str, Any] = {"kind": kind}
         if kind in ("queue", "joinable_queue"):
-            opts["maxsize"] = (
-                c.maxsize if kind == "joinable_queue" or c.transport == "pipe" else (c.capacity)
-            )
+            opts["maxsize"] = c.capacity if getattr(c, "transport", "") == "shm" else c.maxsize
         elif kind == "pipe":
             opts["duplex"] = c.duplex
         elif kind == "value":
