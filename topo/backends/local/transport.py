@@ -85,10 +85,30 @@ def pickled(obj: Any) -> tuple[bytes, list[memoryview]]:
     (numpy arrays and other objects that support pickle protocol 5)."""
     if type(obj) in _PLAIN:  # most messages: nothing for ForkingPickler to do
         return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL), []
-    buffers: list[pickle.PickleBuffer] = []
-    stream = io.BytesIO()
-    _Pickler(stream, buffers.append).dump(obj)
-    return stream.getvalue(), [b.raw() for b in buffers]
+    mine = _picklers.__dict__
+    if mine.get("busy"):  # a put() from inside a __reduce__: a pickler of its own
+        buffers: list[pickle.PickleBuffer] = []
+        stream = io.BytesIO()
+        _Pickler(stream, buffers.append).dump(obj)
+        return stream.getvalue(), [b.raw() for b in buffers]
+    if "pickler" not in mine:  # one per thread: building one copies a dispatch table
+        mine["stream"] = io.BytesIO()
+        mine["buffers"] = []
+        mine["pickler"] = _Pickler(mine["stream"], mine["buffers"].append)
+    stream, buffers, pickler = mine["stream"], mine["buffers"], mine["pickler"]
+    mine["busy"] = True
+    try:
+        pickler.dump(obj)
+        return stream.getvalue(), [b.raw() for b in buffers]
+    finally:
+        pickler.clear_memo()
+        stream.seek(0)
+        stream.truncate()
+        buffers.clear()
+        mine["busy"] = False
+
+
+_picklers = threading.local()
 
 
 def _layout(kind: int, head: bytes, views: list[memoryview]) -> bytes:
@@ -189,7 +209,11 @@ class SocketWire:
 
     def pack(self, obj: Any) -> tuple[Any, int | None]:
         """The message (bytes, or parts for sendmsg) and the memfd that goes with it."""
-        head, views = pickled(obj)
+        if type(obj) in _PLAIN:  # most messages: the shortest way
+            head = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+            views: list[memoryview] = []
+        else:
+            head, views = pickled(obj)
         if not views and len(head) < INLINE_BYTES:
             return head, None
         if len(head) + sum(v.nbytes for v in views) < INLINE_BYTES:
@@ -201,6 +225,17 @@ class SocketWire:
             os.close(fd)
             raise
         return [_layout(_MEMFD, head, views)], fd
+
+    def try_send(self, message: Any, fd: int | None) -> bool:
+        """Sent at once, or False if the socket is full."""
+        try:
+            if fd is None and type(message) is bytes:
+                self.writer.send(message, _DONTWAIT)
+            else:
+                self.send(message, fd, wait=False)
+        except BlockingIOError:
+            return False
+        return True
 
     def send(self, message: Any, fd: int | None, wait: bool) -> None:
         """Raises BlockingIOError when it would wait and ``wait`` is false."""
@@ -334,7 +369,11 @@ class PipeWire:
 
     def pack(self, obj: Any) -> tuple[bytes, None]:
         """One frame: the pickle, or the name of the file in /dev/shm that holds it."""
-        head, views = pickled(obj)
+        if type(obj) in _PLAIN:  # most messages: the shortest way
+            head = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+            views: list[memoryview] = []
+        else:
+            head, views = pickled(obj)
         if not views and len(head) <= _ATOMIC:
             return _FRAME.pack(len(head)) + head, None
         self.counter += 1
@@ -350,6 +389,14 @@ class PipeWire:
         body = _layout(_MEMFD, head, views) + name.encode()
         return _FRAME.pack(len(body)) + body, None
 
+    def try_send(self, message: bytes, fd: int | None) -> bool:
+        """Sent at once (one atomic write), or False if the pipe is full."""
+        try:
+            os.write(self.write_fd, message)
+        except BlockingIOError:
+            return False
+        return True
+
     def send(self, message: Any, fd: int | None, wait: bool) -> None:
         while True:
             try:
@@ -362,13 +409,22 @@ class PipeWire:
 
     def receive(self, block: bool = True, timeout: float | None = None) -> Any:
         with self.lock:
-            if not self.mapped:
+            if self.mapped:  # most calls: a whole plain pickle waits in the buffer
+                start, end, buffer = self.start, self.end, self.buffer
+                if end - start >= _FRAME.size:
+                    at = start + _FRAME.size
+                    size = _FRAME.unpack_from(buffer, start)[0]
+                    if end - at >= size and buffer[at] == 0x80:
+                        self.start = at + size
+                        _SPAN.pack_into(self.span, 0, at + size, end)
+                        return pickle.loads(buffer[at : at + size])
+            else:
                 self._map()
             data = self._next(block, timeout)
         return self._decode(data)
 
     def _next(self, block: bool, timeout: float | None) -> bytes:
-        deadline = time.monotonic() + (timeout or 0.0)
+        deadline = time.monotonic() + (timeout or 0.0) if timeout else 0.0
         buffer = self.buffer
         while True:
             start, end = self.start, self.end
@@ -497,12 +553,8 @@ class _Sender:
     def send(self, message: Any, fd: int | None) -> None:
         # Without the lock while nothing waits: the feeder takes an item off `waiting`
         # only once it is sent, so an empty `waiting` means everything before is sent.
-        if not self.waiting:
-            try:
-                self.wire.send(message, fd, wait=False)
-                return
-            except BlockingIOError:
-                pass
+        if not self.waiting and self.wire.try_send(message, fd):
+            return
         with self.lock:
             self.waiting.append((message, fd))
             if self.thread is None:
