@@ -480,3 +480,31 @@ def test_live_status_shows_elapsed_time_depths_and_shares() -> None:
     text = console.export_text()
     assert "elapsed 3.5 s" in text and "tasks: 4 queued" in text
     assert "97%" in text and "20%" in text and "3.4" in text
+
+
+@pytest.mark.timeout(60)
+def test_run_in_a_pipe_prints_a_plain_summary_without_importing_rich(tmp_path: Path) -> None:
+    # stderr is a pipe here: aligned plain columns (for grep and logs), and rich is
+    # never imported (part of topo's fixed cost).
+    probe = (
+        "import runpy, sys; sys.argv = ['topo', 'run', sys.argv[1], '--no-record'];"
+        "import atexit; atexit.register(lambda: print('RICH' if 'rich' in sys.modules else "
+        "'NO RICH', file=sys.stderr)); runpy.run_module('topo', run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(GOOD)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")},
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert "pipeline: ok" in lines
+    header = lines[lines.index("pipeline: ok") + 1]
+    assert header.split() == ["instance", "state", "exit", "restarts", "seconds", "result"]
+    producer = next(line for line in lines if re.match(r"producer +exited", line))
+    assert producer.split()[:3] == ["producer", "exited", "0"]
+    assert producer.index("exited") == header.index("state")  # aligned columns
+    assert not any(c in done.stderr for c in "┃│━")
+    assert lines[-1] == "NO RICH"
