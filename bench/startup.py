@@ -90,7 +90,7 @@ def run(quick: bool = False, pairs: int = 5) -> dict[str, Any]:
     if quick:
         cases = [(n, m) for m in ("spawn", "fork") for n in (1, 8)]
     else:
-        cases = [(n, m) for m in ("spawn", "fork", "forkserver") for n in (1, 8, 32)]
+        cases = [(n, m) for m in ("spawn", "fork", "forkserver") for n in (1, 32, 128, 256)]
     running: list[Comparison] = []
     walls: list[Comparison] = []
     with tempfile.TemporaryDirectory(prefix="topo-bench-startup-") as tmp:
@@ -142,6 +142,7 @@ def run(quick: bool = False, pairs: int = 5) -> dict[str, Any]:
     tables.append(
         table("start-up: wall clock, launch to exit (1 instance = fixed cost)", headers, rows)
     )
+    tables.append(table("start-up: what topo adds per instance", *_per_instance(walls)))
     save(
         "startup",
         {
@@ -151,6 +152,22 @@ def run(quick: bool = False, pairs: int = 5) -> dict[str, Any]:
         },
     )
     return {"tables": tables, "comparisons": running, "wall": walls}
+
+
+def _per_instance(walls: list[Comparison]) -> tuple[list[str], list[list[str]]]:
+    """(topo - hand at N instances) - (topo - hand at 1), over N - 1: what each
+    instance adds beyond the fixed cost, from the medians of the pair differences."""
+    added: dict[tuple[str, int], float] = {}
+    for c in walls:
+        n, method = int(c.case.split()[0]), c.case.split(", ")[1]
+        diffs = [a - b for a, b in zip(c.samples["topo"], c.samples["hand"], strict=True)]
+        added[method, n] = statistics.median(diffs)
+    rows = []
+    for (method, n), extra in sorted(added.items()):
+        if n > 1 and (method, 1) in added:
+            per = (extra - added[method, 1]) / (n - 1) * 1e3
+            rows.append([method, str(n), f"{extra:+.3f} s", f"{per:.2f} ms"])
+    return ["start method", "instances", "topo - hand", "per instance beyond the fixed cost"], rows
 
 
 if __name__ == "__main__":
