@@ -142,7 +142,7 @@ def test_validate_with_set(
     result = runner.invoke(app, ["validate", str(path), "--set", "oops"])
     assert result.exit_code == 2
     assert result.stderr.startswith(
-        f"{path}:1:1: error[T021]: --set 'oops' is not of the form dotted.key=value"
+        f"{path}: error[T021]: --set 'oops' is not of the form dotted.key=value"
     )
 
 

@@ -376,9 +376,26 @@ def test_run_sweep_sets_each_point_and_api_override_as_it_is(
 ) -> None:
     spec = write_spec(tmp_path, SPEC)
     fake = FakeRun()
-    axes = [ex.Axis("params.label", ("8", 8))]
-    ex.run_sweep(spec, axes, {"params.tag": "true"}, runs_dir=tmp_path / "runs", run=fake)
+    axes = [ex.Axis("+params.label", ("8", 8))]
+    ex.run_sweep(spec, axes, {"+params.tag": "true"}, runs_dir=tmp_path / "runs", run=fake)
     assert [(p["label"], p["tag"]) for p, _ in fake.calls] == [("8", "true"), (8, "true")]
+
+
+def test_a_sweep_over_a_path_the_spec_lacks_is_refused_before_anything_runs(
+    tmp_path: Path, write_spec: Callable[..., Path]
+) -> None:
+    spec = write_spec(tmp_path, SPEC)
+    fake = FakeRun()
+    with pytest.raises(ex.UsageError) as refused:
+        ex.run_sweep(spec, ["params.wrokers=1,2"], runs_dir=tmp_path / "runs", run=fake)
+    assert str(refused.value) == (
+        "--sweep params.wrokers: params.wrokers is not in the spec (did you mean "
+        "params.workers?); to add it, write +params.wrokers=..."
+    )
+    assert fake.calls == [] and not (tmp_path / "runs").exists()
+    added = ex.run_sweep(spec, ["+params.extra=1,2"], runs_dir=tmp_path / "runs", run=fake)
+    assert [p["extra"] for p, _ in fake.calls] == [1, 2]
+    assert added.status == "ok"
 
 
 def test_run_sweep_stops_at_the_first_failure_unless_keep_going(

@@ -276,7 +276,7 @@ def test_overrides_in_a_plan() -> None:
         "params: {workers: 4}\nchannels: {tasks: queue}\n"
         + PROCESS
         + "    replicas: '${params.workers}'\n",
-        overrides=["params.workers=2", "params.new=x", "channels.tasks.maxsize=4"],
+        overrides=["params.workers=2", "+params.new=x", "channels.tasks.maxsize=4"],
     )
     assert p.params == {"workers": 2, "new": "x"}
     assert p.spec.channels["tasks"].maxsize == 4  # type: ignore[union-attr]
@@ -289,10 +289,60 @@ def test_override_of_a_list_item() -> None:
 
 
 def test_override_creating_an_unknown_key_is_a_schema_error() -> None:
-    assert problems(PROCESS, ["a.b=true"]) == [
+    assert problems(PROCESS, ["+a.b=true"]) == [
         "s.yaml:1:1: error[T010]: unknown key 'a' in the spec: "
         "topo does not know what to do with it"
     ]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (  # a typo would have added a key, and the run gone on without the value
+            "params.wrokers=8",
+            "params.wrokers is not in the spec (did you mean params.workers?); "
+            "to add it, write +params.wrokers=...",
+        ),
+        (
+            "channels.taks.maxsize=3",
+            "channels.taks is not in the spec (did you mean channels.tasks?); "
+            "to add it, write +channels.taks.maxsize=...",
+        ),
+        (
+            "channels.tasks.maxsixe=3",
+            "channels.tasks.maxsixe is not a key of channels.tasks "
+            "(did you mean channels.tasks.maxsize?)",
+        ),
+        ("strat_method=fork", "strat_method is not a key of the spec (did you mean start_method?)"),
+        (
+            "processes.p.args.nn=1",
+            "processes.p.args.nn is not in the spec (did you mean processes.p.args.n?); "
+            "to add it, write +processes.p.args.nn=...",
+        ),
+    ],
+)
+def test_an_override_of_a_path_the_spec_lacks_is_t021(override: str, message: str) -> None:
+    text = "params: {workers: 4}\nchannels: {tasks: queue}\n" + PROCESS + "    args: {n: 1}\n"
+    assert problems(text, [override]) == [f"s.yaml: error[T021]: --set {override!r}: {message}"]
+
+
+def test_keys_the_format_knows_and_plus_keys_are_set() -> None:
+    # Left to their defaults in the spec, known to the format: no + needed.
+    p = plan(
+        "params: {workers: 4}\nchannels: {tasks: queue}\n" + PROCESS,
+        overrides=[
+            "start_method=fork",
+            "timeout=9",
+            "channels.tasks.transport=socket",
+            "processes.p.restart=on-failure",
+            "+params.extra=1",
+            "+processes.p.args.n=2",
+        ],
+    )
+    assert p.spec.start_method == "fork"
+    assert p.spec.channels["tasks"].transport == "socket"  # type: ignore[union-attr]
+    assert p.params == {"workers": 4, "extra": 1}
+    assert p.instances[0].args == {"n": 2}
 
 
 @pytest.mark.parametrize(
@@ -315,7 +365,7 @@ def test_override_creating_an_unknown_key_is_a_schema_error() -> None:
 )
 def test_bad_override_is_t021(override: str, message: str) -> None:
     assert problems("params: {l: [1, 2]}\n" + PROCESS, [override]) == [
-        f"s.yaml:1:1: error[T021]: {message}"
+        f"s.yaml: error[T021]: {message}"
     ]
 
 
@@ -369,7 +419,7 @@ def test_texts_are_read_as_yaml_scalars(
 def test_the_record_of_overrides_reads_back_as_the_same_values(
     tmp_path: Path, write_spec: Callable[..., Path]
 ) -> None:
-    path = write_spec(tmp_path, "params: {a: 0}\n" + PROCESS)
+    path = write_spec(tmp_path, "params: {a: 0, b: 0, c: 0, d: 0, e: 0, f: 0}\n" + PROCESS)
     given = {
         "params.a": "8",
         "params.b": 8,
@@ -378,7 +428,7 @@ def test_the_record_of_overrides_reads_back_as_the_same_values(
         "params.e": 1e-3,
         "params.f": "yes",
     }
-    first = load(path, {**given, "params.g": True})
+    first = load(path, {**given, "+params.g": True})  # + adds a key the spec lacks
     assert first.overrides[:2] == ('params.a="8"', "params.b=8")  # the record, as texts
     again = load(path, list(first.overrides))  # as topo rerun reads them
     assert again.params == first.params
@@ -411,9 +461,7 @@ def test_the_record_of_overrides_reads_back_as_the_same_values(
     ],
 )
 def test_bad_mapping_override_is_t021(overrides: Any, message: str) -> None:
-    assert problems("params: {v: 0}\n" + PROCESS, overrides) == [
-        f"s.yaml:1:1: error[T021]: {message}"
-    ]
+    assert problems("params: {v: 0}\n" + PROCESS, overrides) == [f"s.yaml: error[T021]: {message}"]
 
 
 _SINGLE_VALUES = (
@@ -617,7 +665,7 @@ def test_resolved_spec() -> None:
 def test_override_through_a_scalar_is_refused() -> None:
     # `params.x` is 3: setting params.x.y would silently replace it with a mapping.
     assert problems("params: {x: 3}\n" + PROCESS, ["params.x.y=1"]) == [
-        "s.yaml:1:1: error[T021]: --set params.x.y: params.x is 3, not a mapping"
+        "s.yaml: error[T021]: --set params.x.y: params.x is 3, not a mapping"
     ]
 
 

@@ -70,9 +70,10 @@ class FakeLauncher:
     def open(self, output: OutputSink) -> None:
         self.output = output
 
-    def start(self, instance: Instance) -> int | None:
+    def start(self, instance: Instance, attempt: int = 0) -> int | None:
         name = instance.name
         n = self.starts.get(name, 0)
+        assert attempt == n, "the supervisor numbers each start of an instance"
         self.starts[name] = n + 1
         attempts = self.scripts.get(name, [FOREVER])
         attempt = attempts[min(n, len(attempts) - 1)]

@@ -156,7 +156,7 @@ def _show_diagnostic(console: Any, d: Diagnostic, source: list[str] | None) -> N
 
     style = "bold red" if d.is_error else "bold yellow"
     text = Text()
-    text.append(f"{d.path}:{d.line}:{d.col}: ")
+    text.append(f"{d.path}:{d.line}:{d.col}: " if d.line else f"{d.path}: ")
     text.append(f"{d.severity}[{d.code}]", style=style)
     text.append(f": {d.message}")
     console.print(text)

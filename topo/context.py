@@ -18,3 +18,4 @@ class RunContext(NamedTuple):
     params: Mapping[str, Any] = MappingProxyType({})  # the spec's params, resolved
     run_dir: str | None = None  # the run's record folder, None with --no-record
     spec_dir: str = "."
+    attempt: int = 0  # 0 the first time; n after the n-th restart (its seed is derived anew)

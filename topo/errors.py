@@ -30,14 +30,15 @@ class Diagnostic:
     """One problem in a spec, located at the YAML node that causes it."""
 
     path: str
-    line: int  # 1-based
-    col: int  # 1-based
+    line: int  # 1-based; 0 for a problem of the command line (a --set), not of a line
+    col: int  # 1-based; 0 with line 0
     severity: Severity
     code: str
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}:{self.col}: {self.severity}[{self.code}]: {self.message}"
+        where = f"{self.path}:{self.line}:{self.col}" if self.line else self.path
+        return f"{where}: {self.severity}[{self.code}]: {self.message}"
 
     @property
     def is_error(self) -> bool:

@@ -34,9 +34,12 @@ from topo.record import RunFolder, RunRecord, SweepFolder
 from topo.resolve import (
     Override,
     Overrides,
+    adds_a_key,
     is_single_value,
     override_items,
+    override_path_problem,
     override_text,
+    read_override,
     scalar_text,
     yaml_scalar,
 )
@@ -292,6 +295,16 @@ def run_sweep(
     points = expand_sweep(parsed)
     base = override_items(overrides)
     plan = api.load(spec, base, seed=seed)  # the name, and whether the spec has a seed
+    for axis in parsed:  # a misspelled axis would run every point with the same value
+        problem = (
+            None
+            if adds_a_key(axis.key)
+            else override_path_problem(
+                plan.document.data, read_override((axis.key, axis.values[0]))[0]
+            )
+        )
+        if problem:
+            raise UsageError(f"--sweep {axis.key}: {problem}")
     base_seed = seed if seed is not None else plan.spec.seed
     sweep = Sweep(
         name=plan.name,

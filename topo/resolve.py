@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import copy
 import datetime
+import difflib
 import hashlib
 import os
 import re
 import secrets
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -126,7 +127,69 @@ def read_override(item: Override) -> tuple[list[str], Any]:
             else f"a {type(value).__name__}"
         )
         raise ValueError(f"{where}: the value must be a single value, not {what}")
-    return [part for part in key.strip().split(".")], value
+    return [part for part in key.strip().removeprefix("+").split(".")], value
+
+
+def adds_a_key(item: Override) -> bool:
+    """``+params.new=1``: the override may add a key the spec does not have (Hydra's form).
+    ``item`` may also be a bare dotted key (a sweep's axis)."""
+    key = item.partition("=")[0] if isinstance(item, str) else item[0]
+    return isinstance(key, str) and key.strip().startswith("+")
+
+
+def _fields_at(data: Mapping[str, Any], keys: list[str]) -> Collection[str] | None:
+    """The keys the format allows in the mapping at ``keys``; None where any key goes
+    (params, args, env, bindings: the user's own names)."""
+    from topo.spec import CHANNEL_MODELS, LOCK_MODELS, Resources
+
+    if not keys:
+        return Spec.model_fields
+    if keys[0] in ("channels", "locks") and len(keys) == 2:
+        section = data.get(keys[0])
+        node = section.get(keys[1]) if isinstance(section, Mapping) else None
+        kind = (
+            node
+            if isinstance(node, str)
+            else node.get("kind")
+            if isinstance(node, Mapping)
+            else None
+        )
+        model = (CHANNEL_MODELS if keys[0] == "channels" else LOCK_MODELS).get(str(kind))
+        return model.model_fields if model else None
+    if keys[0] == "processes" and len(keys) == 2:
+        return Process.model_fields
+    if keys[0] == "processes" and len(keys) == 3 and keys[2] == "resources":
+        return Resources.model_fields
+    return None
+
+
+def override_path_problem(data: Mapping[str, Any], keys: list[str]) -> str | None:
+    """Why ``keys`` names nothing in the document ``data`` (a typo would otherwise add a
+    key and the run would go on without it), or None. A key the format knows (left to
+    its default, such as ``start_method``) is fine; a new key of the user's own takes
+    the ``+`` form."""
+    node: Any = data
+    for depth, key in enumerate(keys):
+        if isinstance(node, str) and depth == 2 and keys[0] in ("channels", "locks"):
+            node = {"kind": node}  # short form: `tasks: queue`
+        if not isinstance(node, Mapping):
+            return None  # a list index, or a value where a mapping should be: apply_override says
+        if key in node:
+            node = node[key]
+            continue
+        prefix = keys[:depth]
+        known = _fields_at(data, prefix)
+        if known is not None and key in known:
+            return None
+        path = ".".join(keys[: depth + 1])
+        choices = [str(k) for k in (known if known is not None else node)]
+        close = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
+        hint = f" (did you mean {'.'.join([*prefix, close[0]])}?)" if close else ""
+        if known is not None:  # a model's keys: adding it would not make it one
+            where = ".".join(prefix) or "the spec"
+            return f"{path} is not a key of {where}{hint}"
+        return f"{path} is not in the spec{hint}; to add it, write +{'.'.join(keys)}=..."
+    return None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -281,11 +344,15 @@ def prepare_document(
         where = _where(item)
         try:
             keys, value = read_override(item)
+            problem = None if adds_a_key(item) else override_path_problem(data, keys)
+            if problem:
+                raise ValueError(f"{where}: {problem}")
             apply_override(data, keys, value, None if isinstance(item, str) else where)
         except (ValueError, IndexError, TypeError, AttributeError) as e:
             said = str(e).startswith(("--set ", "override "))  # names the override already
             msg = str(e) if said else f"{where} cannot be applied: {e}"
-            problems.append(doc.diagnostic((), "T021", msg))
+            # A problem of the command line: no line of the spec to point at.
+            problems.append(Diagnostic(doc.path, 0, 0, "error", "T021", msg))
     if problems:
         raise SpecError(problems)
     params = data.get("params") if isinstance(data.get("params"), dict) else {}
@@ -395,17 +462,19 @@ class Plan:
     def instances_of(self, process: str) -> list[Instance]:
         return [i for i in self.instances if i.process == process]
 
-    def context(self, instance: Instance, run_dir: Path | None) -> RunContext:
-        """What ``instance``'s target gets as ``ctx``, whatever the backend."""
+    def context(self, instance: Instance, run_dir: Path | None, attempt: int = 0) -> RunContext:
+        """What ``instance``'s target gets as ``ctx``, whatever the backend; ``attempt``
+        counts its restarts, each of which draws new random numbers."""
         return RunContext(
             name=instance.name,
             process=instance.process,
             replica=instance.replica,
             replicas=instance.replicas,
-            seed=instance.seed,
+            seed=attempt_seed(instance.seed, attempt),
             params=dict(self.params),
             run_dir=str(run_dir) if run_dir else None,
             spec_dir=str(self.spec_dir),
+            attempt=attempt,
         )
 
     def users_of(self, name: str) -> list[tuple[Instance, Binding]]:
@@ -429,6 +498,13 @@ class Plan:
 
 def instance_name(process: str, replica: int, replicas: int) -> str:
     return process if replicas == 1 else f"{process}[{replica}]"
+
+
+def attempt_seed(seed: int, attempt: int) -> int:
+    """The seed of an instance's ``attempt``-th restart: its own seed the first time,
+    then one derived from it and the attempt, so that a failure caused by a random draw
+    does not repeat on every attempt, and the run as a whole stays reproducible."""
+    return seed if attempt == 0 else derive_seed(seed, f"attempt {attempt}")
 
 
 def derive_seed(base: int, instance: str) -> int:

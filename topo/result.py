@@ -71,6 +71,7 @@ class InstanceResult:
     state: State = State.NOT_STARTED
     error: str | None = None  # the traceback, when the target raised
     pid: int | None = None
+    seeds: list[int] = field(default_factory=list)  # one per attempt: the first, each restart
 
     def to_json(self) -> dict[str, Any]:
         data = {
@@ -83,6 +84,8 @@ class InstanceResult:
         }
         if self.error is not None:
             data["error"] = self.error
+        if len(self.seeds) > 1:  # restarted: each attempt drew from its own seed
+            data["seeds"] = self.seeds
         return data
 
 

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Protocol
 
 from topo.deadlock import QUIET_S, Wait, Waiter, find_deadlock, wakers_in
 from topo.errors import PlacementError, RunError
-from topo.resolve import Instance, Plan
+from topo.resolve import Instance, Plan, attempt_seed
 from topo.result import EXIT_SIGTERM, InstanceResult, RunResult, State, Status
 from topo.timeline import Timeline
 
@@ -81,8 +81,9 @@ class Launcher(Protocol):
         """Build every channel and lock, and send every line the instances print to
         ``output`` from now on; raise ``RunError`` if that fails."""
 
-    def start(self, instance: Instance) -> int | None:
-        """Start (or restart) ``instance`` with its bound primitives; its pid if any."""
+    def start(self, instance: Instance, attempt: int = 0) -> int | None:
+        """Start (or restart: ``attempt`` > 0) ``instance`` with its bound primitives;
+        its pid if any. Its context is ``plan.context(instance, run_dir, attempt)``."""
 
     def wait(self, timeout: float) -> list[Event]:
         """The events that came within ``timeout`` seconds (at least one, or none when
@@ -450,11 +451,14 @@ class Supervisor:
             self._start(inst)
 
     def _start(self, inst: Instance) -> None:
-        pid = self.launcher.start(inst)
-        now = self.clock()
         outcome = self.outcomes[inst.name]
+        pid = self.launcher.start(inst, outcome.restarts)
+        now = self.clock()
         outcome.state, outcome.pid, outcome.exit_code = State.RUNNING, pid, None
-        self._event("restart" if outcome.restarts else "start", instance=inst.name, pid=pid)
+        seed = attempt_seed(inst.seed, outcome.restarts)
+        outcome.seeds.append(seed)
+        kind = "restart" if outcome.restarts else "start"
+        self._event(kind, instance=inst.name, pid=pid, seed=seed)
         timeout = self.plan.process_of(inst).timeout
         self.running[inst.name] = _Running(inst, now, now + timeout if timeout else None)
 

@@ -217,6 +217,27 @@ def test_bad_sweep_is_a_usage_error(run_topo: Run, lab: Path, runs: Path) -> Non
     assert not runs.exists()  # nothing ran
 
 
+@pytest.mark.timeout(60)
+def test_a_misspelled_override_is_refused_and_plus_adds_a_key(run_topo: Run, runs: Path) -> None:
+    # It ran with {'workers': 4, 'wrokers': 8} and said ok (issue 14).
+    base = ("run", str(PIPELINE), "--runs-dir", str(runs), "-q")
+    typo = run_topo(*base, "--set", "params.wrokers=8")
+    assert typo.returncode == 2, str(typo)
+    assert typo.stderr.splitlines()[0] == (
+        f"{PIPELINE}: error[T021]: --set 'params.wrokers=8': params.wrokers is not in the "
+        "spec (did you mean params.workers?); to add it, write +params.wrokers=..."
+    )
+    swept = run_topo(*base, "--sweep", "params.wrokers=1,2")
+    assert swept.returncode == 2, str(swept)
+    assert "topo: error: --sweep params.wrokers: params.wrokers is not in the spec" in swept.stderr
+    assert not runs.exists()  # nothing ran
+    added = run_topo(*base, "--json", "--set", "+params.wrokers=8", "--set", "params.items=10")
+    doc = added.ok()
+    assert doc["params"] == {"items": 10, "workers": 4, "wrokers": 8}
+    again = run_topo("rerun", "last", "-q", "--json", "--runs-dir", str(runs)).ok()
+    assert again["params"] == doc["params"]  # the record keeps the +
+
+
 # ----- runs, show, compare ---------------------------------------------------------------
 
 

@@ -11,13 +11,16 @@ Signals are sent only once the instances say on stderr that they are running.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import signal
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from unittest.mock import ANY
 
 import pytest
 
@@ -150,6 +153,31 @@ def test_restart_that_succeeds(run_topo: RunTopo, tmp_path: Path) -> None:
     assert "flaky | first attempt fails" in run.stderr
     assert "flaky exited with code 1; restart 1 of 3 in 0.1s" in run.stderr
     assert "flaky | second attempt succeeds" in run.stderr
+
+
+@pytest.mark.timeout(60)
+def test_each_restart_draws_new_random_numbers_reproducibly(
+    run_topo: RunTopo, tmp_path: Path
+) -> None:
+    # With the same seed every attempt, a failure caused by a random draw repeated on
+    # every restart (issue 14).
+    run = run_fault(run_topo, tmp_path, "reseed")
+    doc = finished(run, 0, "ok", within=STARTUP_S + 3)
+    unlucky = doc["processes"]["unlucky"]
+    seeds = unlucky["seeds"]
+    assert unlucky["restarts"] == 2 and len(set(seeds)) == 3
+    draws = re.findall(r"unlucky \| attempt (\d) seed (\d+) draw (\S+)", run.stderr)
+    assert [(int(a), int(s)) for a, s, _ in draws] == list(enumerate(seeds))
+    assert len({d for _, _, d in draws}) == 3  # a new draw each time
+    assert unlucky["result"] == [2, seeds[2], float(draws[2][2])]
+    manifest = json.loads((Path(doc["run_dir"]) / "run.json").read_text())["manifest"]
+    assert manifest["seeds"]["unlucky"] == seeds[0]  # the first attempt: the instance's
+    again = run_fault(run_topo, tmp_path, "reseed")  # the same spec and seed: the same draws
+    assert finished(again, 0, "ok", within=STARTUP_S + 3)["processes"]["unlucky"] == {
+        **unlucky,
+        "duration_s": ANY,
+        "pid": ANY,
+    }
 
 
 @pytest.mark.timeout(60)

@@ -598,3 +598,14 @@ def take_then_raise(inbox: Any, n: int) -> None:
         inbox.get()
     time.sleep(1.0)  # the writer has put everything by then
     raise RuntimeError(f"failing after taking {n}")
+
+
+def unlucky_draws(ctx: Any, failures: int) -> list[float]:
+    """Fail on the first ``failures`` attempts, saying the random draw of each."""
+    import random
+
+    draw = random.random()
+    say(f"attempt {ctx.attempt} seed {ctx.seed} draw {draw!r}")
+    if ctx.attempt < failures:
+        raise SystemExit(1)
+    return [ctx.attempt, ctx.seed, draw]

@@ -232,9 +232,9 @@ class LocalLauncher:
                 "make them smaller or free /dev/shm"
             )
 
-    def start(self, instance: Instance) -> int | None:
+    def start(self, instance: Instance, attempt: int = 0) -> int | None:
         assert self.primitives is not None and self.pump is not None
-        context = self.plan.context(instance, self.options.run_dir)
+        context = self.plan.context(instance, self.options.run_dir, attempt)
         slot = self.slots[instance.name]
         watching = self.board is not None
         bound = self.primitives.bind(instance, watch=watching)

@@ -347,11 +347,11 @@ class RayLauncher:
                 raise RunError(f"the ray backend cannot bind a {kind}")
         return bound
 
-    def start(self, instance: Instance) -> int | None:
+    def start(self, instance: Instance, attempt: int = 0) -> int | None:
         for b in instance.bindings:  # a restarted instance has its pipe ends again
             if self.plan.model(b.name).kind == "pipe":
                 self._ask("open_end", b.name, b.end if b.end is not None else 0)
-        context = self.plan.context(instance, self.options.run_dir)
+        context = self.plan.context(instance, self.options.run_dir, attempt)
         bundle = self.bundles[instance.name]
         task = self.task.options(
             name=f"topo:{instance.name}",
