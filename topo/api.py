@@ -115,6 +115,7 @@ def run(
     quiet: bool = False,
     output: OutputSink | None = None,
     status: StatusSink | None = None,
+    lifecycle: bool = False,
     watch: bool = True,
     trace: bool = True,
     spec_dir: str | Path | None = None,
@@ -132,7 +133,9 @@ def run(
     which folder or file). Failures of the instances are in the result, not raised;
     so is a record that could not be completed once they had started (the run then
     fails, and ``message`` says why). ``manifest_extra`` keys go into the record's
-    manifest (the sweep a run belongs to, the run it reruns).
+    manifest (the sweep a run belongs to, the run it reruns). ``status`` is called with
+    a StatusBoard every STATUS_INTERVAL_S; with ``lifecycle``, every start and end of an
+    instance is said to ``output`` as it happens (``worker[0] exited (0)``).
     """
     from topo.record import RunFolder
 
@@ -145,7 +148,7 @@ def run(
         raise SpecError(errors)
     for d in diagnostics:
         say("", str(d))
-    options = RunOptions(quiet=quiet, watch=watch, status=status, trace=trace)
+    options = RunOptions(quiet=quiet, watch=watch, status=status, trace=trace, lifecycle=lifecycle)
     if not record:
         return _run(plan, chosen, options, say)
     folder = RunFolder.create(

@@ -413,6 +413,7 @@ def run(
             quiet=quiet,
             output=printer,
             status=status,
+            lifecycle=status is None,
             watch=not no_watch,
             backend=backend,
             address=address,
@@ -425,8 +426,9 @@ def run(
 def _run_and_report(start: Any, as_json: bool) -> None:
     """Run ``start(printer, status)`` under the live status, print its outcome, exit."""
     printer = _Printer()
-    status = _LiveStatus(printer.console) if printer.console.is_terminal else _StatusLines(printer)
-    with status:
+    # A terminal gets the live table; elsewhere the supervisor says each start and end.
+    status = _LiveStatus(printer.console) if printer.console.is_terminal else None
+    with status or contextlib.nullcontext():
         result = start(printer, status)
     _summary(result, printer.console)
     if as_json:
@@ -471,33 +473,6 @@ class _LiveStatus:
             share = "" if r.running_share is None else f"{r.running_share:.0%}"
             table.add_row(r.name, str(r.pid or ""), r.label, str(r.restarts), cpu, up, share)
         self.live.update(table, refresh=True)
-
-
-class _StatusLines:
-    """Elsewhere: one plain line each time an instance changes state."""
-
-    def __init__(self, printer: _Printer) -> None:
-        self.printer = printer
-        self.seen: dict[str, tuple[str, int | None]] = {}
-
-    def __enter__(self) -> _StatusLines:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def __call__(self, rows: list[InstanceStatus]) -> None:
-        from topo.result import State
-
-        for r in rows:
-            seen = (r.state, r.exit_code if r.state.ended else None)
-            if self.seen.get(r.name) != seen:
-                self.seen[r.name] = seen
-                if r.state == State.RUNNING:
-                    where = f" (pid {r.pid})" if r.pid is not None else ""
-                    self.printer("", f"{r.name} running{where}")
-                elif r.state != State.NOT_STARTED:
-                    self.printer("", f"{r.name} {r.label}")
 
 
 def _summary(result: Any, console: Any) -> None:
@@ -605,26 +580,39 @@ def _run_sweep(
     printer = _Printer()
     console = printer.console
 
+    def quiet_output(name: str, line: str) -> None:
+        # -q: one line per run; each run's bottleneck is in its record (topo show)
+        if name or not line.startswith("bottleneck: "):
+            printer(name, line)
+
     def run_one(plan: Any, **options: Any) -> Any:
-        status = _LiveStatus(console) if console.is_terminal else _StatusLines(printer)
-        with status:
+        status = _LiveStatus(console) if console.is_terminal else None
+        with status or contextlib.nullcontext():
             return run_spec(
                 plan,
                 **options,
                 quiet=quiet,
-                output=printer,
+                output=quiet_output if quiet else printer,
                 status=status,
+                lifecycle=status is None and not quiet,  # -q: one line per run, below
                 watch=watch,
                 backend=backend,
                 address=address,
                 trace=trace,
             )
 
-    def on_start(sweep: Sweep, entry: SweepRun, total: int) -> None:
+    def described(sweep: Sweep, entry: SweepRun, total: int) -> str:
         point = " ".join(point_overrides(entry.point)) or "(no sweep axes)"
         again = f", repeat {entry.repeat + 1}/{sweep.repeat}" if sweep.repeat > 1 else ""
         seed_text = f", seed {entry.seed}" if entry.seed is not None else ", fresh seed"
-        console.print(f"topo: sweep run {entry.index}/{total}: {point}{again}{seed_text}")
+        return f"topo: sweep run {entry.index}/{total}: {point}{again}{seed_text}"
+
+    planned = {"runs": 0}
+
+    def on_start(sweep: Sweep, entry: SweepRun, total: int) -> None:
+        planned["runs"] = total
+        if not quiet:  # with -q, one line per run: its end says what it was
+            console.print(described(sweep, entry, total), markup=False)
 
     def on_end(sweep: Sweep, entry: SweepRun) -> None:
         if entry.invalid is not None:
@@ -632,7 +620,12 @@ def _run_sweep(
         elif entry.result is not None:
             r = entry.result
             why = f": {r.message}" if r.message else ""
-            console.print(f"topo: sweep run {entry.index}: {r.status} in {r.duration_s:.2f}s{why}")
+            outcome = f"{r.status} in {r.duration_s:.2f}s{why}"
+            if quiet:
+                line = f"{described(sweep, entry, planned['runs'])}: {outcome}"
+                console.print(line, markup=False)
+            else:
+                console.print(f"topo: sweep run {entry.index}: {outcome}", markup=False)
 
     sweep = run_sweep(
         spec,
@@ -988,6 +981,7 @@ def rerun(
                 quiet=quiet,
                 output=printer,
                 status=status,
+                lifecycle=status is None,
                 backend=backend,
                 address=address,
             )

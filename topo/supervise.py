@@ -175,6 +175,7 @@ StatusSink = Callable[[list[InstanceStatus]], None]  # given a StatusBoard
 class RunOptions:
     run_dir: Path | None = None  # where instance logs go; None: not recorded
     quiet: bool = False  # hide the instances' own output on the terminal
+    lifecycle: bool = False  # say each start and end of an instance, as it happens (a pipe)
     watch: bool = True  # instrument channels and locks for run-time deadlock detection
     trace: bool = True  # keep the timeline: trace.json, channel flow, shares, bottleneck
     status: StatusSink | None = None  # called about every STATUS_INTERVAL_S while running
@@ -459,6 +460,8 @@ class Supervisor:
         outcome.seeds.append(seed)
         kind = "restart" if outcome.restarts else "start"
         self._event(kind, instance=inst.name, pid=pid, seed=seed)
+        if self.options.lifecycle:
+            self.say("", f"{inst.name} running" + (f" (pid {pid})" if pid is not None else ""))
         timeout = self.plan.process_of(inst).timeout
         self.running[inst.name] = _Running(inst, now, now + timeout if timeout else None)
 
@@ -473,17 +476,25 @@ class Supervisor:
         self._event("exit", instance=name, exit_code=code)
         if code == 0:
             outcome.state = State.EXITED
-            return
-        if stopped_as is not None:
+        elif stopped_as is not None:
             outcome.state = stopped_as
-            return
-        outcome.state = State.KILLED if code is not None and code < 0 else State.FAILED
+        else:
+            outcome.state = State.KILLED if code is not None and code < 0 else State.FAILED
         process = self.plan.process_of(run.instance)
+        restarting = (
+            outcome.state in (State.KILLED, State.FAILED)
+            and process.restart == "on-failure"
+            and outcome.restarts < process.max_restarts
+        )
+        if self.options.lifecycle and not restarting:  # a restart says so itself
+            self.say("", f"{name} {outcome.state} ({code})")
+        if outcome.state in (State.EXITED, stopped_as):
+            return
         broken = self._broken_by(name, code)
         if broken:
             self._end("failed", broken)
             return
-        if process.restart == "on-failure" and outcome.restarts < process.max_restarts:
+        if restarting:
             self._restart(run.instance, code)
             return
         if process.daemon and all(self._daemon(n) for n in self.running):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import signal
 import textwrap
 from collections.abc import Callable
@@ -236,6 +237,33 @@ def test_a_misspelled_override_is_refused_and_plus_adds_a_key(run_topo: Run, run
     assert doc["params"] == {"items": 10, "workers": 4, "wrokers": 8}
     again = run_topo("rerun", "last", "-q", "--json", "--runs-dir", str(runs)).ok()
     assert again["params"] == doc["params"]  # the record keeps the +
+
+
+@pytest.mark.timeout(60)
+def test_every_lifecycle_line_in_order_in_a_pipe(run_topo: Run, runs: Path) -> None:
+    # Piped, `-q 2>&1 | grep -c exited` gave 0 to 3 of 6 (lines came from samples).
+    run = run_topo("run", str(PIPELINE), "--runs-dir", str(runs), "-q")
+    assert run.returncode == 0, str(run)
+    lines = [line for line in run.stderr.splitlines() if line.startswith("topo: ")]
+    names = ["producer", *(f"worker[{i}]" for i in range(4)), "collector"]
+    for name in names:
+        started = lines.index(next(x for x in lines if x.startswith(f"topo: {name} running")))
+        assert lines.index(f"topo: {name} exited (0)") > started
+    assert sum(line.endswith("exited (0)") for line in lines) == 6
+
+
+@pytest.mark.timeout(60)
+def test_a_quiet_sweep_says_one_line_per_run(run_topo: Run, runs: Path) -> None:
+    run = run_topo(
+        "run", str(PIPELINE), "--runs-dir", str(runs), "-q", "--sweep", "params.workers=1,2"
+    )
+    assert run.returncode == 0, str(run)
+    lines = [line for line in run.stderr.splitlines() if line.startswith("topo: ")]
+    assert [re.sub(r"in [0-9.]+s", "in Ts", line) for line in lines[:2]] == [
+        "topo: sweep run 1/2: params.workers=1, seed 1234: ok in Ts",
+        "topo: sweep run 2/2: params.workers=2, seed 1234: ok in Ts",
+    ]
+    assert lines[2].startswith("topo: sweep recorded in ")
 
 
 # ----- runs, show, compare ---------------------------------------------------------------

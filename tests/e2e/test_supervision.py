@@ -151,8 +151,14 @@ def test_restart_that_succeeds(run_topo: RunTopo, tmp_path: Path) -> None:
     assert (flaky["state"], flaky["exit_code"], flaky["restarts"]) == ("exited", 0, 1)
     assert flaky["result"] == "second try"
     assert "flaky | first attempt fails" in run.stderr
-    assert "flaky exited with code 1; restart 1 of 3 in 0.1s" in run.stderr
     assert "flaky | second attempt succeeds" in run.stderr
+    said = [line for line in run.stderr.splitlines() if line.startswith("topo: flaky")]
+    assert [re.sub(r"pid \d+", "pid N", line) for line in said] == [  # in order, in a pipe
+        "topo: flaky running (pid N)",
+        "topo: flaky exited with code 1; restart 1 of 3 in 0.1s",
+        "topo: flaky running (pid N)",
+        "topo: flaky exited (0)",
+    ]
 
 
 @pytest.mark.timeout(60)
