@@ -508,3 +508,55 @@ def test_run_in_a_pipe_prints_a_plain_summary_without_importing_rich(tmp_path: P
     assert producer.index("exited") == header.index("state")  # aligned columns
     assert not any(c in done.stderr for c in "┃│━")
     assert lines[-1] == "NO RICH"
+
+
+def test_version(runner: CliRunner) -> None:
+    import topo
+
+    for flag in ("--version", "-V"):
+        result = runner.invoke(app, [flag])
+        assert result.exit_code == 0
+        assert result.output.startswith(f"topo {topo.__version__} (Python ")
+
+
+def test_help_names_values_in_words(runner: CliRunner) -> None:
+    for command in ("run", "validate", "runs", "show", "rerun", "graph", "init", "report"):
+        text = runner.invoke(app, [command, "--help"]).output
+        assert "<list" not in text and "<int" not in text and "<str>" not in text, command
+    run_help = runner.invoke(app, ["run", "--help"]).output
+    for shown in ("--set KEY=VALUE", "--seed N", "--runs-dir PATH", "--sweep KEY=V1,V2,..."):
+        assert shown in run_help
+
+
+def test_shell_completion_is_typer_s(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["--show-completion", "bash"])
+    assert result.exit_code == 0
+    assert "_topo_completion" in result.output and "complete " in result.output
+
+
+@pytest.mark.timeout(60)
+def test_init_writes_a_starter_that_runs(tmp_path: Path) -> None:
+    folder = tmp_path / "new"
+    topo_cli = [sys.executable, "-m", "topo"]
+    done = subprocess.run([*topo_cli, "init", str(folder)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    spec = folder / "starter.yaml"
+    assert spec.read_text().startswith("# A topo spec")  # commented
+    assert "def produce(" in (folder / "starter.py").read_text()
+    ran = subprocess.run(
+        [*topo_cli, "run", str(spec), "--json", "-q", "--runs-dir", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    doc = json.loads(ran.stdout)
+    assert doc["processes"]["collector"]["result"] == sum(i * i for i in range(100))
+    again = subprocess.run([*topo_cli, "init", str(folder)], capture_output=True, text=True)
+    assert again.returncode == 2  # overwrites nothing
+    assert "already exist: topo init overwrites nothing" in again.stderr
+    named = subprocess.run(
+        [*topo_cli, "init", str(folder), "--name", "my_lab"], capture_output=True, text=True
+    )
+    assert named.returncode == 0 and (folder / "my_lab.yaml").exists()
+    assert "target: my_lab:produce" in (folder / "my_lab.yaml").read_text()

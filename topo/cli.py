@@ -34,16 +34,61 @@ app = typer.Typer(
     name="topo",
     help="Declarative runner for Python multiprocessing topologies.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish...)
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain click help: rich's help renderer costs ~0.2 s to import
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
+def _argument_metavar_alone() -> None:
+    """An argument with a metavar is shown by it alone (``SPEC...``), as an option is:
+    typer appends its Python type (``SPEC... <list[Path]>``) to arguments only."""
+    from typer.core import TyperArgument
+
+    shown = getattr(TyperArgument, "display_type_rich", None)
+    if shown is None:  # another typer: leave its help as it is
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if self.metavar else shown(self, ctx)
+
+    TyperArgument.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_argument_metavar_alone()
+
+
+def _version(asked: bool) -> None:
+    if asked:
+        import platform
+
+        from topo import __version__
+
+        print(f"topo {__version__} (Python {platform.python_version()})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _topo(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", callback=_version, is_eager=True, help="Print topo's version."
+        ),
+    ] = False,
+) -> None:
+    """Declarative runner for Python multiprocessing topologies."""
+
+
 # Options several commands share.
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a key: dotted.path=value (repeatable)."),
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a key: dotted.path=value, +dotted.path=value to add one (repeatable).",
+    ),
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Hide the instances' own output.")]
 RunJsonOption = Annotated[
@@ -53,6 +98,7 @@ BackendOption = Annotated[
     str | None,
     typer.Option(
         "--backend",
+        metavar="NAME",
         help="Where to run: local or ray [default: $TOPO_BACKEND or local].",
         show_default=False,
     ),
@@ -61,6 +107,7 @@ AddressOption = Annotated[
     str | None,
     typer.Option(
         "--address",
+        metavar="ADDRESS",
         help="With --backend ray: the cluster (auto, HOST:PORT, ray://...) "
         "[default: $TOPO_ADDRESS, else a local Ray started for the run].",
         show_default=False,
@@ -293,15 +340,20 @@ def _command(**options: Any) -> Callable[[Callable[..., None]], Callable[..., No
 
 @_command()
 def validate(
-    specs: Annotated[list[Path], typer.Argument(help="Spec files to check.", show_default=False)],
+    specs: Annotated[
+        list[Path],
+        typer.Argument(metavar="SPEC", help="Spec files to check.", show_default=False),
+    ],
     set_: SetOption = None,
     strict: Annotated[bool, typer.Option(help="Treat warnings as errors.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print diagnostics as JSON.")] = False,
     select: Annotated[
-        list[str] | None, typer.Option(help="Only these warning codes (or prefixes).")
+        list[str] | None,
+        typer.Option(metavar="CODE", help="Only these warning codes (or prefixes)."),
     ] = None,
     ignore: Annotated[
-        list[str] | None, typer.Option(help="Skip these warning codes (or prefixes).")
+        list[str] | None,
+        typer.Option(metavar="CODE", help="Skip these warning codes (or prefixes)."),
     ] = None,
 ) -> None:
     """Check specs without running them: exit 0 when there are no errors, 2 otherwise."""
@@ -331,14 +383,20 @@ def validate(
 
 @_command()
 def run(
-    spec: Annotated[Path, typer.Argument(help="The spec file to run.", show_default=False)],
+    spec: Annotated[
+        Path, typer.Argument(metavar="SPEC", help="The spec file to run.", show_default=False)
+    ],
     set_: SetOption = None,
     as_json: RunJsonOption = False,
     quiet: QuietOption = False,
-    seed: Annotated[int | None, typer.Option(help="Base seed (overrides the spec's).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(metavar="N", help="Base seed (overrides the spec's).")
+    ] = None,
     runs_dir: Annotated[
         Path | None,
-        typer.Option(help="Where run records go [default: $TOPO_RUNS_DIR or ./runs]."),
+        typer.Option(
+            metavar="PATH", help="Where run records go [default: $TOPO_RUNS_DIR or ./runs]."
+        ),
     ] = None,
     no_record: Annotated[
         bool, typer.Option("--no-record", help="Do not write a run directory.")
@@ -351,19 +409,27 @@ def run(
         list[str] | None,
         typer.Option(
             "--sweep",
+            metavar="KEY=V1,V2,...",
             help="Run once per value: dotted.path=v1,v2,... (repeatable: the cartesian product).",
         ),
     ] = None,
     repeat: Annotated[
         int,
-        typer.Option(help="Run each sweep point this many times, seeds base+0, base+1, ...", min=1),
+        typer.Option(
+            metavar="N",
+            help="Run each sweep point this many times, seeds base+0, base+1, ...",
+            min=1,
+        ),
     ] = 1,
     keep_going: Annotated[
         bool, typer.Option("--keep-going", help="Sweeps: go on after a run that fails.")
     ] = False,
     report: Annotated[
         list[str] | None,
-        typer.Option(help="Sweeps: show the results of this process or instance (repeatable)."),
+        typer.Option(
+            metavar="INSTANCE",
+            help="Sweeps: show the results of this process or instance (repeatable).",
+        ),
     ] = None,
     backend: BackendOption = None,
     address: AddressOption = None,
@@ -504,6 +570,8 @@ def _summary(result: Any, console: Any) -> None:
         console.print(table)
     else:
         console.print(_plain_table(title, headers, rows), markup=False)
+    for key, value in result.state.items():  # the final values, arrays, dicts...
+        console.print(f"state {key} = {_short(value, 100)}", markup=False)
     if result.message:
         console.print(f"topo: {result.message}")
     if result.run_dir:
@@ -518,15 +586,53 @@ def _summary(result: Any, console: Any) -> None:
 
 
 @_command()
+def init(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FOLDER", help="Where to write them [default: here].", show_default=False
+        ),
+    ] = Path("."),
+    name: Annotated[
+        str,
+        typer.Option(metavar="NAME", help="The spec's name, and its files' (NAME.yaml, NAME.py)."),
+    ] = "starter",
+) -> None:
+    """Write a commented starter spec and the module of its targets, ready to run."""
+    from importlib.resources import files
+
+    from topo.errors import UsageError
+
+    if not name.isidentifier():
+        raise UsageError(f"--name {name!r}: the name of a Python module, such as my_pipeline")
+    spec, module = folder / f"{name}.yaml", folder / f"{name}.py"
+    existing = [str(p) for p in (spec, module) if p.exists()]
+    if existing:
+        raise UsageError(f"{' and '.join(existing)} already exist: topo init overwrites nothing")
+    templates = files("topo") / "starter"
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, template in ((spec, "spec.yaml.tmpl"), (module, "targets.py.tmpl")):
+        text = (templates / template).read_text(encoding="utf-8")
+        path.write_text(text.replace("__NAME__", name), encoding="utf-8")
+    console = _stderr()
+    console.print(f"topo: wrote {spec} and {module}; run it: topo run {spec}", markup=False)
+
+
+@_command()
 def graph(
-    spec: Annotated[Path, typer.Argument(help="The spec file to draw.", show_default=False)],
+    spec: Annotated[
+        Path, typer.Argument(metavar="SPEC", help="The spec file to draw.", show_default=False)
+    ],
     set_: SetOption = None,
     format_: Annotated[
-        str, typer.Option("--format", "-f", help="mermaid or dot (for text output).")
+        str,
+        typer.Option("--format", "-f", metavar="FORMAT", help="mermaid or dot (for text output)."),
     ] = "mermaid",
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Render to .svg, .png or .pdf with Graphviz."),
+        typer.Option(
+            "--output", "-o", metavar="PATH", help="Render to .svg, .png or .pdf with Graphviz."
+        ),
     ] = None,
 ) -> None:
     """Print the topology as Mermaid or DOT, or render it to an image with Graphviz."""
@@ -666,7 +772,9 @@ def _sweep_table(sweep: Any, console: Any) -> None:
     console.print(f"topo: sweep recorded in {sweep.sweep_dir} (summary.csv)")
 
 
-_RUNS_DIR_OPTION = typer.Option(help="Where run records are [default: $TOPO_RUNS_DIR or ./runs].")
+_RUNS_DIR_OPTION = typer.Option(
+    metavar="PATH", help="Where run records are [default: $TOPO_RUNS_DIR or ./runs]."
+)
 
 
 def _when(started_at: str) -> str:
@@ -689,8 +797,12 @@ def _short(value: Any, width: int = 60) -> str:
 
 @_command()
 def runs(
-    name: Annotated[str | None, typer.Option(help="Only runs of this spec name.")] = None,
-    last: Annotated[int | None, typer.Option(help="Only the N most recent runs.", min=1)] = None,
+    name: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Only runs of this spec name.")
+    ] = None,
+    last: Annotated[
+        int | None, typer.Option(metavar="N", help="Only the N most recent runs.", min=1)
+    ] = None,
     runs_dir: Annotated[Path | None, _RUNS_DIR_OPTION] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
 ) -> None:
@@ -853,7 +965,12 @@ def report(
     ],
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="The HTML file [default: report.html in the run]."),
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="PATH",
+            help="The HTML file [default: report.html in the run].",
+        ),
     ] = None,
     runs_dir: Annotated[Path | None, _RUNS_DIR_OPTION] = None,
 ) -> None:
@@ -932,7 +1049,12 @@ def show(
         )
     console.print(table)
     for key, value in (s.get("state") or {}).items():
-        console.print(f"  state {key} = {_short(value, 100)}")
+        console.print(f"  state {key} = {_short(value, 100)}", markup=False)
+    for instance, r in (s.get("processes") or {}).items():
+        if r.get("error"):  # what its target raised: the traceback from the user's code
+            console.print(f"  {instance} raised:", markup=False)
+            for line in str(r["error"]).rstrip().splitlines():
+                console.print(f"    {line}", markup=False)
     folder = rec.folder
     console.print(f"  logs      {folder.log_file('<instance>')}, events in {folder.events_file}")
 

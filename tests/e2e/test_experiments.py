@@ -266,6 +266,26 @@ def test_a_quiet_sweep_says_one_line_per_run(run_topo: Run, runs: Path) -> None:
     assert lines[2].startswith("topo: sweep recorded in ")
 
 
+@pytest.mark.timeout(60)
+def test_the_summary_shows_the_final_state_and_show_the_exception(
+    run_topo: Run, runs: Path
+) -> None:
+    values = REPO / "specs" / "shared_value.yaml"
+    run = run_topo("run", str(values), "--runs-dir", str(runs), "-q", "--json")
+    doc = run.ok()
+    for key, value in doc["state"].items():  # in the human summary too, not only JSON
+        assert f"state {key} = {json.dumps(value)}" in run.stderr.splitlines()
+    faults = REPO / "tests" / "e2e" / "faults"
+    failed = run_topo("run", str(faults / "raises.yaml"), "--runs-dir", str(runs), "-q")
+    assert failed.returncode == 1, str(failed)
+    shown = run_topo("show", "last", "--runs-dir", str(runs))
+    assert shown.returncode == 0, str(shown)
+    lines = shown.stderr.splitlines()
+    at = lines.index("  boom raised:")  # not only its exit code
+    assert any(line.strip() == "ValueError: kaboom" for line in lines[at:])
+    assert any("raise ValueError(message)" in line for line in lines[at:])
+
+
 # ----- runs, show, compare ---------------------------------------------------------------
 
 
