@@ -317,6 +317,7 @@ class FakeRun:
     def __init__(self, fail_when: Callable[[dict[str, Any]], bool] = lambda p: False) -> None:
         self.calls: list[tuple[dict[str, Any], int]] = []
         self.fail_when = fail_when
+        self.result: Callable[[dict[str, Any], int], Any] = lambda p, s: {"n": p["items"]}
 
     def __call__(
         self, plan: Any, *, runs_dir: Path, manifest_extra: dict[str, Any] | None = None
@@ -331,10 +332,34 @@ class FakeRun:
             plan.seed,
             params,
             run_dir=str(folder.path),
-            processes={"w": InstanceResult(0, {"n": params["items"]}, state="exited")},
+            processes={"w": InstanceResult(0, self.result(params, plan.seed), state="exited")},
         )
         folder.finish(result)
         return result
+
+
+def test_sweep_statistics_over_repeats(tmp_path: Path, write_spec: Callable[..., Path]) -> None:
+    spec = write_spec(tmp_path, SPEC)
+
+    def value(params: dict[str, Any], seed: int) -> Any:  # a number that varies by repeat
+        return {"x": params["workers"] * 10 + seed % 100, "tag": "text", "on": True}
+
+    fake = FakeRun()
+    fake.result = value
+    sweep = ex.run_sweep(
+        spec, ["params.workers=1,2"], repeat=3, runs_dir=tmp_path / "runs", report=["w"], run=fake
+    )
+    stats = {s.point["params.workers"]: s for s in sweep.statistics()}
+    one = stats["1"].measures
+    assert stats["1"].ok == 3
+    assert set(one) == {"duration_s", "w.x"}  # text and bools are not measures
+    # seeds 100, 101, 102: x = 10, 11, 12
+    assert (one["w.x"].mean, one["w.x"].min, one["w.x"].max, one["w.x"].n) == (11.0, 10, 12, 3)
+    assert one["w.x"].std == pytest.approx(1.0)
+    assert one["w.x"].text() == "11 ± 1 [10, 12]"
+    assert stats["2"].measures["w.x"].mean == 21.0
+    saved = json.loads((sweep.sweep_dir / "sweep.json").read_text(encoding="utf-8"))
+    assert saved["statistics"][0]["measures"]["w.x"]["mean"] == 11.0
 
 
 def test_run_sweep_runs_every_point_with_repeat_seeds(

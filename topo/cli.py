@@ -769,7 +769,27 @@ def _sweep_table(sweep: Any, console: Any) -> None:
         style = None if values["status"] == "ok" else "bold red"
         table.add_row(*(values[c] for c in shown), style=style)
     console.print(table)
+    if sweep.repeat > 1:
+        _sweep_statistics(sweep, console)
     console.print(f"topo: sweep recorded in {sweep.sweep_dir} (summary.csv)")
+
+
+def _sweep_statistics(sweep: Any, console: Any) -> None:
+    """Each point over its repeats: mean ± standard deviation [min, max] of each number."""
+    stats = sweep.statistics()
+    keys = [a.key for a in sweep.axes]
+    measured = list(dict.fromkeys(m for s in stats for m in s.measures))
+    headers = [*keys, "ok", *measured]
+    rows = [
+        [
+            *(s.point[k] for k in keys),
+            f"{s.ok}/{sweep.repeat}",
+            *(s.measures[m].text() if m in s.measures else "" for m in measured),
+        ]
+        for s in stats
+    ]
+    title = f"over {sweep.repeat} repeats: mean ± standard deviation [min, max]"
+    console.print(_plain_table(title, headers, rows), markup=False)
 
 
 _RUNS_DIR_OPTION = typer.Option(

@@ -21,8 +21,9 @@ import io
 import itertools
 import json
 import re
+import statistics
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,56 @@ def point_overrides(point: Mapping[str, Any]) -> list[str]:
     return [override_text(item) for item in point.items()]
 
 
+_NOT_MEASURES = ("run", "repeat", "seed", "status", "run_dir")
+
+
+def _number(text: str) -> float | None:
+    """A reported value as a number, if it is one (not a bool, not NaN)."""
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return None
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One reported number over a point's repeats."""
+
+    mean: float
+    std: float  # of the sample (n - 1); 0 for one value
+    min: float
+    max: float
+    n: int
+
+    @classmethod
+    def of(cls, numbers: list[float]) -> Measure:
+        std = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
+        return cls(statistics.fmean(numbers), std, min(numbers), max(numbers), len(numbers))
+
+    def text(self) -> str:
+        """``1.25 ± 0.03 [1.21, 1.29]``: numbers kept whole, to 4 significant digits."""
+        return f"{self.mean:.4g} ± {self.std:.2g} [{self.min:.4g}, {self.max:.4g}]"
+
+
+@dataclass(frozen=True)
+class PointStats:
+    """A sweep point's measures over its repeats that ended ok."""
+
+    point: dict[str, str]
+    ok: int  # how many of its repeats ended ok
+    measures: dict[str, Measure]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "point": self.point,
+            "ok": self.ok,
+            "measures": {k: asdict(m) for k, m in self.measures.items()},
+        }
+
+
 @dataclass
 class SweepRun:
     """One run of a sweep: its point, repeat index and seed, and how it went."""
@@ -200,6 +251,28 @@ class Sweep:
             header.append("run_dir")
         return header, [[row.get(c, "") for c in header] for row in rows]
 
+    def statistics(self) -> list[PointStats]:
+        """Per sweep point, over its repeats that ended ok: mean, standard deviation
+        (of the sample, n - 1), min and max of every number reported (the run's
+        duration, and each ``--report`` column that holds a number)."""
+        header, rows = self.table()
+        keys = [a.key for a in self.axes]
+        numeric = [c for c in header if c == "duration_s" or c not in _NOT_MEASURES + tuple(keys)]
+        points: dict[tuple[str, ...], list[dict[str, str]]] = {}
+        for row in rows:
+            values = dict(zip(header, row, strict=True))
+            if values["status"] == "ok":
+                points.setdefault(tuple(values[k] for k in keys), []).append(values)
+        out = []
+        for point, runs in points.items():
+            measures: dict[str, Measure] = {}
+            for column in numeric:
+                numbers = [n for n in (_number(r.get(column, "")) for r in runs) if n is not None]
+                if numbers:
+                    measures[column] = Measure.of(numbers)
+            out.append(PointStats(dict(zip(keys, point, strict=True)), len(runs), measures))
+        return out
+
     def csv_text(self) -> str:
         header, rows = self.table()
         out = io.StringIO()
@@ -219,6 +292,7 @@ class Sweep:
             "seeds": self.seeds,
             "base_seed": self.base_seed,
             "runs": [r.to_json(self.name) for r in self.runs],
+            **({"statistics": [s.to_json() for s in self.statistics()]} if self.repeat > 1 else {}),
         }
 
     def save(self) -> None:
