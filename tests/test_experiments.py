@@ -449,8 +449,10 @@ def test_run_sweep_records_an_invalid_point(
     )
     assert [r.status for r in sweep.runs] == ["ok", "invalid"]
     assert sweep.exit_code == 2
-    invalid = sweep.to_json()["runs"][1]  # the "invalid" document, plus point, repeat, seed
-    assert set(invalid) == {"point", "repeat", "name", "status", "exit_code", "diagnostics", "seed"}
+    invalid = sweep.to_json()["runs"][1]  # the "invalid" document, plus its place and seed
+    assert set(invalid) == {
+        "index", "point", "repeat", "name", "status", "exit_code", "diagnostics", "seed"
+    }  # fmt: skip
     assert (invalid["name"], invalid["status"], invalid["exit_code"]) == ("tiny", "invalid", 2)
     assert [d["code"] for d in invalid["diagnostics"]] == ["T011"]
 

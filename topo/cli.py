@@ -677,11 +677,14 @@ def _run_sweep(
     backend: str | None = None,
     address: str | None = None,
     trace: bool = True,
+    failed_of: Path | None = None,
 ) -> None:
+    """Run a sweep, or with ``failed_of``, the points of that recorded sweep that did
+    not end ok; say how each run went and print the summary."""
     from functools import partial
 
     from topo.api import run as run_spec
-    from topo.experiments import Sweep, SweepRun, point_overrides, run_sweep
+    from topo.experiments import Sweep, SweepRun, point_overrides, rerun_failed, run_sweep
 
     printer = _Printer()
     console = printer.console
@@ -733,19 +736,22 @@ def _run_sweep(
             else:
                 console.print(f"topo: sweep run {entry.index}: {outcome}", markup=False)
 
-    sweep = run_sweep(
-        spec,
-        axes,
-        overrides,
-        repeat=repeat,
-        seed=seed,
-        runs_dir=runs_dir,
-        keep_going=keep_going,
-        report=report,
-        run=partial(run_one),
-        on_start=on_start,
-        on_end=on_end,
-    )
+    if failed_of is not None:
+        sweep = rerun_failed(failed_of, run=partial(run_one), on_start=on_start, on_end=on_end)
+    else:
+        sweep = run_sweep(
+            spec,
+            axes,
+            overrides,
+            repeat=repeat,
+            seed=seed,
+            runs_dir=runs_dir,
+            keep_going=keep_going,
+            report=report,
+            run=partial(run_one),
+            on_start=on_start,
+            on_end=on_end,
+        )
     _sweep_table(sweep, console)
     if as_json:
         print(json.dumps(sweep.to_json()))
@@ -1093,16 +1099,48 @@ def rerun(
     runs_dir: Annotated[Path | None, _RUNS_DIR_OPTION] = None,
     backend: BackendOption = None,
     address: AddressOption = None,
+    failed: Annotated[
+        bool,
+        typer.Option(
+            "--failed",
+            help="RUN is a sweep (its folder, id, or last): run again the points that did "
+            "not end ok, into the same sweep.",
+        ),
+    ] = False,
 ) -> None:
     """Run a recorded run again: its resolved spec, the same seeds, targets from its folder.
 
     Says on stderr when the code differs from the record (git commit, uncommitted
     changes, target files). With --set, the spec as written is resolved again with the
-    recorded overrides followed by the new ones.
+    recorded overrides followed by the new ones. With --failed, RUN is a sweep, and its
+    points that did not end ok (or never ran) run again with their numbers and seeds.
     """
-    from topo.experiments import find_run, prepare_rerun
+    from topo.experiments import find_run, find_sweep, prepare_rerun
     from topo.experiments import rerun as rerun_record
 
+    if failed:
+        if set_:
+            from topo.errors import UsageError
+
+            raise UsageError("--failed reruns a sweep as it was made: drop --set")
+        folder = find_sweep(run_ref, runs_dir)
+        _run_sweep(
+            folder,
+            [],
+            [],
+            repeat=1,
+            seed=None,
+            runs_dir=runs_dir,
+            keep_going=True,
+            report=[],
+            as_json=as_json,
+            quiet=quiet,
+            watch=True,
+            backend=backend,
+            address=address,
+            failed_of=folder,
+        )
+        return
     rec = find_run(run_ref, runs_dir)
     with _errors(as_json, rec.name):  # from here on, a JSON document is named after the run
         prepared = prepare_rerun(rec, set_ or [])

@@ -193,7 +193,7 @@ class SweepRun:
     def to_json(self, name: str | None = None) -> dict[str, Any]:
         """The run's ``topo run --json`` document (for an invalid point, the "invalid"
         document of ``outcome_document`` with the point's seed), plus point and repeat."""
-        data: dict[str, Any] = {"point": self.point, "repeat": self.repeat}
+        data: dict[str, Any] = {"index": self.index, "point": self.point, "repeat": self.repeat}
         if self.result is not None:
             data.update(self.result.to_json())
         else:
@@ -215,6 +215,39 @@ class Sweep:
     base_seed: int | None
     report: list[str] = field(default_factory=list)
     runs: list[SweepRun] = field(default_factory=list)
+    spec: str = ""  # the spec file it was made from, and the --set texts of every point
+    overrides: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, sweep_dir: Path) -> Sweep:
+        """A recorded sweep, from its sweep.json (``UsageError`` if there is none, or it
+        predates the keys a rerun needs)."""
+        path = sweep_dir / SweepFolder.JSON
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise UsageError(f"{sweep_dir} holds no readable sweep.json: {e}") from None
+        if not data.get("spec"):
+            raise UsageError(f"{path} does not say which spec made the sweep: run it again")
+        runs: list[SweepRun] = []
+        for doc in data.get("runs", []):
+            index = int(doc.get("index") or len(runs) + 1)
+            entry = SweepRun(index, doc["point"], doc["repeat"], doc.get("seed"))
+            if doc.get("status") != "invalid":
+                entry.result = RunResult.from_json(doc)
+            runs.append(entry)
+        return cls(
+            name=data["name"],
+            sweep_dir=sweep_dir,
+            axes=[Axis(k, tuple(v)) for k, v in data["axes"].items()],
+            repeat=data["repeat"],
+            seeds=data["seeds"],
+            base_seed=data.get("base_seed"),
+            report=list(data.get("report", [])),
+            runs=runs,
+            spec=data["spec"],
+            overrides=list(data.get("overrides", [])),
+        )
 
     @property
     def exit_code(self) -> int:
@@ -291,6 +324,9 @@ class Sweep:
             "repeat": self.repeat,
             "seeds": self.seeds,
             "base_seed": self.base_seed,
+            "report": self.report,
+            "spec": self.spec,
+            "overrides": self.overrides,
             "runs": [r.to_json(self.name) for r in self.runs],
             **({"statistics": [s.to_json() for s in self.statistics()]} if self.repeat > 1 else {}),
         }
@@ -389,39 +425,115 @@ def run_sweep(
         base_seed=base_seed,
         report=list(report),
     )
-    total = len(points) * repeat
-    for point in points:
-        for r in range(repeat):
-            sets: list[Override] = [*base, *point.items()]  # the point's values as they are
-            run_seed = None if base_seed is None else base_seed + r
-            entry = SweepRun(len(sweep.runs) + 1, point, r, run_seed)
-            sweep.runs.append(entry)
-            if on_start is not None:
-                on_start(sweep, entry, total)
-            in_sweep = {
-                "dir": str(sweep.sweep_dir),
-                "index": entry.index,
-                "point": point,
-                "repeat": r,
-                "seeds": sweep.seeds,
-            }
-            try:
-                point_plan = api.load(spec, sets, seed=run_seed)
-                entry.seed = point_plan.seed
-                entry.result = run_fn(
-                    point_plan, runs_dir=sweep.sweep_dir, manifest_extra={"sweep": in_sweep}
-                )
-            except SpecError as e:
-                entry.invalid = e
-            sweep.save()
-            if on_end is not None:
-                on_end(sweep, entry)
-            if entry.status == "interrupted" or (entry.exit_code != 0 and not keep_going):
-                return sweep
+    sweep.spec = str(Path(spec).resolve())
+    sweep.overrides = [override_text(item) for item in base]
+    entries = [
+        SweepRun(i + 1, point, r, None if base_seed is None else base_seed + r)
+        for i, (point, r) in enumerate(itertools.product(points, range(repeat)))
+    ]
+    _run_entries(sweep, entries, run_fn, keep_going, on_start, on_end)
+    return sweep
+
+
+def _run_entries(
+    sweep: Sweep,
+    entries: list[SweepRun],
+    run_fn: Callable[..., RunResult],
+    keep_going: bool,
+    on_start: Callable[[Sweep, SweepRun, int], None] | None,
+    on_end: Callable[[Sweep, SweepRun], None] | None,
+) -> None:
+    """Run ``entries`` one after another into ``sweep`` (each replaces the run of the
+    same index, if any), saving the summary after each; stop as ``run_sweep`` says."""
+    from topo import api
+
+    total = len(expand_sweep(sweep.axes)) * sweep.repeat
+    for entry in entries:
+        sweep.runs = sorted(
+            [r for r in sweep.runs if r.index != entry.index] + [entry], key=lambda r: r.index
+        )
+        if on_start is not None:
+            on_start(sweep, entry, total)
+        in_sweep = {
+            "dir": str(sweep.sweep_dir),
+            "index": entry.index,
+            "point": entry.point,
+            "repeat": entry.repeat,
+            "seeds": sweep.seeds,
+        }
+        sets: list[Override] = [*sweep.overrides, *entry.point.items()]  # values as they are
+        try:
+            point_plan = api.load(sweep.spec, sets, seed=entry.seed)
+            entry.seed = point_plan.seed
+            entry.result = run_fn(
+                point_plan, runs_dir=sweep.sweep_dir, manifest_extra={"sweep": in_sweep}
+            )
+        except SpecError as e:
+            entry.invalid = e
+        sweep.save()
+        if on_end is not None:
+            on_end(sweep, entry)
+        if entry.status == "interrupted" or (entry.exit_code != 0 and not keep_going):
+            return
+
+
+def rerun_failed(
+    sweep_dir: str | Path,
+    *,
+    keep_going: bool = True,
+    run: Callable[..., RunResult] | None = None,
+    on_start: Callable[[Sweep, SweepRun, int], None] | None = None,
+    on_end: Callable[[Sweep, SweepRun], None] | None = None,
+) -> Sweep:
+    """Run again the points of a recorded sweep that did not end ok, and those it never
+    reached (it stopped at a failure): into the same sweep folder, with their numbers
+    and seeds (a fresh-seeded sweep draws anew for a point that never ran), from the
+    spec the sweep was made from. summary.csv and sweep.json then tell the whole sweep.
+    ``UsageError`` when the folder holds no sweep this can rerun."""
+    from topo import api
+
+    sweep = Sweep.load(Path(sweep_dir))
+    done = {r.index: r for r in sweep.runs}
+    points = itertools.product(expand_sweep(sweep.axes), range(sweep.repeat))
+    entries = []
+    for i, (point, r) in enumerate(points):
+        before = done.get(i + 1)
+        if before is not None and before.status == "ok":
+            continue
+        if before is not None:
+            seed = before.seed
+        else:
+            seed = None if sweep.base_seed is None else sweep.base_seed + r
+        entries.append(SweepRun(i + 1, point, r, seed))
+    _run_entries(sweep, entries, run or api.run, keep_going, on_start, on_end)
     return sweep
 
 
 # ----- finding runs -----------------------------------------------------------------------
+
+
+def find_sweep(ref: str | Path, runs_dir: str | Path | None = None) -> Path:
+    """The sweep folder named by ``ref``: its path, ``last`` (the latest sweep), or a
+    unique prefix of its name (``sweep-20261201-080449``) or of its id (``1b5ab5``)."""
+    path = Path(ref)
+    if (path / SweepFolder.JSON).is_file():
+        return path
+    found = sorted(
+        (d for d in records.runs_root(runs_dir).glob(f"*/{SweepFolder.PREFIX}*") if d.is_dir()),
+        key=lambda d: d.name,
+    )
+    if str(ref) == "last":
+        if not found:
+            raise UsageError(f"no sweep recorded under {records.runs_root(runs_dir)}")
+        return found[-1]
+    text = str(ref)
+    matches = [
+        d for d in found if d.name.startswith(text) or d.name.rsplit("-", 1)[-1].startswith(text)
+    ]
+    if len(matches) != 1:
+        what = "no sweep" if not matches else f"{len(matches)} sweeps"
+        raise UsageError(f"{what} under {records.runs_root(runs_dir)} match {text!r}")
+    return matches[0]
 
 
 def list_runs(runs_dir: str | Path | None = None, *, name: str | None = None) -> list[RunRecord]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, NamedTuple
@@ -124,6 +125,41 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> RunResult:
+        """A result back from its ``to_json()`` (a sweep's runs, read from sweep.json);
+        the trace and the messages left in channels stay in the run's folder."""
+        processes = {
+            name: InstanceResult(
+                p.get("exit_code"),
+                p.get("result"),
+                p.get("restarts", 0),
+                p.get("duration_s", 0.0),
+                State(p.get("state", "not started")),
+                p.get("error"),
+                p.get("pid"),
+                list(p.get("seeds") or []),
+            )
+            for name, p in (doc.get("processes") or {}).items()
+        }
+        return cls(
+            doc["name"],
+            doc["status"],
+            doc.get("seed"),
+            dict(doc.get("params") or {}),
+            run_dir=doc.get("run_dir"),
+            duration_s=doc.get("duration_s", 0.0),
+            processes=processes,
+            state=dict(doc.get("state") or {}),
+            message=doc.get("message"),
+            exit_code=doc.get("exit_code"),
+            undelivered=dict(doc.get("undelivered") or {}),
+            backend=doc.get("backend", "local"),
+            cluster=doc.get("cluster"),
+            channels=dict(doc.get("channels") or {}),
+            bottleneck=doc.get("bottleneck"),
+        )
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {

@@ -8,6 +8,7 @@ to import targets from the recorded spec folder; every command gets ``--runs-dir
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import signal
@@ -284,6 +285,52 @@ def test_the_summary_shows_the_final_state_and_show_the_exception(
     at = lines.index("  boom raised:")  # not only its exit code
     assert any(line.strip() == "ValueError: kaboom" for line in lines[at:])
     assert any("raise ValueError(message)" in line for line in lines[at:])
+
+
+@pytest.mark.timeout(90)
+def test_rerun_of_a_sweep_runs_again_only_what_did_not_end_ok(
+    run_topo: Run, tmp_path: Path, runs: Path
+) -> None:
+    (tmp_path / "fragile.py").write_text(
+        "import os\n"
+        "def job(n, marker):\n"
+        "    if n == 2 and not os.path.exists(marker):\n"
+        "        raise SystemExit(1)\n"
+        "    return {'value': n * 10}\n"
+    )
+    marker = tmp_path / "fixed"
+    spec = tmp_path / "fragile.yaml"
+    spec.write_text(
+        "seed: 5\n"
+        f"params: {{n: 1, marker: {marker}}}\n"
+        "processes:\n"
+        "  job: {target: 'fragile:job', args: {n: '${params.n}', marker: '${params.marker}'}}\n"
+    )
+    made = run_topo(
+        "run", str(spec), "-q", "--json", "--runs-dir", str(runs),
+        "--sweep", "params.n=1,2,3", "--repeat", "2", "--report", "job",
+    )  # fmt: skip
+    assert made.returncode == 1, str(made)  # stopped at run 3 (n=2)
+    first = made.doc
+    assert [r["status"] for r in first["runs"]] == ["ok", "ok", "failed"]
+    marker.write_text("")  # the bug is fixed: the failed point and the rest can run
+    again = run_topo("rerun", "last", "--failed", "-q", "--json", "--runs-dir", str(runs))
+    assert again.returncode == 0, str(again)
+    doc = again.doc
+    assert doc["sweep_dir"] == first["sweep_dir"]  # the same sweep
+    assert [(r["index"], r["point"]["params.n"], r["repeat"], r["seed"]) for r in doc["runs"]] == [
+        (i + 1, n, r, 5 + r) for i, (n, r) in enumerate((n, r) for n in (1, 2, 3) for r in (0, 1))
+    ]
+    assert all(r["status"] == "ok" for r in doc["runs"])
+    assert [r["run_dir"] for r in doc["runs"][:2]] == [r["run_dir"] for r in first["runs"][:2]]
+    assert doc["runs"][2]["run_dir"] != first["runs"][2]["run_dir"]  # run again
+    csv_rows = list(csv.DictReader(io.StringIO(
+        (Path(doc["sweep_dir"]) / "summary.csv").read_text(encoding="utf-8")
+    )))  # fmt: skip
+    assert [row["job.value"] for row in csv_rows] == ["10", "10", "20", "20", "30", "30"]
+    assert [s["measures"]["job.value"]["mean"] for s in doc["statistics"]] == [10, 20, 30]
+    nothing = run_topo("rerun", "last", "--failed", "-q", "--json", "--runs-dir", str(runs))
+    assert nothing.returncode == 0 and len(nothing.doc["runs"]) == 6  # nothing left to do
 
 
 # ----- runs, show, compare ---------------------------------------------------------------
