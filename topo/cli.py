@@ -173,14 +173,26 @@ def _plain_table(title: str, headers: list[str], rows: list[list[str]]) -> str:
 class _Printer:
     """Prefixes each instance's lines with its name in a stable colour; one line at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, full_stacks: bool = False) -> None:
         self.console = _stderr()
         self.lock = threading.Lock()
         # Not a terminal (a pipe, a file, CI): no colours to draw, so plain writes,
         # several times faster than rich's, for instances that print a lot.
         self.plain = not self.console.is_terminal
+        self.stacks: Any = None  # a deadlock's stacks: the user's frames first
+        if not full_stacks:
+            from topo.stacks import StackFolder
+
+            self.stacks = StackFolder()
 
     def __call__(self, name: str, line: str) -> None:
+        if self.stacks is not None and name:
+            for shown in self.stacks(name, line):
+                self._print(name, shown)
+            return
+        self._print(name, line)
+
+    def _print(self, name: str, line: str) -> None:
         if self.plain:
             with self.lock:
                 sys.stderr.write(f"{name} | {line}\n" if name else f"topo: {line}\n")
@@ -439,6 +451,13 @@ def run(
             "--no-trace", help="Keep no timeline: no trace.json, channel flow or bottleneck."
         ),
     ] = False,
+    full_stacks: Annotated[
+        bool,
+        typer.Option(
+            "--full-stacks",
+            help="A deadlock's stacks with every frame, topo's and the standard library's too.",
+        ),
+    ] = False,
 ) -> None:
     """Validate a spec, start every process, supervise them and report the outcome.
 
@@ -486,12 +505,12 @@ def run(
             trace=not no_trace,
         )
 
-    _run_and_report(start, as_json)
+    _run_and_report(start, as_json, full_stacks)
 
 
-def _run_and_report(start: Any, as_json: bool) -> None:
+def _run_and_report(start: Any, as_json: bool, full_stacks: bool = False) -> None:
     """Run ``start(printer, status)`` under the live status, print its outcome, exit."""
-    printer = _Printer()
+    printer = _Printer(full_stacks)
     # A terminal gets the live table; elsewhere the supervisor says each start and end.
     status = _LiveStatus(printer.console) if printer.console.is_terminal else None
     with status or contextlib.nullcontext():
