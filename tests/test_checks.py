@@ -217,9 +217,31 @@ def test_t041_signature(check: Callable[[str], list[str]]) -> None:
             outputs: {a: q}
         """
     ) == [
-        "5:13: error[T041]: tmod:takes_a takes no parameter 'b': calling it for 'r' would fail",
-        "8:13: error[T041]: tmod:takes_a needs 'a', which the spec does not give: calling it "
-        "for 's' would fail",
+        "6:12: error[T041]: tmod:takes_a takes no parameter 'b': it is takes_a(a), and calling "
+        "it for 'r' would fail",
+        "8:13: error[T041]: tmod:takes_a needs 'a', which the spec does not give: it is "
+        "takes_a(a), and calling it for 's' would fail",
+    ]
+
+
+def test_t041_and_t040_say_what_was_meant(check: Callable[[str], list[str]]) -> None:
+    assert check(
+        """\
+        processes:
+          r:
+            target: tmod:takes_a
+            args: {aa: 1}
+          s:
+            target: tmod:takes_aa
+          t:
+            target: tmood:takes_a
+        """
+    ) == [
+        "4:12: error[T041]: tmod:takes_a takes no parameter 'aa' (did you mean 'a'?): it is "
+        "takes_a(a), and calling it for 'r' would fail",
+        "6:13: error[T040]: target of 's': 'tmod' has no attribute 'takes_aa' (did you mean "
+        "'takes_a'?)",
+        "8:13: error[T040]: target of 't': module 'tmood' is not found (did you mean 'tmod'?)",
     ]
 
 

@@ -27,9 +27,9 @@ from topo.resolve import (
     prepare_document,
     resolved_spec,
     scalar_text,
+    validated_document,
     yaml_scalar,
 )
-from topo.spec import spec_from_document
 from topo.yamlpos import load_text
 
 PROCESS = "processes:\n  p:\n    target: m:f\n"
@@ -41,8 +41,8 @@ def plan(
     environ: Mapping[str, str] | None = None,
     seed: int | None = 1,
 ) -> Plan:
-    doc = prepare_document(load_text(text, "s.yaml"), overrides, environ or {})
-    return build_plan(spec_from_document(doc), doc, seed=seed)
+    spec, doc = validated_document(load_text(text, "s.yaml"), overrides, environ or {})
+    return build_plan(spec, doc, seed=seed)
 
 
 def problems(
@@ -716,3 +716,23 @@ def test_a_plan_is_frozen_once_built(tmp_path: Path) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         plan.spec_dir = tmp_path  # type: ignore[misc]
     assert plan != topo.load(spec, ["params.x=1"])  # plans are compared by identity
+
+
+def test_every_problem_of_the_document_in_one_pass() -> None:
+    # An unresolved reference (T020) no longer hides the schema's findings (T010); a
+    # value that is the unresolved reference is not blamed a second time by the schema.
+    text = (
+        "processes:\n"
+        "  p:\n"
+        "    target: m:f\n"
+        "    replica: 2\n"
+        '    replicas: "${params.n}"\n'
+        "    wat: 1\n"
+    )
+    assert problems(text) == [
+        "s.yaml:4:5: error[T010]: unknown key 'replica' in process 'p' (did you mean "
+        "'replicas'?): topo does not know what to do with it",
+        "s.yaml:5:15: error[T020]: '${params.n}' names no parameter",
+        "s.yaml:6:5: error[T010]: unknown key 'wat' in process 'p': topo does not know what "
+        "to do with it",
+    ]

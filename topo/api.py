@@ -20,10 +20,9 @@ from topo.resolve import (
     build_plan,
     override_items,
     override_text,
-    prepare_document,
+    validated_document,
 )
 from topo.result import RunResult
-from topo.spec import spec_from_document
 from topo.supervise import OutputSink, RunOptions, StatusSink, Supervisor
 from topo.yamlpos import load_path
 
@@ -65,8 +64,7 @@ def load(
     ``topo rerun`` uses it to run a recorded spec with the original folder's modules.
     """
     items = override_items(overrides)
-    document = prepare_document(load_path(path), items)
-    spec = spec_from_document(document)
+    spec, document = validated_document(load_path(path), items)
     texts = [override_text(item) for item in items]  # for the record
     return build_plan(spec, document, seed=seed, overrides=texts, spec_dir=spec_dir)
 

@@ -335,9 +335,12 @@ def prepare_document(
     doc: Document,
     overrides: Overrides | None = (),
     environ: Mapping[str, str] | None = None,
+    unresolved: list[Diagnostic] | None = None,
 ) -> Document:
     """Apply overrides (see ``read_override``) and document-wide interpolation; raise
-    ``SpecError``."""
+    ``SpecError``. With ``unresolved``, a reference that cannot be resolved (T020) is
+    added to it and left as written, so that the document's other problems can still
+    be found; a bad override still raises."""
     data = copy.deepcopy(doc.data)
     problems: list[Diagnostic] = []
     for item in override_items(overrides):
@@ -366,7 +369,7 @@ def prepare_document(
             return text
 
     data = _walk(data, interpolate)
-    if problems:
+    if problems and unresolved is None:
         raise SpecError(problems)
 
     # `$${` becomes `${` now, except where build_plan interpolates again per instance.
@@ -385,9 +388,33 @@ def prepare_document(
         return text.replace("$${", "${")
 
     data = _walk(data, finish)
-    if problems:
+    if problems and unresolved is None:
         raise SpecError(problems)
+    if unresolved is not None:
+        unresolved.extend(problems)
     return Document(doc.path, doc.text, data, doc.positions, doc.key_positions)
+
+
+def validated_document(
+    doc: Document, overrides: Overrides | None = (), environ: Mapping[str, str] | None = None
+) -> tuple[Spec, Document]:
+    """The document with its overrides and references applied, and its Spec; raise one
+    ``SpecError`` with every problem of both stages (an unresolved reference does not
+    hide the schema's findings; the schema's complaint about a value that is such a
+    reference says nothing new and is left out)."""
+    from topo.spec import spec_from_document
+
+    unresolved: list[Diagnostic] = []
+    document = prepare_document(doc, overrides, environ, unresolved=unresolved)
+    try:
+        spec = spec_from_document(document)
+    except SpecError as e:
+        taken = {(d.line, d.col) for d in unresolved}
+        found = [d for d in e.diagnostics if (d.line, d.col) not in taken]
+        raise SpecError([*unresolved, *found]) from None
+    if unresolved:
+        raise SpecError(unresolved)
+    return spec, document
 
 
 PER_INSTANCE_SECTIONS = ("args", "env", "inputs", "outputs", "uses")

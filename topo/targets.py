@@ -34,7 +34,8 @@ def load_target(target: str, folder: str | Path | None = None) -> Callable[..., 
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name and module_name.startswith(e.name):
-            raise TargetError(f"module {module_name!r} is not found") from None
+            hint = _close(e.name, _modules_beside(e.name), prefix=e.name.rpartition(".")[0])
+            raise TargetError(f"module {module_name!r} is not found{hint}") from None
         raise TargetError(f"importing {module_name!r} fails: {e}") from None
     except BaseException as e:
         raise TargetError(f"importing {module_name!r} fails: {type(e).__name__}: {e}") from None
@@ -42,10 +43,58 @@ def load_target(target: str, folder: str | Path | None = None) -> Callable[..., 
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise TargetError(f"{module_name!r} has no attribute {attr_path!r}") from None
+            hint = _close(part, [n for n in dir(obj) if not n.startswith("_")])
+            raise TargetError(f"{module_name!r} has no attribute {attr_path!r}{hint}") from None
     if not callable(obj):
         raise TargetError(f"{target!r} is not callable")
     return obj
+
+
+def _close(word: str, choices: Iterable[str], prefix: str = "") -> str:
+    """`` (did you mean 'x'?)`` when one of ``choices`` is close to ``word``."""
+    import difflib
+
+    close = difflib.get_close_matches(word.rpartition(".")[2], list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {(prefix + '.' if prefix else '') + close[0]!r}?)" if close else ""
+
+
+def _modules_beside(name: str) -> list[str]:
+    """The modules that could have been meant by ``name``: those of its package, or the
+    top-level ones on sys.path (the spec's folder first)."""
+    import pkgutil
+
+    package, _, _ = name.rpartition(".")
+    try:
+        path = importlib.import_module(package).__path__ if package else None
+    except (ImportError, AttributeError):
+        return []
+    return [m.name for m in pkgutil.iter_modules(path)]
+
+
+def unknown_parameters(fn: Callable[..., Any], names: Iterable[str]) -> dict[str, str] | None:
+    """Each of ``names`` that ``fn`` takes no parameter for -> a did-you-mean (or "");
+    None when its signature cannot be read (a builtin) or it takes ``**kwargs``."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    params = sig.parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    accepted = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return {n: _close(n, accepted) for n in names if n not in accepted and n != "ctx"}
+
+
+def signature_text(fn: Callable[..., Any]) -> str:
+    """``work(inbox, count=1)``: how the target is declared, for messages."""
+    import inspect
+
+    try:
+        return f"{getattr(fn, '__name__', 'target')}{inspect.signature(fn)}"
+    except (TypeError, ValueError):
+        return getattr(fn, "__name__", "target")
 
 
 def wants_ctx(fn: Callable[..., Any]) -> bool:

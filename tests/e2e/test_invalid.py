@@ -173,10 +173,17 @@ def test_signature_does_not_fit(run_topo: Callable[..., TopoRun], folder: Path) 
         """,
     )
     run = run_invalid(run_topo, spec)
-    assert_invalid(run, spec, "T041", 9, 13)
+    assert run.returncode == 2 and run.doc is not None, str(run)
+    # each at the key that names it, with the target's signature
+    lines = spec.read_text().splitlines()
+    extra, out = lines[9].index("extra") + 1, lines[10].index("{out") + 2
+    assert [(d["code"], d["line"], d["col"]) for d in run.doc["diagnostics"]] == [
+        ("T041", 10, extra),
+        ("T041", 11, out),
+    ]
     assert (
-        "e2e_targets:takes_nothing takes no parameter 'extra', 'out': calling it for 'p' "
-        "would fail" in run.stderr
+        f"{spec}:10:{extra}: error[T041]: e2e_targets:takes_nothing takes no parameter 'extra': "
+        "it is takes_nothing(marker), and calling it for 'p' would fail" in run.stderr
     )
 
 

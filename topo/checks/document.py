@@ -15,7 +15,13 @@ from topo.spec import (
     PipeChannel,
     did_you_mean,
 )
-from topo.targets import TargetError, load_target, signature_problem
+from topo.targets import (
+    TargetError,
+    load_target,
+    signature_problem,
+    signature_text,
+    unknown_parameters,
+)
 
 
 def _bindings(plan: Plan) -> Iterator[tuple[str, str, str, str]]:
@@ -124,11 +130,25 @@ def target_signature(plan: Plan) -> Iterator[Finding]:
         if isinstance(fn, TargetError):
             continue  # T040 says it
         names = [*process.args, *process.inputs, *process.outputs, *process.uses]
+        unknown = unknown_parameters(fn, names)
+        if unknown:  # each at its key, with the signature and a did-you-mean
+            for section in ("args", "inputs", "outputs", "uses"):
+                for key in getattr(process, section):
+                    if key in unknown:
+                        yield Finding(
+                            ("processes", pname, section, key),
+                            f"{process.target} takes no parameter {key!r}{unknown[key]}: "
+                            f"it is {signature_text(fn)}, and calling it for {pname!r} "
+                            "would fail",
+                            key=True,
+                        )
+            continue
         problem = signature_problem(fn, names)
         if problem:
             yield Finding(
                 ("processes", pname, "target"),
-                f"{process.target} {problem}: calling it for {pname!r} would fail",
+                f"{process.target} {problem}: it is {signature_text(fn)}, and calling it "
+                f"for {pname!r} would fail",
             )
     for name, channel in plan.spec.channels.items():
         if isinstance(channel, ObjectChannel):
