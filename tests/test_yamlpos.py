@@ -331,3 +331,27 @@ def test_a_lone_document_marker_is_empty() -> None:
     assert str(info.value) == (
         "e.yaml:1:1: error[T004]: the file is empty: a spec needs at least 'processes'"
     )
+
+
+def test_compose_merges_mappings_replaces_the_rest_and_keeps_each_node_s_file() -> None:
+    from topo.yamlpos import compose
+
+    base = load_text(
+        "params: {n: 2, keep: 1}\nprocesses:\n  a:\n    target: m:f\n    after: [x, y]\n",
+        "base.yaml",
+    )
+    over = load_text("params: {n: 7}\nprocesses:\n  a:\n    after: [z]\n", "over.yaml")
+    doc = compose(base, over)
+    assert doc.data == {
+        "params": {"n": 7, "keep": 1},
+        "processes": {"a": {"target": "m:f", "after": ["z"]}},
+    }
+    assert doc.files == ("base.yaml", "over.yaml")
+    assert doc.place(("params", "n")) == ("over.yaml", (1, 13))
+    assert doc.place(("params", "keep")) == ("base.yaml", (1, 22))
+    assert doc.place(("processes", "a", "target")) == ("base.yaml", (4, 13))
+    assert doc.place(("processes", "a", "after", 0)) == ("over.yaml", (4, 13))
+    assert ("processes", "a", "after", 1) not in doc.positions  # replaced with the list
+    d = doc.diagnostic(("processes", "a", "after"), "T011", "x")
+    assert (d.path, d.line) == ("over.yaml", 4)
+    assert load_text(doc.text, "again.yaml").data == doc.data  # spec.yaml of the record

@@ -24,7 +24,7 @@ from topo.resolve import (
 )
 from topo.result import RunResult
 from topo.supervise import OutputSink, RunOptions, StatusSink, Supervisor
-from topo.yamlpos import load_path
+from topo.yamlpos import compose, load_path
 
 if TYPE_CHECKING:
     from topo.backends import Backend
@@ -53,8 +53,13 @@ def load(
     *,
     seed: int | None = None,
     spec_dir: str | Path | None = None,
+    files: Iterable[str | Path] = (),
 ) -> Plan:
     """Read, validate and resolve a spec into a Plan; raise ``SpecError`` if it is invalid.
+
+    ``files`` are laid over the spec in order, as docker compose's ``-f`` files are
+    (mappings merge key by key, anything else is replaced). A ``.env`` file beside the
+    spec feeds ``${env.X}``; the environment wins over it.
 
     ``overrides`` is a mapping of dotted keys to values, set as they are
     (``{"params.label": "8"}`` sets the text "8"), or ``key=value`` texts whose values
@@ -64,7 +69,10 @@ def load(
     ``topo rerun`` uses it to run a recorded spec with the original folder's modules.
     """
     items = override_items(overrides)
-    spec, document = validated_document(load_path(path), items)
+    document = load_path(path)
+    for extra in files:
+        document = compose(document, load_path(extra))
+    spec, document = validated_document(document, items, environment(Path(path).parent))
     texts = [override_text(item) for item in items]  # for the record
     return build_plan(spec, document, seed=seed, overrides=texts, spec_dir=spec_dir)
 
@@ -90,13 +98,31 @@ def validate(
     select: Iterable[str] = (),
     ignore: Iterable[str] = (),
     backend: str | Backend | None = None,
+    files: Iterable[str | Path] = (),
 ) -> list[Diagnostic]:
-    """All diagnostics of a spec file; never raises for a bad spec."""
+    """All diagnostics of a spec file (with ``files`` laid over it, as ``load``
+    does); never raises for a bad spec."""
     try:
-        plan = load(path, overrides, seed=0)
+        plan = load(path, overrides, seed=0, files=files)
     except SpecError as e:
         return e.diagnostics
     return check(plan, select=select, ignore=ignore, backend=backend)
+
+
+def environment(folder: Path) -> Mapping[str, str]:
+    """What ``${env.X}`` reads: the environment over the ``.env`` file in ``folder``."""
+    dotenv_file = folder / ".env"
+    if not dotenv_file.is_file():
+        return os.environ
+    from dotenv import dotenv_values
+
+    try:
+        values = dotenv_values(dotenv_file, interpolate=False)
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(
+            [Diagnostic(str(dotenv_file), 1, 1, "error", "T000", f"cannot read: {e}")]
+        ) from None
+    return {**{k: v for k, v in values.items() if v is not None}, **os.environ}
 
 
 def _stderr_sink(name: str, line: str) -> None:
@@ -117,6 +143,7 @@ def run(
     watch: bool = True,
     trace: bool = True,
     spec_dir: str | Path | None = None,
+    files: Iterable[str | Path] = (),
     backend: str | Backend | None = None,
     address: str | None = None,
     manifest_extra: Mapping[str, Any] | None = None,
@@ -139,7 +166,11 @@ def run(
 
     say = output or _stderr_sink
     chosen = _backend(backend, address)
-    plan = spec if isinstance(spec, Plan) else load(spec, overrides, seed=seed, spec_dir=spec_dir)
+    plan = (
+        spec
+        if isinstance(spec, Plan)
+        else load(spec, overrides, seed=seed, spec_dir=spec_dir, files=files)
+    )
     diagnostics = check(plan, backend=chosen)
     errors = [d for d in diagnostics if d.is_error]
     if errors:

@@ -90,6 +90,15 @@ SetOption = Annotated[
         help="Override a key: dotted.path=value, +dotted.path=value to add one (repeatable).",
     ),
 ]
+FileOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--file",
+        "-f",
+        metavar="PATH",
+        help="A spec laid over the spec, as docker compose's -f (repeatable: later wins).",
+    ),
+]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Hide the instances' own output.")]
 RunJsonOption = Annotated[
     bool, typer.Option("--json", help="Print the run's summary as one JSON document.")
@@ -357,6 +366,7 @@ def validate(
         typer.Argument(metavar="SPEC", help="Spec files to check.", show_default=False),
     ],
     set_: SetOption = None,
+    files: FileOption = None,
     strict: Annotated[bool, typer.Option(help="Treat warnings as errors.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print diagnostics as JSON.")] = False,
     select: Annotated[
@@ -375,7 +385,9 @@ def validate(
     console = _stderr()
     found: list[Diagnostic] = []
     for path in specs:
-        found += validate_spec(path, set_ or [], select=select or [], ignore=ignore or [])
+        found += validate_spec(
+            path, set_ or [], select=select or [], ignore=ignore or [], files=files or []
+        )
     failing = [d for d in found if d.is_error or strict]
     if as_json:
         status, code = ("invalid", EXIT_INVALID) if failing else ("ok", 0)
@@ -399,6 +411,7 @@ def run(
         Path, typer.Argument(metavar="SPEC", help="The spec file to run.", show_default=False)
     ],
     set_: SetOption = None,
+    files: FileOption = None,
     as_json: RunJsonOption = False,
     quiet: QuietOption = False,
     seed: Annotated[
@@ -484,6 +497,7 @@ def run(
             backend=backend,
             address=address,
             trace=not no_trace,
+            files=files or [],
         )
         return
     from topo.api import run as run_spec
@@ -503,6 +517,7 @@ def run(
             backend=backend,
             address=address,
             trace=not no_trace,
+            files=files or [],
         )
 
     _run_and_report(start, as_json, full_stacks)
@@ -697,6 +712,7 @@ def _run_sweep(
     address: str | None = None,
     trace: bool = True,
     failed_of: Path | None = None,
+    files: list[Path] | None = None,
 ) -> None:
     """Run a sweep, or with ``failed_of``, the points of that recorded sweep that did
     not end ok; say how each run went and print the summary."""
@@ -770,6 +786,7 @@ def _run_sweep(
             run=partial(run_one),
             on_start=on_start,
             on_end=on_end,
+            files=files or [],
         )
     _sweep_table(sweep, console)
     if as_json:

@@ -215,7 +215,8 @@ class Sweep:
     base_seed: int | None
     report: list[str] = field(default_factory=list)
     runs: list[SweepRun] = field(default_factory=list)
-    spec: str = ""  # the spec file it was made from, and the --set texts of every point
+    spec: str = ""  # the spec file it was made from, the files laid over it (-f), and
+    files: list[str] = field(default_factory=list)  # the --set texts of every point
     overrides: list[str] = field(default_factory=list)
 
     @classmethod
@@ -246,6 +247,7 @@ class Sweep:
             report=list(data.get("report", [])),
             runs=runs,
             spec=data["spec"],
+            files=list(data.get("files", [])),
             overrides=list(data.get("overrides", [])),
         )
 
@@ -326,6 +328,7 @@ class Sweep:
             "base_seed": self.base_seed,
             "report": self.report,
             "spec": self.spec,
+            "files": self.files,
             "overrides": self.overrides,
             "runs": [r.to_json(self.name) for r in self.runs],
             **({"statistics": [s.to_json() for s in self.statistics()]} if self.repeat > 1 else {}),
@@ -382,6 +385,7 @@ def run_sweep(
     run: Callable[..., RunResult] | None = None,
     on_start: Callable[[Sweep, SweepRun, int], None] | None = None,
     on_end: Callable[[Sweep, SweepRun], None] | None = None,
+    files: Iterable[str | Path] = (),
 ) -> Sweep:
     """Run every point of the sweep (``repeat`` times each), one after another.
 
@@ -404,7 +408,8 @@ def run_sweep(
     parsed = [a if isinstance(a, Axis) else parse_axis(a) for a in axes]
     points = expand_sweep(parsed)
     base = override_items(overrides)
-    plan = api.load(spec, base, seed=seed)  # the name, and whether the spec has a seed
+    laid = [str(Path(f).resolve()) for f in files]  # laid over the spec, as -f files
+    plan = api.load(spec, base, seed=seed, files=laid)  # its name, and whether it has a seed
     for axis in parsed:  # a misspelled axis would run every point with the same value
         problem = (
             None
@@ -426,6 +431,7 @@ def run_sweep(
         report=list(report),
     )
     sweep.spec = str(Path(spec).resolve())
+    sweep.files = laid
     sweep.overrides = [override_text(item) for item in base]
     entries = [
         SweepRun(i + 1, point, r, None if base_seed is None else base_seed + r)
@@ -463,7 +469,7 @@ def _run_entries(
         }
         sets: list[Override] = [*sweep.overrides, *entry.point.items()]  # values as they are
         try:
-            point_plan = api.load(sweep.spec, sets, seed=entry.seed)
+            point_plan = api.load(sweep.spec, sets, seed=entry.seed, files=sweep.files)
             entry.seed = point_plan.seed
             entry.result = run_fn(
                 point_plan, runs_dir=sweep.sweep_dir, manifest_extra={"sweep": in_sweep}

@@ -253,6 +253,8 @@ class RunFolder:
             overrides=list(plan.overrides),
             targets=[i.target for i in plan.instances],
         )
+        if plan.document.files:  # composed: spec.yaml is the spec the files made together
+            info["spec_files"] = [str(Path(f).resolve()) for f in plan.document.files]
         info.update(extra or {})
         write_atomic(folder.spec_file, plan.document.text)
         write_atomic(folder.resolved_file, yaml.safe_dump(resolved_spec(plan), sort_keys=False))

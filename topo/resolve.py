@@ -13,6 +13,7 @@ their final value before the schema checks them:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import difflib
 import hashlib
@@ -392,7 +393,7 @@ def prepare_document(
         raise SpecError(problems)
     if unresolved is not None:
         unresolved.extend(problems)
-    return Document(doc.path, doc.text, data, doc.positions, doc.key_positions)
+    return dataclasses.replace(doc, data=data)
 
 
 def validated_document(

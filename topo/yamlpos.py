@@ -40,22 +40,30 @@ class Document:
     data: Any
     positions: dict[Loc, Pos] = field(default_factory=dict)
     key_positions: dict[Loc, Pos] = field(default_factory=dict)
+    # Composed from several files (``topo run a.yaml -f b.yaml``): the file of each node
+    # another file than ``path`` wrote, and every file, in order.
+    sources: dict[Loc, str] = field(default_factory=dict)
+    files: tuple[str, ...] = ()
 
     def position(self, loc: Loc, *, key: bool = False) -> Pos:
         """Where ``loc`` is written; the closest enclosing node when it is not."""
+        return self.place(loc, key=key)[1]
+
+    def place(self, loc: Loc, *, key: bool = False) -> tuple[str, Pos]:
+        """The file and position where ``loc`` is written (or its closest enclosing node)."""
         if key and loc in self.key_positions:
-            return self.key_positions[loc]
+            return self.sources.get(loc, self.path), self.key_positions[loc]
         for n in range(len(loc), -1, -1):
             pos = self.positions.get(loc[:n])
             if pos is not None:
-                return pos
-        return (1, 1)
+                return self.sources.get(loc[:n], self.path), pos
+        return self.path, (1, 1)
 
     def diagnostic(
         self, loc: Loc, code: str, message: str, *, key: bool = False, severity: str = "error"
     ) -> Diagnostic:
-        line, col = self.position(loc, key=key)
-        return Diagnostic(self.path, line, col, severity, code, message)  # type: ignore[arg-type]
+        path, (line, col) = self.place(loc, key=key)
+        return Diagnostic(path, line, col, severity, code, message)  # type: ignore[arg-type]
 
 
 if yaml.__with_libyaml__:
@@ -289,6 +297,41 @@ def load_text(text: str, path: str = "<string>") -> Document:
         raise refuse("T003", "'<<' merges only mappings", root_mark)
     doc.data = data
     return doc
+
+
+def compose(base: Document, overlay: Document) -> Document:
+    """``overlay`` over ``base``, as docker compose merges ``-f`` files: mappings merge key
+    by key, anything else (a list, a value) is replaced; each node keeps the file and
+    line it came from."""
+    positions, key_positions = dict(base.positions), dict(base.key_positions)
+    sources = dict(base.sources)
+
+    def replaced(loc: Loc) -> None:  # forget what base wrote under loc
+        n = len(loc)
+        for table in (positions, key_positions, sources):
+            for old in [k for k in table if k[:n] == loc]:
+                del table[old]
+
+    def merge(under: Any, over: Any, loc: Loc) -> Any:
+        if isinstance(under, dict) and isinstance(over, dict):
+            merged = dict(under)
+            for k, v in over.items():
+                merged[k] = merge(under.get(k), v, (*loc, k)) if k in under else v
+                if k not in under:
+                    replaced((*loc, k))
+            return merged
+        replaced(loc)
+        return over
+
+    data = merge(base.data, overlay.data, ())
+    for table, theirs in ((positions, overlay.positions), (key_positions, overlay.key_positions)):
+        for loc, pos in theirs.items():
+            if loc:  # the root mapping stays the first file's
+                table[loc] = pos
+                sources[loc] = overlay.path
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)  # the spec as composed
+    files = (*(base.files or (base.path,)), overlay.path)
+    return Document(base.path, text, data, positions, key_positions, sources, files)
 
 
 def load_path(path: str | Path) -> Document:

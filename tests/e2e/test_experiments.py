@@ -333,6 +333,34 @@ def test_rerun_of_a_sweep_runs_again_only_what_did_not_end_ok(
     assert nothing.returncode == 0 and len(nothing.doc["runs"]) == 6  # nothing left to do
 
 
+@pytest.mark.timeout(60)
+def test_a_spec_laid_over_another_and_a_dotenv(
+    run_topo: Run, lab: Path, runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # docker compose's -f: later files win, mappings merge; .env feeds ${env.X}.
+    (lab / "dice.yaml").write_text(
+        "seed: 7\nparams: {n: 3, faces: 6, who: '${env.WHO}'}\n"
+        "processes:\n  roller:\n    target: dice:roll\n"
+        "    args: {n: '${params.n}', faces: '${params.faces}'}\n"
+    )
+    (lab / "big.yaml").write_text("params: {faces: 20}\nprocesses:\n  roller: {replicas: 2}\n")
+    (lab / ".env").write_text("# read as docker compose reads it\nWHO=from-dotenv\n")
+    monkeypatch.delenv("WHO", raising=False)
+    base = ("run", str(lab / "dice.yaml"), "-f", str(lab / "big.yaml"), "--runs-dir", str(runs))
+    doc = run_topo(*base, "-q", "--json").ok()
+    assert doc["params"] == {"n": 3, "faces": 20, "who": "from-dotenv"}
+    assert sorted(doc["processes"]) == ["roller[0]", "roller[1]"]
+    manifest = summary(Path(doc["run_dir"]))["manifest"]
+    assert manifest["spec_files"] == [str(lab / "dice.yaml"), str(lab / "big.yaml")]
+    monkeypatch.setenv("WHO", "from-env")  # the environment wins over .env
+    assert run_topo(*base, "-q", "--json").ok()["params"]["who"] == "from-env"
+    # a problem is reported in the file and at the line that wrote it
+    (lab / "bad.yaml").write_text("processes:\n  roller:\n    replica: 2\n")
+    bad = run_topo("validate", str(lab / "dice.yaml"), "-f", str(lab / "bad.yaml"))
+    assert bad.returncode == 2, str(bad)
+    assert bad.stderr.startswith(f"{lab / 'bad.yaml'}:3:5: error[T010]: unknown key 'replica'")
+
+
 # ----- runs, show, compare ---------------------------------------------------------------
 
 
