@@ -560,3 +560,35 @@ def test_init_writes_a_starter_that_runs(tmp_path: Path) -> None:
     )
     assert named.returncode == 0 and (folder / "my_lab.yaml").exists()
     assert "target: my_lab:produce" in (folder / "my_lab.yaml").read_text()
+
+
+class _Console:
+    def __init__(self, terminal: bool) -> None:
+        self.is_terminal = terminal
+        self.lines: list[str] = []
+
+    def print(self, obj: object = "", **_: object) -> None:
+        self.lines.extend(str(getattr(obj, "plain", obj)).splitlines())
+
+
+def test_tables_keep_every_value_whole_and_fall_back_to_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from topo.cli import _print_table
+
+    headers = ["run", "params", "collector.items_per_s"]
+    rows = [["1", "params.workers=1 params.items=100000", "123456.789012"]]
+    piped = _Console(terminal=False)  # a pipe: as wide as it is, aligned, nothing cut
+    _print_table(piped, headers, rows)
+    assert piped.lines[1].split("  ")[-1].strip() == "123456.789012"
+    assert piped.lines[0].startswith("run  params")
+    monkeypatch.setenv("COLUMNS", "40")  # a narrow terminal: one record per line
+    narrow = _Console(terminal=True)
+    _print_table(narrow, headers, rows, styles=[None])
+    assert narrow.lines == [
+        "run: 1  params: params.workers=1 params.items=100000  collector.items_per_s: 123456.789012"
+    ]
+    monkeypatch.setenv("COLUMNS", "200")
+    wide = _Console(terminal=True)
+    _print_table(wide, headers, rows, styles=[None])
+    assert len(wide.lines) == 2 and wide.lines[1].endswith("123456.789012")

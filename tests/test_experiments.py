@@ -237,6 +237,19 @@ def test_compare_same_runs_differ_only_in_incidentals() -> None:
     } <= keys
 
 
+def test_compare_lines_up_a_process_with_other_replica_counts() -> None:
+    one = doc(processes={"w": {"exit_code": 0, "result": 10, "duration_s": 0.5}})
+    four = doc(
+        processes={
+            f"w[{i}]": {"exit_code": 0, "result": i, "duration_s": 0.1 * i} for i in range(4)
+        }
+    )
+    rows = {(r.section, r.key): (r.a, r.b) for r in ex.compare(one, four)}
+    assert rows[("instances", "w (w / w[0..3]) result")] == (10, [0, 1, 2, 3])
+    assert rows[("instances", "w (w / w[0..3]) exit_code")] == (0, [0, 0, 0, 0])
+    assert ("instances", "w[0] result") not in rows
+
+
 def test_compare_shows_what_differs_and_what_one_side_lacks() -> None:
     b = doc(
         status="failed",

@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import sys
 import threading
 import zlib
@@ -168,6 +169,40 @@ class _PlainConsole:
             return
         sys.stderr.write(text + "\n")
         sys.stderr.flush()
+
+
+def _print_table(
+    console: Any,
+    headers: list[str],
+    rows: list[list[str]],
+    *,
+    title: str = "",
+    styles: list[str | None] | None = None,
+) -> None:
+    """A table that stays readable: columns aligned, every value whole (no wrapped
+    fragments, no truncated numbers). When it is wider than the terminal, one record
+    per line instead (``field: value`` pairs); in a pipe, as wide as it is."""
+    width = shutil.get_terminal_size().columns if console.is_terminal else None
+    text = _plain_table(title, headers, rows)
+    if width is not None and max(map(len, text.splitlines()), default=0) > width:
+        lines = [title] if title else []
+        lines += [
+            "  ".join(f"{h}: {v}" for h, v in zip(headers, row, strict=True) if v) for row in rows
+        ]
+        text = "\n".join(lines)
+        body = lines[1:] if title else lines
+    else:
+        body = text.splitlines()[(1 if title else 0) + 1 :]
+    if not console.is_terminal or not styles:
+        console.print(text, markup=False)
+        return
+    from rich.text import Text
+
+    top = text.splitlines()[: len(text.splitlines()) - len(body)]
+    for line in top:
+        console.print(Text(line, style="bold"))
+    for line, style in zip(body, styles, strict=False):
+        console.print(Text(line, style=style or ""))
 
 
 def _plain_table(title: str, headers: list[str], rows: list[list[str]]) -> str:
@@ -795,22 +830,18 @@ def _run_sweep(
 
 
 def _sweep_table(sweep: Any, console: Any) -> None:
-    from rich.table import Table
-
-    header, rows = sweep.table()
+    header, rows = sweep.table()  # mapping results already spread over dotted columns
     seeds = "seeds base+repeat" if sweep.seeds == "base+repeat" else "fresh seeds"
     done = sum(r.exit_code == 0 for r in sweep.runs)
-    table = Table(
-        title=f"sweep {sweep.name}: {done}/{len(sweep.runs)} ok ({seeds})", title_justify="left"
-    )
     shown = [c for c in header if c != "run_dir"]
-    for column in shown:
-        table.add_column(column, justify="right" if column in ("run", "duration_s") else "left")
-    for row in rows:
-        values = dict(zip(header, row, strict=True))
-        style = None if values["status"] == "ok" else "bold red"
-        table.add_row(*(values[c] for c in shown), style=style)
-    console.print(table)
+    values = [dict(zip(header, row, strict=True)) for row in rows]
+    _print_table(
+        console,
+        shown,
+        [[v[c] for c in shown] for v in values],
+        title=f"sweep {sweep.name}: {done}/{len(sweep.runs)} ok ({seeds})",
+        styles=[None if v["status"] == "ok" else "bold red" for v in values],
+    )
     if sweep.repeat > 1:
         _sweep_statistics(sweep, console)
     console.print(f"topo: sweep recorded in {sweep.sweep_dir} (summary.csv)")
@@ -852,6 +883,11 @@ def _seconds(value: Any) -> str:
     return f"{value:.2f}s" if isinstance(value, int | float) else "-"
 
 
+def _shown(value: Any) -> str:
+    """A value whole, as text: numbers as written, None as null."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def _short(value: Any, width: int = 60) -> str:
     text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= width else text[: width - 3] + "..."
@@ -869,7 +905,6 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
 ) -> None:
     """List past runs, oldest first: id, name, when, status, duration, changed params."""
-    from rich.table import Table
 
     from topo.experiments import format_value, list_runs, run_changed_params
 
@@ -902,28 +937,23 @@ def runs(
 
         console.print(f"topo: no runs recorded under {runs_root(runs_dir)}")
         return
-    table = Table(box=None, header_style="bold")
-    for column in ("id", "name", "when", "status", "duration", "params", "sweep"):
-        table.add_column(
-            column,
-            justify="right" if column == "duration" else "left",
-            overflow="fold" if column == "params" else "ellipsis",
-            no_wrap=column in ("id", "when"),  # the id is what people copy into show/rerun
-        )
+    rows, styles = [], []
     for r in found:
         changed = " ".join(f"{k}={format_value(v)}" for k, v in run_changed_params(r).items())
-        style = {"ok": None, "running": "yellow"}.get(r.status, "red")
-        table.add_row(
-            r.id,
-            r.name,
-            _when(r.started_at),
-            r.status,
-            _seconds(r.duration_s),
-            changed,
-            r.sweep.rsplit("-", 1)[-1] if r.sweep else "",  # the sweep folder's short id
-            style=style,
+        styles.append({"ok": None, "running": "yellow"}.get(r.status, "red"))
+        rows.append(
+            [
+                r.id,  # whole: it is what people copy into show and rerun
+                r.name,
+                _when(r.started_at),
+                r.status,
+                _seconds(r.duration_s),
+                changed,
+                r.sweep.rsplit("-", 1)[-1] if r.sweep else "",  # the sweep folder's short id
+            ]
         )
-    console.print(table)
+    headers = ["id", "name", "when", "status", "duration", "params", "sweep"]
+    _print_table(console, headers, rows, styles=styles)
 
 
 @_command()
@@ -1217,8 +1247,6 @@ def compare(
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
 ) -> None:
     """Two runs side by side: params, environment, status, durations, results, state."""
-    from rich.table import Table
-
     from topo.experiments import compare as compare_runs
     from topo.experiments import find_run
 
@@ -1239,19 +1267,16 @@ def compare(
         )
         return
     console = _stderr()
-    table = Table(header_style="bold")
-    table.add_column("")
-    table.add_column("section")
-    table.add_column("field")
-    table.add_column(f"A {a.id}")
-    table.add_column(f"B {b.id}")
+    shown, styles = [], []
     for r in rows:
         if r.same:
             mark, style = "", None
         else:
             mark, style = ("~" if r.incidental else "≠"), ("dim" if r.incidental else "bold yellow")
-        table.add_row(mark, r.section, r.key, _short(r.a, 50), _short(r.b, 50), style=style)
-    console.print(table)
+        shown.append([mark, r.section, r.key, _shown(r.a), _shown(r.b)])
+        styles.append(style)
+    headers = ["", "section", "field", f"A {a.id}", f"B {b.id}"]
+    _print_table(console, headers, shown, styles=styles)
     console.print(
         f"topo: {len(differences)} difference(s) (≠), besides times and durations (~)"
         if differences

@@ -850,14 +850,54 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Row]:
     section("run", _run_fields(a), _run_fields(b))
     section("params", flatten(a.get("params") or {}), flatten(b.get("params") or {}))
     section("environment", environment(a), environment(b))
-    pa, pb = a.get("processes") or {}, b.get("processes") or {}
-    for instance in list(pa) + [k for k in pb if k not in pa]:
-        left, right = pa.get(instance) or {}, pb.get(instance) or {}
+    ga, gb = _by_process(a.get("processes") or {}), _by_process(b.get("processes") or {})
+    for process in list(ga) + [p for p in gb if p not in ga]:
+        left, right = ga.get(process, []), gb.get(process, [])
+        if not left or not right or [n for n, _ in left] == [n for n, _ in right]:
+            # the same instances, or one run lacks the process: instance by instance
+            names = [n for n, _ in left] + [n for n, _ in right if n not in dict(left)]
+            for instance in names:
+                one, two = dict(left).get(instance, {}), dict(right).get(instance, {})
+                for key in ("exit_code", "result"):
+                    rows.append(Row("instances", f"{instance} {key}", one.get(key), two.get(key)))
+                rows.append(
+                    Row("durations", instance, one.get("duration_s"), two.get("duration_s"))
+                )
+            continue
+        # `worker` against `worker[0..3]`: the process's values side by side, as lists
+        label = f"{process} ({_instances_text(left)} / {_instances_text(right)})"
         for key in ("exit_code", "result"):
-            rows.append(Row("instances", f"{instance} {key}", left.get(key), right.get(key)))
-        rows.append(Row("durations", instance, left.get("duration_s"), right.get("duration_s")))
+            rows.append(Row("instances", f"{label} {key}", _values(left, key), _values(right, key)))
+        rows.append(
+            Row("durations", label, _values(left, "duration_s"), _values(right, "duration_s"))
+        )
     section("state", a.get("state") or {}, b.get("state") or {})
     return rows
+
+
+def _by_process(processes: Mapping[str, Any]) -> dict[str, list[tuple[str, Mapping[str, Any]]]]:
+    """Instances grouped by process: ``worker[2]`` is process ``worker``'s."""
+    grouped: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+    for instance, doc in processes.items():
+        grouped.setdefault(instance.partition("[")[0], []).append((instance, doc or {}))
+    return grouped
+
+
+def _instances_text(instances: list[tuple[str, Any]]) -> str:
+    names = [n for n, _ in instances]
+    if not names:
+        return "none"
+    if len(names) == 1:
+        return names[0]
+    return f"{names[0].partition('[')[0]}[0..{len(names) - 1}]"
+
+
+def _values(instances: list[tuple[str, Mapping[str, Any]]], key: str) -> Any:
+    """One instance's value, or every instance's as a list (missing for none)."""
+    if not instances:
+        return MISSING
+    values = [doc.get(key) for _, doc in instances]
+    return values[0] if len(values) == 1 else values
 
 
 def _run_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
