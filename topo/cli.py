@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import threading
 import zlib
@@ -484,6 +485,20 @@ def run(
     keep_going: Annotated[
         bool, typer.Option("--keep-going", help="Sweeps: go on after a run that fails.")
     ] = False,
+    jobs: Annotated[
+        int,
+        typer.Option("--jobs", "-j", metavar="N", min=1, help="Sweeps: run N points at a time."),
+    ] = 1,
+    oversubscribe: Annotated[
+        bool,
+        typer.Option(
+            "--oversubscribe",
+            help="Sweeps: run -j N points at a time even when their instances outnumber the CPUs.",
+        ),
+    ] = False,
+    sweep_entry: Annotated[
+        str | None, typer.Option("--sweep-entry", hidden=True)  # a point of a -j sweep
+    ] = None,
     report: Annotated[
         list[str] | None,
         typer.Option(
@@ -533,6 +548,8 @@ def run(
             address=address,
             trace=not no_trace,
             files=files or [],
+            jobs=jobs,
+            oversubscribe=oversubscribe,
         )
         return
     from topo.api import run as run_spec
@@ -552,6 +569,7 @@ def run(
             backend=backend,
             address=address,
             trace=not no_trace,
+            manifest_extra={"sweep": json.loads(sweep_entry)} if sweep_entry else None,
             files=files or [],
         )
 
@@ -748,13 +766,22 @@ def _run_sweep(
     trace: bool = True,
     failed_of: Path | None = None,
     files: list[Path] | None = None,
+    jobs: int = 1,
+    oversubscribe: bool = False,
 ) -> None:
     """Run a sweep, or with ``failed_of``, the points of that recorded sweep that did
     not end ok; say how each run went and print the summary."""
     from functools import partial
 
     from topo.api import run as run_spec
-    from topo.experiments import Sweep, SweepRun, point_overrides, rerun_failed, run_sweep
+    from topo.experiments import (
+        Sweep,
+        SweepRun,
+        in_subprocesses,
+        point_overrides,
+        rerun_failed,
+        run_sweep,
+    )
 
     printer = _Printer()
     console = printer.console
@@ -806,6 +833,16 @@ def _run_sweep(
             else:
                 console.print(f"topo: sweep run {entry.index}: {outcome}", markup=False)
 
+    parallel = in_subprocesses(
+        *(["--no-watch"] if not watch else []),
+        *(["--no-trace"] if not trace else []),
+        *(["--backend", backend] if backend else []),
+        *(["--address", address] if address else []),
+    )
+    if jobs > 1:
+        _refuse_oversubscription(spec, overrides, jobs, oversubscribe, backend, address)
+        # a SIGTERM to topo reaches the points' own topo processes (Ctrl-C does by itself)
+        signal.signal(signal.SIGTERM, lambda signum, frame: parallel.stop(signum))
     if failed_of is not None:
         sweep = rerun_failed(failed_of, run=partial(run_one), on_start=on_start, on_end=on_end)
     else:
@@ -818,15 +855,39 @@ def _run_sweep(
             runs_dir=runs_dir,
             keep_going=keep_going,
             report=report,
-            run=partial(run_one),
+            run=partial(run_one) if jobs == 1 else parallel,
             on_start=on_start,
             on_end=on_end,
             files=files or [],
+            jobs=jobs,
         )
     _sweep_table(sweep, console)
     if as_json:
         print(json.dumps(sweep.to_json()))
     raise typer.Exit(sweep.exit_code)
+
+
+def _refuse_oversubscription(
+    spec: Path,
+    overrides: list[str],
+    jobs: int,
+    allowed: bool,
+    backend: str | None,
+    address: str | None,
+) -> None:
+    """-j N runs N points at a time: refused when their instances outnumber the CPUs
+    (they would share them, and what the runs measure would not be theirs alone)."""
+    from topo.api import _backend, load
+    from topo.errors import UsageError
+
+    instances = len(load(spec, overrides, seed=0).instances)
+    cpus = _backend(backend, address).cpus()
+    if jobs * instances > cpus and not allowed:
+        raise UsageError(
+            f"-j {jobs} runs {jobs} points of {instances} instance(s) at a time on {cpus} "
+            "CPU(s): they would share them, and what each run measures would not be its "
+            "own. Lower -j, or add --oversubscribe to run them so anyway"
+        )
 
 
 def _sweep_table(sweep: Any, console: Any) -> None:

@@ -16,12 +16,14 @@ Everything here works on the run and sweep folders of ``topo.record`` (``RunFold
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
 import json
 import re
 import statistics
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +33,7 @@ import yaml
 
 from topo import record as records
 from topo.errors import RunError, SpecError, UsageError, os_error_text, outcome_document
+from topo.jsonable import to_jsonable
 from topo.record import RunFolder, RunRecord, SweepFolder
 from topo.resolve import (
     Override,
@@ -386,8 +389,10 @@ def run_sweep(
     on_start: Callable[[Sweep, SweepRun, int], None] | None = None,
     on_end: Callable[[Sweep, SweepRun], None] | None = None,
     files: Iterable[str | Path] = (),
+    jobs: int = 1,
 ) -> Sweep:
-    """Run every point of the sweep (``repeat`` times each), one after another.
+    """Run every point of the sweep (``repeat`` times each), ``jobs`` at a time (then
+    ``run`` is called from as many threads: ``in_subprocesses`` makes one that can be).
 
     Each run is recorded in its own run directory under one sweep directory
     ``<runs>/<name>/sweep-<stamp>-<id>/``, which also receives ``summary.csv`` and
@@ -437,7 +442,7 @@ def run_sweep(
         SweepRun(i + 1, point, r, None if base_seed is None else base_seed + r)
         for i, (point, r) in enumerate(itertools.product(points, range(repeat)))
     ]
-    _run_entries(sweep, entries, run_fn, keep_going, on_start, on_end)
+    _run_entries(sweep, entries, run_fn, keep_going, on_start, on_end, jobs)
     return sweep
 
 
@@ -448,13 +453,32 @@ def _run_entries(
     keep_going: bool,
     on_start: Callable[[Sweep, SweepRun, int], None] | None,
     on_end: Callable[[Sweep, SweepRun], None] | None,
+    jobs: int = 1,
 ) -> None:
-    """Run ``entries`` one after another into ``sweep`` (each replaces the run of the
-    same index, if any), saving the summary after each; stop as ``run_sweep`` says."""
+    """Run ``entries`` into ``sweep`` (each replaces the run of the same index, if any),
+    ``jobs`` at a time, saving the summary after each; stop as ``run_sweep`` says (with
+    ``jobs`` > 1, the runs already started finish)."""
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
     from topo import api
 
     total = len(expand_sweep(sweep.axes)) * sweep.repeat
-    for entry in entries:
+    queued = iter(entries)
+    pending: dict[Future[RunResult], SweepRun] = {}
+    stop = False
+
+    def finished(entry: SweepRun) -> None:
+        nonlocal stop
+        sweep.save()
+        if on_end is not None:
+            on_end(sweep, entry)
+        if entry.status == "interrupted" or (entry.exit_code != 0 and not keep_going):
+            stop = True
+
+    def start_next(pool: ThreadPoolExecutor | None) -> bool:
+        entry = next(queued, None)
+        if entry is None:
+            return False
         sweep.runs = sorted(
             [r for r in sweep.runs if r.index != entry.index] + [entry], key=lambda r: r.index
         )
@@ -470,17 +494,79 @@ def _run_entries(
         sets: list[Override] = [*sweep.overrides, *entry.point.items()]  # values as they are
         try:
             point_plan = api.load(sweep.spec, sets, seed=entry.seed, files=sweep.files)
-            entry.seed = point_plan.seed
-            entry.result = run_fn(
-                point_plan, runs_dir=sweep.sweep_dir, manifest_extra={"sweep": in_sweep}
-            )
         except SpecError as e:
             entry.invalid = e
-        sweep.save()
-        if on_end is not None:
-            on_end(sweep, entry)
-        if entry.status == "interrupted" or (entry.exit_code != 0 and not keep_going):
-            return
+            finished(entry)
+            return True
+        entry.seed = point_plan.seed
+        options = {"runs_dir": sweep.sweep_dir, "manifest_extra": {"sweep": in_sweep}}
+        if pool is None:
+            entry.result = run_fn(point_plan, **options)
+            finished(entry)
+        else:
+            pending[pool.submit(run_fn, point_plan, **options)] = entry
+        return True
+
+    if jobs <= 1:
+        while not stop and start_next(None):
+            pass
+        return
+    with ThreadPoolExecutor(jobs, thread_name_prefix="topo-sweep") as pool:
+        while True:
+            while not stop and len(pending) < jobs and start_next(pool):
+                pass
+            if not pending:
+                return
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                entry = pending.pop(future)
+                entry.result = future.result()
+                finished(entry)
+
+
+class in_subprocesses:
+    """A ``run`` for ``run_sweep(jobs=N)``: each point is its own ``topo run`` process
+    (a supervisor owns its process's signals, so runs in parallel need one each), quiet,
+    its JSON read back. A Ctrl-C reaches them with topo (one process group); a SIGTERM
+    to topo is passed on."""
+
+    def __init__(self, *options: str) -> None:
+        self.options = list(options)  # --no-watch, --backend X...
+        self.running: set[Any] = set()
+        self.lock = threading.Lock()
+
+    def __call__(
+        self, plan: Any, *, runs_dir: Path, manifest_extra: Mapping[str, Any]
+    ) -> RunResult:
+        import subprocess
+        import sys
+
+        argv = [sys.executable, "-m", "topo", "run", plan.document.path, "-q", "--json"]
+        for extra in plan.document.files[1:]:
+            argv += ["-f", extra]
+        for text in plan.overrides:
+            argv += ["--set", text]
+        argv += ["--seed", str(plan.seed), "--runs-dir", str(runs_dir), *self.options]
+        argv += ["--sweep-entry", json.dumps(to_jsonable(manifest_extra["sweep"]))]
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with self.lock:
+            self.running.add(child)
+        try:
+            out, err = child.communicate()
+        finally:
+            with self.lock:
+                self.running.discard(child)
+        try:
+            return RunResult.from_json(json.loads(out))
+        except (ValueError, KeyError):
+            why = (err.strip().splitlines() or ["no output"])[-1]
+            return RunResult(plan.name, "failed", plan.seed, dict(plan.params), message=why)
+
+    def stop(self, signum: int) -> None:
+        with self.lock:
+            for child in self.running:
+                with contextlib.suppress(OSError):
+                    child.send_signal(signum)
 
 
 def rerun_failed(

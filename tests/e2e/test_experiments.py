@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
+import os
 import re
 import signal
 import textwrap
@@ -359,6 +361,41 @@ def test_a_spec_laid_over_another_and_a_dotenv(
     bad = run_topo("validate", str(lab / "dice.yaml"), "-f", str(lab / "bad.yaml"))
     assert bad.returncode == 2, str(bad)
     assert bad.stderr.startswith(f"{lab / 'bad.yaml'}:3:5: error[T010]: unknown key 'replica'")
+
+
+@pytest.mark.timeout(90)
+def test_a_sweep_runs_points_at_a_time_without_oversubscribing(
+    run_topo: Run, tmp_path: Path, runs: Path
+) -> None:
+    (tmp_path / "nap.py").write_text(
+        "import time\n"
+        "def nap(tag):\n"
+        "    start = time.time()\n"
+        "    time.sleep(0.8)\n"
+        "    return {'start': start, 'end': time.time()}\n"
+    )
+    spec = tmp_path / "nap.yaml"
+    spec.write_text("seed: 3\nparams: {tag: a}\nprocesses:\n  napper: {target: 'nap:nap', "
+                    "args: {tag: '${params.tag}'}}\n")  # fmt: skip
+    sweep = ("run", str(spec), "-q", "--json", "--runs-dir", str(runs), "--report", "napper")
+    cpus = len(os.sched_getaffinity(0))
+    refused = run_topo(*sweep, "--sweep", "params.tag=a,b", "-j", str(cpus + 1))
+    assert refused.returncode == 2, str(refused)
+    assert f"on {cpus} CPU(s): they would share them" in refused.stderr
+    assert not runs.exists()  # nothing ran
+    run = run_topo(*sweep, "--sweep", "params.tag=a,b,c,d", "-j", "2", "--oversubscribe")
+    assert run.returncode == 0, str(run)
+    doc = run.doc
+    assert [(r["index"], r["point"]["params.tag"], r["status"]) for r in doc["runs"]] == [
+        (1, "a", "ok"), (2, "b", "ok"), (3, "c", "ok"), (4, "d", "ok"),
+    ]  # fmt: skip
+    naps = [r["processes"]["napper"]["result"] for r in doc["runs"]]
+    spans = [(nap["start"], nap["end"]) for nap in naps]  # two at a time: some overlap
+    assert any(a[0] < b[1] and b[0] < a[1] for a, b in itertools.combinations(spans, 2))
+    for r in doc["runs"]:  # each a run of the sweep, recorded as such
+        assert summary(Path(r["run_dir"]))["manifest"]["sweep"]["index"] == r["index"]
+    rows = (Path(doc["sweep_dir"]) / "summary.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3", "4"]
 
 
 # ----- runs, show, compare ---------------------------------------------------------------
