@@ -250,6 +250,15 @@ def test_compare_lines_up_a_process_with_other_replica_counts() -> None:
     assert ("instances", "w[0] result") not in rows
 
 
+def test_compare_spreads_mapping_results_over_dotted_rows() -> None:
+    a = doc(processes={"c": {"exit_code": 0, "result": {"count": 3, "rate": {"p50": 1.5}}}})
+    b = doc(processes={"c": {"exit_code": 0, "result": {"count": 4, "rate": {"p50": 1.5}}}})
+    rows = {(r.section, r.key): (r.a, r.b) for r in ex.compare(a, b)}
+    assert rows[("instances", "c result.count")] == (3, 4)
+    assert rows[("instances", "c result.rate.p50")] == (1.5, 1.5)
+    assert ("instances", "c result") not in rows
+
+
 def test_compare_shows_what_differs_and_what_one_side_lacks() -> None:
     b = doc(
         status="failed",

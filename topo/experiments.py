@@ -944,8 +944,23 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Row]:
             names = [n for n, _ in left] + [n for n, _ in right if n not in dict(left)]
             for instance in names:
                 one, two = dict(left).get(instance, {}), dict(right).get(instance, {})
-                for key in ("exit_code", "result"):
-                    rows.append(Row("instances", f"{instance} {key}", one.get(key), two.get(key)))
+                rows.append(
+                    Row(
+                        "instances",
+                        f"{instance} exit_code",
+                        one.get("exit_code"),
+                        two.get("exit_code"),
+                    )
+                )
+                ra, rb = one.get("result"), two.get("result")
+                if isinstance(ra, dict) and isinstance(rb, dict):  # a row per key, dotted
+                    fa, fb = flatten(ra), flatten(rb)
+                    for key in list(fa) + [k for k in fb if k not in fa]:
+                        rows.append(
+                            Row("instances", f"{instance} result.{key}", fa.get(key), fb.get(key))
+                        )
+                else:
+                    rows.append(Row("instances", f"{instance} result", ra, rb))
                 rows.append(
                     Row("durations", instance, one.get("duration_s"), two.get("duration_s"))
                 )
