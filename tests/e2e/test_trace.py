@@ -35,27 +35,30 @@ def run_stages(run_topo: RunTopo, tmp_path: Path, slow: str, *more: str) -> dict
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
-    ("slow", "waiting", "op", "channel"),
+    ("slow", "waits"),
     [
-        ("producer", "worker", "get", "tasks"),  # starved workers
-        ("worker", "collector", "get", "results"),  # and the producer blocked in put
-        ("collector", "worker", "put", "results"),  # backpressure through a bounded queue
+        ("producer", [("worker", "get", "tasks")]),  # starved workers
+        # Slow workers both starve the collector and block the producer, each for nearly
+        # the whole run: either wait, whichever measured longer, explains the verdict.
+        ("worker", [("collector", "get", "results"), ("producer", "put", "tasks")]),
+        ("collector", [("worker", "put", "results")]),  # backpressure through a bounded queue
     ],
 )
 def test_the_bottleneck_is_the_slow_stage(
-    run_topo: RunTopo, tmp_path: Path, slow: str, waiting: str, op: str, channel: str
+    run_topo: RunTopo, tmp_path: Path, slow: str, waits: list[tuple[str, str, str]]
 ) -> None:
     doc = run_stages(run_topo, tmp_path, slow)
     verdict = doc["bottleneck"]
     assert verdict["process"] == slow, verdict
-    assert (verdict["waiting"], verdict["op"], verdict["channel"]) == (waiting, op, channel)
+    assert (verdict["waiting"], verdict["op"], verdict["channel"]) in waits, verdict
     assert verdict["reason"].endswith(f"{slow} limits this run")
     # the slow stage ran nearly all the time; who it starved or blocked, mostly waited
     slow_names = [n for n in doc["processes"] if n.partition("[")[0] == slow]
     for name in slow_names:
         assert doc["processes"][name]["shares"]["running"] > 0.8, doc["processes"][name]
-    blocked = doc["channels"][channel]["blocked_s"][waiting][op]
-    assert blocked > 1.0, doc["channels"]
+    for waiting, op, channel in waits:  # every wait it caused, measured on its channel
+        blocked = doc["channels"][channel]["blocked_s"][waiting][op]
+        assert blocked > 0.5, doc["channels"]  # of a run of about 1 s
 
 
 def follows_the_trace_event_format(trace: dict[str, Any]) -> None:
@@ -81,7 +84,7 @@ def follows_the_trace_event_format(trace: dict[str, Any]) -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("transport", ["auto", "mp", "socket", "pipe"])
+@pytest.mark.parametrize("transport", ["auto", "mp", "socket"])  # auto takes a pipe here
 def test_trace_json_is_a_chrome_trace_of_the_run(
     run_topo: RunTopo, tmp_path: Path, transport: str
 ) -> None:
