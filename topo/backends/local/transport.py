@@ -303,7 +303,9 @@ _FRAME = struct.Struct("!i")  # a message's length before it, as multiprocessing
 _ATOMIC = select.PIPE_BUF - _FRAME.size  # longest message written at once, whoever writes
 _SPAN = struct.Struct("QQ")  # the read buffer's first unread byte and its end
 READ_BUFFER = 256 * 1024  # a reader takes up to this much from the pipe at once
-_PIPE_BYTES = 1 << 20  # asked for each pipe (Linux caps it at /proc/sys/fs/pipe-max-size)
+_PIPE_BYTES = 256 * 1024  # asked for each pipe: more would eat the per-user pipe budget
+# (/proc/sys/fs/pipe-user-pages-soft, 64 MiB by default), past which Linux gives every new
+# pipe of the user one page
 _F_SETPIPE_SZ = 1031
 
 
