@@ -184,22 +184,19 @@ def _print_table(
     fragments, no truncated numbers). When it is wider than the terminal, one record
     per line instead (``field: value`` pairs); in a pipe, as wide as it is."""
     width = shutil.get_terminal_size().columns if console.is_terminal else None
-    text = _plain_table(title, headers, rows)
-    if width is not None and max(map(len, text.splitlines()), default=0) > width:
-        lines = [title] if title else []
-        lines += [
+    top = [title] if title else []  # the lines above the rows: bold on a terminal
+    body = _plain_table("", headers, rows).splitlines()
+    if width is not None and max(map(len, body), default=0) > width:
+        body = [
             "  ".join(f"{h}: {v}" for h, v in zip(headers, row, strict=True) if v) for row in rows
         ]
-        text = "\n".join(lines)
-        body = lines[1:] if title else lines
     else:
-        body = text.splitlines()[(1 if title else 0) + 1 :]
+        top, body = [*top, body[0]], body[1:]  # the header row goes on top
     if not console.is_terminal or not styles:
-        console.print(text, markup=False)
+        console.print("\n".join([*top, *body]), markup=False)
         return
     from rich.text import Text
 
-    top = text.splitlines()[: len(text.splitlines()) - len(body)]
     for line in top:
         console.print(Text(line, style="bold"))
     for line, style in zip(body, styles, strict=False):
@@ -231,7 +228,7 @@ class _Printer:
             self.stacks = StackFolder()
 
     def __call__(self, name: str, line: str) -> None:
-        if self.stacks is not None and name:
+        if self.stacks is not None and self.stacks.folds(name, line):
             for shown in self.stacks(name, line):
                 self._print(name, shown)
             return

@@ -509,6 +509,10 @@ class Plan:
         """Every (instance, binding) that binds channel or lock ``name``, in order."""
         return [(i, b) for i in self.instances for b in i.bindings if b.name == name]
 
+    def readers_of(self, name: str) -> list[str]:
+        """The instances that may read channel ``name``, sorted."""
+        return sorted({i.name for i, b in self.users_of(name) if b.reads})
+
     def process_of(self, instance: Instance) -> Process:
         return self.spec.processes[instance.process]
 

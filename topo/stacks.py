@@ -52,6 +52,10 @@ class StackFolder:
         )
         return path.startswith(self.stdlib) and not installed
 
+    def folds(self, name: str, line: str) -> bool:
+        """Whether ``line`` of ``name`` is in a stack dump (the rest passes untouched)."""
+        return name in self.folded or line == _HEADER
+
     def __call__(self, name: str, line: str) -> list[str]:
         """The lines to show for ``line`` of instance ``name`` (none, it, or a count and it)."""
         if line == _HEADER:

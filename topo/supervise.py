@@ -488,7 +488,7 @@ class Supervisor:
         )
         if self.options.lifecycle and not restarting:  # a restart says so itself
             self.say("", f"{name} {outcome.state} ({code})")
-        if outcome.state in (State.EXITED, stopped_as):
+        if code == 0 or stopped_as is not None:  # returned, or topo stopped it
             return
         broken = self._broken_by(name, code)
         if broken:

@@ -225,7 +225,7 @@ def pipe_transport_readers(plan: Plan) -> Iterator[Finding]:
     for name, channel in plan.spec.channels.items():
         if getattr(channel, "transport", None) != "pipe":
             continue
-        readers = sorted({inst.name for inst, b in plan.users_of(name) if b.reads})
+        readers = plan.readers_of(name)
         if len(readers) > 1:
             yield Finding(
                 ("channels", name, "transport"),

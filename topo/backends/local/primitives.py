@@ -7,6 +7,7 @@ down after the final state has been read back.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import sys
 from multiprocessing.connection import Connection
@@ -66,13 +67,8 @@ def choose_transports(plan: Plan) -> dict[str, str]:
         elif sys.platform != "linux":
             chosen[name] = "mp"
         else:  # a pipe read in batches needs its one reader; a socket takes any number
-            chosen[name] = "pipe" if len(readers_of(plan, name)) == 1 else "socket"
+            chosen[name] = "pipe" if len(plan.readers_of(name)) == 1 else "socket"
     return chosen
-
-
-def readers_of(plan: Plan, name: str) -> list[str]:
-    """The instances that may read channel ``name``."""
-    return sorted({instance.name for instance, b in plan.users_of(name) if b.reads})
 
 
 def _ctype(type_name: str) -> Any:
@@ -284,11 +280,12 @@ class Primitives:
         out: dict[str, int] = {}
         for name, c in self.plan.spec.channels.items():
             qsize = getattr(self.objects.get(name), "qsize", None)
-            if c.traits.queue and qsize is not None:
-                try:
-                    out[name] = int(qsize())
-                except (NotImplementedError, OSError, EOFError):  # macOS; a manager gone
-                    continue
+            if not c.traits.queue or qsize is None:
+                continue
+            # Left out rather than guessed: qsize() raises NotImplementedError on macOS
+            # (no sem_getvalue), and OSError or EOFError once a manager has gone.
+            with contextlib.suppress(NotImplementedError, OSError, EOFError):
+                out[name] = int(qsize())
         return out
 
     def read_state(self) -> dict[str, Any]:

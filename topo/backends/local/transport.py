@@ -209,11 +209,7 @@ class SocketWire:
 
     def pack(self, obj: Any) -> tuple[Any, int | None]:
         """The message (bytes, or parts for sendmsg) and the memfd that goes with it."""
-        if type(obj) in _PLAIN:  # most messages: the shortest way
-            head = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
-            views: list[memoryview] = []
-        else:
-            head, views = pickled(obj)
+        head, views = pickled(obj)
         if not views and len(head) < INLINE_BYTES:
             return head, None
         if len(head) + sum(v.nbytes for v in views) < INLINE_BYTES:
@@ -265,11 +261,9 @@ class SocketWire:
                     pass  # nothing yet, or another reader took it first
                 if not block or not _readable(self.reader.fileno(), deadline - time.monotonic()):
                     raise Empty from None
-        if data and data[0] == 0x80 and not ancdata:  # a plain pickle: most messages
-            return pickle.loads(data)
         if not data:
             raise EOFError("the queue's socket was closed")
-        return decode(data, _descriptors(ancdata))
+        return decode(data, _descriptors(ancdata) if ancdata else [])
 
     def readable(self) -> bool:
         return _readable(self.reader.fileno(), 0)
@@ -371,11 +365,7 @@ class PipeWire:
 
     def pack(self, obj: Any) -> tuple[bytes, None]:
         """One frame: the pickle, or the name of the file in /dev/shm that holds it."""
-        if type(obj) in _PLAIN:  # most messages: the shortest way
-            head = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
-            views: list[memoryview] = []
-        else:
-            head, views = pickled(obj)
+        head, views = pickled(obj)
         if not views and len(head) <= _ATOMIC:
             return _FRAME.pack(len(head)) + head, None
         self.counter += 1
