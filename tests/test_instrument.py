@@ -78,6 +78,18 @@ def test_the_sampler_sees_a_get_that_waits(board: Board) -> None:
     assert board.snapshot().blocked(0) is None  # running again
 
 
+@pytest.mark.parametrize("transport", ["mp", "socket"])
+def test_the_sampler_sees_a_put_on_a_full_joinable_queue(board: Board, transport: str) -> None:
+    from topo.backends.local.transport import build
+
+    q = mp.JoinableQueue(1) if transport == "mp" else build("joinable_queue", "socket", 1, mp)
+    q.put("first")
+    watch.sample({id(q): 3})
+    seen = _seen_while(board, q.get)  # a get makes room, after the sampler looked
+    q.put("second")  # waits for that room
+    assert seen == [("put", 3)]
+
+
 def test_the_sampler_sees_a_get_deep_in_a_recursion(board: Board) -> None:
     q = mp.Queue()
     watch.sample({id(q): 1})

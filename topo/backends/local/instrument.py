@@ -303,23 +303,20 @@ def _blocking_calls() -> dict[Any, tuple[int, str]]:
     }
     # The other modules are loaded by unpickling an object of theirs, if one was bound:
     # none is imported here for nothing.
-    queues = sys.modules.get("multiprocessing.queues")
-    if queues is not None:
-        calls[queues.Queue.get] = (_GET, "block")
-        calls[queues.Queue.put] = (_PUT, "block")
-        calls[queues.JoinableQueue.join] = (_JOIN, "")
-        calls[queues.SimpleQueue.get] = (_GET, "")
-        calls[queues.SimpleQueue.put] = (_PUT, "")
+    # multiprocessing's queues, and topo's over a pipe or socket (transport.py): the same
+    # classes and methods, so the same rules (join is multiprocessing's own in both)
+    for module in ("multiprocessing.queues", "topo.backends.local.transport"):
+        queues = sys.modules.get(module)
+        if queues is not None:
+            calls[queues.Queue.get] = (_GET, "block")
+            calls[queues.Queue.put] = (_PUT, "block")
+            calls[queues.JoinableQueue.put] = (_PUT, "block")  # topo's has its own
+            calls[queues.JoinableQueue.join] = (_JOIN, "")
+            calls[queues.SimpleQueue.get] = (_GET, "")
+            calls[queues.SimpleQueue.put] = (_PUT, "")
     synchronize = sys.modules.get("multiprocessing.synchronize")
     if synchronize is not None:
         calls[synchronize.Event.wait] = (_WAIT_OP, "timeout")
-    wired = sys.modules.get("topo.backends.local.transport")  # transport: socket or pipe
-    if wired is not None:
-        calls[wired.Queue.get] = (_GET, "block")
-        calls[wired.Queue.put] = (_PUT, "block")
-        calls[wired.JoinableQueue.put] = (_PUT, "block")
-        calls[wired.SimpleQueue.get] = (_GET, "")
-        calls[wired.SimpleQueue.put] = (_PUT, "")
     shm = sys.modules.get("topo.backends.local.shm")  # a queue with transport: shm
     if shm is not None:
         calls.update({shm.ShmQueue.get: (_GET, "block"), shm.ShmQueue.put: (_PUT, "block")})
