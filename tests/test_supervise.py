@@ -8,7 +8,9 @@ the supervisor's poll interval.
 from __future__ import annotations
 
 import itertools
+import signal
 import textwrap
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -338,6 +340,37 @@ def test_signals_stop_everything_with_their_exit_codes(
     assert result.processes["a"].result == "kept"
     assert result.processes["b"].state == State.STOPPED
     assert launcher.actions("terminate") == [(1.0, "b")]
+
+
+def test_a_second_signal_while_topo_speaks_does_not_wait_for_the_output(
+    tmp_path: Path,
+) -> None:
+    # The CLI's printer holds a lock while it writes. A second Ctrl-C landing inside it
+    # once made the handler print "stopping at once" through the same lock: topo hung.
+    lock = threading.Lock()
+    said: list[str] = []
+    hung: list[str] = []
+
+    def say(name: str, line: str) -> None:
+        if not lock.acquire(timeout=2):
+            hung.append(line)
+            return
+        try:
+            said.append(line)
+            if line.startswith(("b running", "b stopped")):
+                signal.raise_signal(signal.SIGINT)  # a Ctrl-C, handled inside say()
+        finally:
+            lock.release()
+
+    launcher = FakeLauncher({"a": [Attempt(stubborn=True)]})
+    supervisor = Supervisor(
+        plan_of(tmp_path, TWO), launcher, RunOptions(lifecycle=True), say, clock=launcher.clock
+    )
+    result = supervisor.run()
+    assert hung == []
+    assert (result.status, result.exit_code) == ("interrupted", 130)
+    assert "stopping at once" in said  # said by the stop, which the second signal hurried
+    assert [n for _, n in launcher.actions("kill")] == ["a"]  # the stubborn one, at once
 
 
 DEADLOCK = """

@@ -340,11 +340,10 @@ class Supervisor:
             # The first signal ends supervision at its next step (within POLL_INTERVAL_S):
             # raising here could land anywhere, in a fork hook or half-way through reaping
             # an instance. Once topo is stopping, a second one only cuts the grace period
-            # short: teardown is never interrupted.
+            # short: teardown is never interrupted. Nothing is said from here: the main
+            # thread may be inside say() itself, holding the output's lock.
             if self.stopping:
-                if not self.hurry:
-                    self.hurry = True
-                    self.say("", "stopping at once")
+                self.hurry = True
                 return
             self.stopping = True
             self.signalled = signum
@@ -667,6 +666,8 @@ class Supervisor:
         end = self.clock() + GRACE_PERIOD_S
         while targets and not self.hurry and self.clock() < end:
             collect(max(0.0, min(POLL_INTERVAL_S, end - self.clock())))
+        if targets and self.hurry:
+            self.say("", "stopping at once")
         for name in targets:
             self.launcher.kill(name)
         while targets:
