@@ -237,6 +237,31 @@ def test_python_m_topo_validate_control_characters(tmp_path: Path) -> None:
     assert "error[T001]" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("code", "status", "said"), [(None, 0, ""), (3, 3, ""), ("no way", 1, "no way\n")]
+)
+def test_leaving_runs_atexit_and_flushes_then_exits_with_the_code(
+    code: int | str | None, status: int, said: str
+) -> None:
+    # topo leaves with os._exit (no interpreter teardown): what a normal exit does that
+    # matters must still happen, the exit code must be sys.exit's for the same value
+    script = (
+        "import atexit, sys\n"
+        "from topo.console import _leave\n"
+        "atexit.register(lambda: sys.stdout.write('atexit ran\\n'))\n"
+        "sys.stdout = open(sys.stdout.fileno(), 'w', buffering=1 << 20, closefd=False)\n"
+        "sys.stdout.write('buffered')\n"
+        f"_leave({code!r})\n"
+        "print('not reached')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == status
+    assert proc.stdout == "bufferedatexit ran\n"
+    assert proc.stderr == said
+
+
 def test_graph_prints_mermaid_and_dot(runner: CliRunner) -> None:
     mermaid = runner.invoke(app, ["graph", str(GOOD)])
     assert mermaid.exit_code == 0
@@ -451,12 +476,12 @@ def test_live_status_shows_elapsed_time_depths_and_shares() -> None:
 
     from rich.console import Console
 
-    import topo.cli as cli
+    from topo.console import LiveStatus
     from topo.result import State
     from topo.supervise import InstanceStatus, StatusBoard
 
     console = Console(file=io.StringIO(), force_terminal=True, width=120, record=True)
-    live = cli._LiveStatus(console)
+    live = LiveStatus(console)
     board = StatusBoard(
         [
             InstanceStatus("producer", 12, State.RUNNING, None, None, 0, 1.2, 3.4, 0.97),
@@ -574,7 +599,7 @@ class _Console:
 def test_tables_keep_every_value_whole_and_fall_back_to_records(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from topo.cli import _print_table
+    from topo.console import print_table as _print_table
 
     headers = ["run", "params", "collector.items_per_s"]
     rows = [["1", "params.workers=1 params.items=100000", "123456.789012"]]
@@ -592,3 +617,84 @@ def test_tables_keep_every_value_whole_and_fall_back_to_records(
     wide = _Console(terminal=True)
     _print_table(wide, headers, rows, styles=[None])
     assert len(wide.lines) == 2 and wide.lines[1].endswith("123456.789012")
+
+
+# ----- a command line parsed once -----------------------------------------------------------
+
+SAYS_SIZE = """\
+topo: 1
+name: sizes
+params: {size: 3}
+processes:
+  p:
+    target: sizes:size
+    args: {n: "${params.size}"}
+"""
+
+
+def _console_main(folder: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], bool]:
+    """``topo ARGS`` through the console entry point, in ``folder`` with its own cache:
+    (the process, whether it imported typer)."""
+    script = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: sys.stderr.write(f'typer: {\"typer\" in sys.modules}\\n'))\n"
+        f"sys.argv = ['topo', *{list(args)!r}]\n"
+        "from topo.console import main\n"
+        "main()\n"
+    )
+    env = {**os.environ, "TOPO_CACHE_DIR": str(folder / "cache"), "NO_COLOR": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return proc, "typer: True" in proc.stderr
+
+
+def _result_of(proc: subprocess.CompletedProcess[str]) -> object:
+    return json.loads(proc.stdout)["processes"]["p"]["result"]
+
+
+@pytest.fixture
+def sizes(
+    tmp_path: Path, write_spec: Callable[..., Path], write_module: Callable[..., Path]
+) -> Path:
+    write_module(tmp_path, "sizes", "def size(n):\n    return n\n")
+    return write_spec(tmp_path, SAYS_SIZE)
+
+
+def test_a_run_command_line_parsed_once_runs_again_without_typer(sizes: Path) -> None:
+    args = ("run", "--no-record", "--json", "-q", "--set", "params.size=5", sizes.name)
+    first, typer_first = _console_main(sizes.parent, *args)
+    again, typer_again = _console_main(sizes.parent, *args)
+    assert first.returncode == again.returncode == 0, again.stderr
+    assert typer_first and not typer_again
+    assert _result_of(first) == _result_of(again) == 5
+    other, typer_other = _console_main(sizes.parent, *args[:-2], "params.size=7", sizes.name)
+    assert typer_other and _result_of(other) == 7  # another command line: typer parses it
+
+
+def test_a_remembered_command_line_still_reads_and_checks_the_spec(sizes: Path) -> None:
+    args = ("run", "--no-record", "--json", sizes.name)
+    assert _console_main(sizes.parent, *args)[0].returncode == 0
+    sizes.write_text(SAYS_SIZE.replace("args:", "argz:"), encoding="utf-8")
+    proc, typer_imported = _console_main(sizes.parent, *args)
+    assert not typer_imported
+    assert proc.returncode == 2
+    assert "spec.yaml:7:5: error[T010]: unknown key 'argz'" in proc.stderr
+    assert json.loads(proc.stdout)["status"] == "invalid"
+
+
+def test_a_damaged_remembered_command_line_is_parsed_again(sizes: Path) -> None:
+    args = ("run", "--no-record", "--json", sizes.name)
+    assert _console_main(sizes.parent, *args)[0].returncode == 0
+    entries = list((sizes.parent / "cache" / "commands").glob("*.json"))
+    assert len(entries) == 1
+    for damage in ['{"spec": {"path": "other.yaml"}}', "[1, 2]", "{not json"]:
+        entries[0].write_text(damage, encoding="utf-8")
+        proc, typer_imported = _console_main(sizes.parent, *args)
+        assert proc.returncode == 0, proc.stderr
+        assert typer_imported and _result_of(proc) == 3

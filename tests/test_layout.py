@@ -59,7 +59,7 @@ def test_topo_has_no_import_cycle() -> None:
 def test_only_backends_import_multiprocessing_objects_of_a_run() -> None:
     """The supervisor and everything above it never touch a process: only backends do."""
     g = import_graph()
-    for name in ("topo.supervise", "topo.deadlock", "topo.api", "topo.cli"):
+    for name in ("topo.supervise", "topo.deadlock", "topo.api", "topo.cli", "topo.console"):
         reached = nx.descendants(g, name)
         assert not {m for m in reached if m.startswith("topo.backends.local")}, name
 

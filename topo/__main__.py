@@ -1,3 +1,3 @@
-from topo.cli import main
+from topo.console import main
 
 main()

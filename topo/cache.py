@@ -1,21 +1,26 @@
-"""An on-disk cache of the graph checks' findings: an unchanged spec is not analysed twice.
+"""An on-disk cache of what topo worked out before: an unchanged spec is not analysed
+twice, a command line not parsed twice.
 
-The graph checks (T1xx, topo/graph.py) are pure functions of the resolved document,
-the instances' bindings and the number of usable CPUs. Importing networkx and running them is
-most of what ``topo run`` costs before anything starts (~0.1 s of ~0.3 s), so their
-findings are kept, keyed by a hash of everything they depend on:
+Two kinds of entries:
 
-- the resolved document (after ``--set``, ``${params...}`` and ``${env:...}``),
-  each instance's bindings (with ``${replica}`` and the like filled in) and the
-  usable CPUs; not the seed, which changes at every run that does not fix it;
-- topo itself (its version and the size and mtime of each of its modules) and the
-  installed networkx (where it is, its size and mtime), so an upgrade or an edit of
-  topo's code is a miss;
-- the Python version.
+- **graph findings** (``graph/``). The graph checks (T1xx, topo/graph.py) are pure
+  functions of the resolved document, the instances' bindings and the number of usable
+  CPUs. Importing networkx and running them is most of what ``topo run`` costs before
+  anything starts (~0.1 s of ~0.3 s), so their findings are kept, keyed by the resolved
+  document (after ``--set``, ``${params...}`` and ``${env:...}``), each instance's
+  bindings (with ``${replica}`` and the like filled in) and the usable CPUs; not the
+  seed, which changes at every run that does not fix it. Positions are not cached:
+  findings name places in the document, turned into ``file:line:col`` against the
+  document being checked. The reference and target checks (T0xx) are never cached:
+  they import the targets, whose code can change anywhere.
+- **command lines** (``commands/``). What typer made of a ``topo run`` command line
+  (topo/console.py): parsing it again would import typer and build its pydantic
+  parameter adapters (~55 ms). Keyed by the arguments alone; the spec they name is read
+  and checked afresh at every run.
 
-Positions are not cached: findings name places in the document, turned into
-``file:line:col`` against the document being checked. The reference and target checks
-(T0xx) are never cached: they import the targets, whose code can change anywhere.
+Every key also covers topo itself (its version and the size and mtime of each of its
+modules), the installed networkx and typer (where each is, its size and mtime), and
+the Python version: an upgrade or an edit of topo's code is a miss.
 
 Where: ``$TOPO_CACHE_DIR``, else ``$XDG_CACHE_HOME/topo``, else ``~/.cache/topo``.
 ``TOPO_CACHE=0`` turns the cache off. Any problem reading or writing it is a miss,
@@ -51,7 +56,7 @@ def cache_dir() -> Path | None:
 
 
 def _code_fingerprint() -> str:
-    """topo's and networkx's code as installed, computed once per process."""
+    """topo's, networkx's and typer's code as installed, computed once per process."""
     global _fingerprint
     if _fingerprint is None:
         import topo
@@ -60,10 +65,11 @@ def _code_fingerprint() -> str:
         for path in sorted(Path(topo.__file__).parent.glob("*.py")):
             st = path.stat()
             parts.append((path.name, st.st_size, st.st_mtime_ns))
-        spec = find_spec("networkx")  # where it is, without importing it
-        if spec is not None and spec.origin:
-            st = os.stat(spec.origin)
-            parts.append((spec.origin, st.st_size, st.st_mtime_ns))
+        for library in ("networkx", "typer"):
+            spec = find_spec(library)  # where it is, without importing it
+            if spec is not None and spec.origin:
+                st = os.stat(spec.origin)
+                parts.append((spec.origin, st.st_size, st.st_mtime_ns))
         _fingerprint = json.dumps(parts)
     return _fingerprint
 

@@ -1,7 +1,7 @@
 """The ``topo`` command: parse flags, call the core, print, map outcomes to exit codes.
 
 No logic lives here. Human output goes to stderr; stdout carries only what a
-command is asked for (JSON, a schema, a graph). Every command runs inside ``_errors``,
+command is asked for (JSON, a schema, a graph). Every command runs inside ``error_funnel``,
 the one place where an exception becomes a message and an exit code.
 """
 
@@ -10,27 +10,33 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
-import re
-import shutil
 import signal
 import sys
-import threading
-import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from topo.console import (
+    EXIT_INVALID,
+    LiveStatus,
+    Printer,
+    error_funnel,
+    plain_table,
+    print_table,
+    remember_run,
+    report_diagnostics,
+    run_and_report,
+    run_once,
+    short,
+    spec_name,
+    stderr_console,
+)
+
 if TYPE_CHECKING:
     from topo.errors import Diagnostic
-    from topo.supervise import InstanceStatus
 
-EXIT_FAILED = 1
-EXIT_INVALID = 2
-EXIT_INTERRUPTED = 130
-DEBUG_ENV = "TOPO_DEBUG"  # TOPO_DEBUG=1: an error shows its traceback too
 
 app = typer.Typer(
     name="topo",
@@ -125,261 +131,19 @@ AddressOption = Annotated[
     ),
 ]
 
-_COLOURS = [
-    "cyan",
-    "magenta",
-    "green",
-    "yellow",
-    "blue",
-    "bright_red",
-    "bright_cyan",
-    "bright_magenta",
-    "bright_green",
-    "bright_yellow",
-    "bright_blue",
-]
-
-
-def _stderr() -> Any:
-    """topo's voice: rich on a terminal; plain lines otherwise (a pipe, a file, CI),
-    which also spares every run rich's import (~25 ms of topo's fixed cost)."""
-    if sys.stderr.isatty() or os.environ.get("FORCE_COLOR") or os.environ.get("TTY_COMPATIBLE"):
-        from rich.console import Console
-
-        return Console(stderr=True, highlight=False, soft_wrap=True)
-    return _PlainConsole()
-
-
-class _PlainConsole:
-    """What topo uses of rich's Console, for a stderr that is not a terminal."""
-
-    is_terminal = False
-    _rich: Any = None
-
-    def print(self, obj: Any = "", *, markup: bool = True, **_style: Any) -> None:
-        if isinstance(obj, str):
-            text = re.sub(r"\[/?bold\]", "", obj) if markup else obj
-        elif hasattr(obj, "plain"):  # rich Text
-            text = obj.plain
-        else:  # a table or anything else rich draws: let rich draw it, plainly
-            if self._rich is None:
-                from rich.console import Console
-
-                self._rich = Console(stderr=True, highlight=False, soft_wrap=True)
-            self._rich.print(obj)
-            return
-        sys.stderr.write(text + "\n")
-        sys.stderr.flush()
-
-
-def _print_table(
-    console: Any,
-    headers: list[str],
-    rows: list[list[str]],
-    *,
-    title: str = "",
-    styles: list[str | None] | None = None,
-) -> None:
-    """A table that stays readable: columns aligned, every value whole (no wrapped
-    fragments, no truncated numbers). When it is wider than the terminal, one record
-    per line instead (``field: value`` pairs); in a pipe, as wide as it is."""
-    width = shutil.get_terminal_size().columns if console.is_terminal else None
-    top = [title] if title else []  # the lines above the rows: bold on a terminal
-    body = _plain_table("", headers, rows).splitlines()
-    if width is not None and max(map(len, body), default=0) > width:
-        body = [
-            "  ".join(f"{h}: {v}" for h, v in zip(headers, row, strict=True) if v) for row in rows
-        ]
-    else:
-        top, body = [*top, body[0]], body[1:]  # the header row goes on top
-    if not console.is_terminal or not styles:
-        console.print("\n".join([*top, *body]), markup=False)
-        return
-    from rich.text import Text
-
-    for line in top:
-        console.print(Text(line, style="bold"))
-    for line, style in zip(body, styles, strict=False):
-        console.print(Text(line, style=style or ""))
-
-
-def _plain_table(title: str, headers: list[str], rows: list[list[str]]) -> str:
-    """A table in plain text, columns aligned (docker ps style): for pipes and logs."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = [title] if title else []
-    for row in [headers, *rows]:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    return "\n".join(lines)
-
-
-class _Printer:
-    """Prefixes each instance's lines with its name in a stable colour; one line at a time."""
-
-    def __init__(self, full_stacks: bool = False) -> None:
-        self.console = _stderr()
-        self.lock = threading.Lock()
-        # Not a terminal (a pipe, a file, CI): no colours to draw, so plain writes,
-        # several times faster than rich's, for instances that print a lot.
-        self.plain = not self.console.is_terminal
-        self.stacks: Any = None  # a deadlock's stacks: the user's frames first
-        if not full_stacks:
-            from topo.stacks import StackFolder
-
-            self.stacks = StackFolder()
-
-    def __call__(self, name: str, line: str) -> None:
-        if self.stacks is not None and self.stacks.folds(name, line):
-            for shown in self.stacks(name, line):
-                self._print(name, shown)
-            return
-        self._print(name, line)
-
-    def _print(self, name: str, line: str) -> None:
-        if self.plain:
-            with self.lock:
-                sys.stderr.write(f"{name} | {line}\n" if name else f"topo: {line}\n")
-            return
-        from rich.text import Text
-
-        text = Text()
-        if name:
-            colour = _COLOURS[zlib.crc32(name.encode()) % len(_COLOURS)]
-            text.append(f"{name} | ", style=colour)
-        else:
-            text.append("topo: ", style="bold")
-        text.append(line)
-        with self.lock:
-            self.console.print(text)
-
-
-def _show_diagnostic(console: Any, d: Diagnostic, source: list[str] | None) -> None:
-    from rich.text import Text
-
-    style = "bold red" if d.is_error else "bold yellow"
-    text = Text()
-    text.append(f"{d.path}:{d.line}:{d.col}: " if d.line else f"{d.path}: ")
-    text.append(f"{d.severity}[{d.code}]", style=style)
-    text.append(f": {d.message}")
-    console.print(text)
-    if source and 0 < d.line <= len(source):
-        line = source[d.line - 1].rstrip("\n")
-        console.print(Text(f"  {d.line:>4} | {line}", style="dim"))
-        console.print(Text(f"       | {' ' * (d.col - 1)}^", style=style))
-
-
-def _source_lines(path: str) -> list[str] | None:
-    try:
-        return Path(path).read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-def _report(diagnostics: list[Diagnostic], console: Any) -> None:
-    sources: dict[str, list[str] | None] = {}
-    for d in diagnostics:
-        if d.path not in sources:
-            sources[d.path] = _source_lines(d.path)
-        _show_diagnostic(console, d, sources[d.path])
-
-
-# ----- the error funnel ----------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _errors(as_json: bool = False, name: str | None = None) -> Iterator[None]:
-    """The one place where an exception becomes what topo says and its exit code.
-
-    ============================== ======================================= ==== ===========
-    raised                         on stderr                               exit --json status
-    ============================== ======================================= ==== ===========
-    SpecError                      its diagnostics, located                2    invalid
-    UsageError (RunNotFound...)    ``topo: error: <message>``              2    invalid
-    OSError                        ``topo: error: cannot create run ...``  2    invalid
-    PlacementError                 ``topo: error: the run needs 4 CPUs...``2    invalid
-    TopoError (RunError...)        ``topo: error: <message>``              1    failed
-    KeyboardInterrupt              ``topo: interrupted``                   130  interrupted
-    anything else                  ``topo: internal error: ...`` + a hint  1    failed
-    ============================== ======================================= ==== ===========
-
-    An OSError that reaches this far happened before anything started: the core turns
-    one after the start into a failed run (see ``topo.api.run``) or a RunError. With
-    ``--json``, stdout gets ``outcome_document`` (named ``name``); with TOPO_DEBUG=1,
-    stderr gets the traceback too. ``typer.Exit`` (an outcome already decided) passes.
-    """
-    from topo.errors import PlacementError, SpecError, TopoError, UsageError, os_error_text
-
-    def fail(
-        status: str,
-        exit_code: int,
-        message: str,
-        said: str | None = None,
-        diagnostics: Sequence[Diagnostic] = (),
-    ) -> NoReturn:
-        from topo.errors import outcome_document
-
-        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
-            import traceback
-
-            traceback.print_exc()
-        if said is not None:
-            sys.stderr.write(said + "\n")
-        if as_json:
-            shown = None if diagnostics else message
-            print(json.dumps(outcome_document(name, status, exit_code, diagnostics, shown)))
-        raise typer.Exit(exit_code)
-
-    try:
-        yield
-    except (typer.Exit, typer.Abort):
-        raise
-    except SpecError as e:
-        _report(e.diagnostics, _stderr())
-        fail("invalid", EXIT_INVALID, str(e), diagnostics=e.diagnostics)
-    except (UsageError, PlacementError) as e:
-        fail("invalid", EXIT_INVALID, str(e), f"topo: error: {e}")
-    except BrokenPipeError:
-        # whoever read stdout has gone (`topo runs --json | head -1`): nothing to tell it
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise typer.Exit(EXIT_FAILED) from None
-    except OSError as e:
-        fail("invalid", EXIT_INVALID, os_error_text(e), f"topo: error: {os_error_text(e)}")
-    except TopoError as e:
-        fail("failed", EXIT_FAILED, str(e), f"topo: error: {e}")
-    except KeyboardInterrupt:
-        fail("interrupted", EXIT_INTERRUPTED, "interrupted", "topo: interrupted")
-    except Exception as e:
-        what = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        hint = (
-            f"topo: this is a bug in topo, not in your spec: please report it"
-            f" (run again with {DEBUG_ENV}=1 to see the traceback)"
-        )
-        fail(
-            "failed",
-            EXIT_FAILED,
-            f"internal error: {what}",
-            f"topo: internal error: {what}\n{hint}",
-        )
-
-
 _FUNNELED: set[Callable[..., None]] = set()  # every command's callback, as registered
 
 
-def _spec_name(specs: Sequence[Path | str | None]) -> str | None:
-    """What a JSON document is named after: the spec's file name, if there is one spec."""
-    return Path(specs[0]).stem if len(specs) == 1 and specs[0] is not None else None
-
-
 def _command(**options: Any) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Register a command with typer, running inside ``_errors``; its ``--json`` flag
+    """Register a command with typer, running inside ``error_funnel``; its ``--json`` flag
     is its ``as_json`` argument, and the JSON document of an error is named after its
     ``spec`` (or the only one of its ``specs``)."""
 
     def register(command: Callable[..., None]) -> Callable[..., None]:
         @functools.wraps(command)
         def funneled(**kwargs: Any) -> None:
-            name = _spec_name(kwargs.get("specs") or [kwargs.get("spec")])
-            with _errors(as_json=bool(kwargs.get("as_json")), name=name):
+            name = spec_name(kwargs.get("specs") or [kwargs.get("spec")])
+            with error_funnel(as_json=bool(kwargs.get("as_json")), name=name):
                 command(**kwargs)
 
         _FUNNELED.add(funneled)
@@ -415,7 +179,7 @@ def validate(
     from topo.api import validate as validate_spec
     from topo.errors import outcome_document
 
-    console = _stderr()
+    console = stderr_console()
     found: list[Diagnostic] = []
     for path in specs:
         found += validate_spec(
@@ -424,9 +188,9 @@ def validate(
     failing = [d for d in found if d.is_error or strict]
     if as_json:
         status, code = ("invalid", EXIT_INVALID) if failing else ("ok", 0)
-        print(json.dumps(outcome_document(_spec_name(specs), status, code, found), indent=2))
+        print(json.dumps(outcome_document(spec_name(specs), status, code, found), indent=2))
     else:
-        _report(found, console)
+        report_diagnostics(found, console)
         errors = sum(d.is_error for d in found)
         warnings = len(found) - errors
         if found:
@@ -435,7 +199,7 @@ def validate(
             )
         else:
             console.print(f"{len(specs)} spec(s) valid.")
-    raise typer.Exit(EXIT_INVALID if failing else 0)
+    raise SystemExit(EXIT_INVALID if failing else 0)
 
 
 @_command()
@@ -549,124 +313,24 @@ def run(
             oversubscribe=oversubscribe,
         )
         return
-    from topo.api import run as run_spec
-
-    def start(printer: _Printer, status: Any) -> Any:
-        return run_spec(
-            spec,
-            set_ or [],
-            seed=seed,
-            runs_dir=runs_dir,
-            record=not no_record,
-            quiet=quiet,
-            output=printer,
-            status=status,
-            lifecycle=status is None,
-            watch=not no_watch,
-            backend=backend,
-            address=address,
-            trace=not no_trace,
-            manifest_extra={"sweep": json.loads(sweep_entry)} if sweep_entry else None,
-            files=files or [],
-        )
-
-    _run_and_report(start, as_json, full_stacks)
-
-
-def _run_and_report(start: Any, as_json: bool, full_stacks: bool = False) -> None:
-    """Run ``start(printer, status)`` under the live status, print its outcome, exit."""
-    printer = _Printer(full_stacks)
-    # A terminal gets the live table; elsewhere the supervisor says each start and end.
-    status = _LiveStatus(printer.console) if printer.console.is_terminal else None
-    with status or contextlib.nullcontext():
-        result = start(printer, status)
-    _summary(result, printer.console)
-    if as_json:
-        print(json.dumps(result.to_json()))
-    raise typer.Exit(result.exit_code or 0)
-
-
-class _LiveStatus:
-    """On a terminal: a table of every instance, redrawn under the scrolling output."""
-
-    def __init__(self, console: Any) -> None:
-        from rich.live import Live
-
-        self.live = Live(console=console, auto_refresh=False, transient=True)
-
-    def __enter__(self) -> _LiveStatus:
-        self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.live.__exit__(None, None, None)
-
-    def __call__(self, rows: list[InstanceStatus]) -> None:
-        from rich.table import Table
-
-        elapsed = getattr(rows, "elapsed_s", None)
-        depths = getattr(rows, "depths", {})
-        caption = " · ".join(
-            [
-                *([f"elapsed {elapsed:.1f} s"] if elapsed is not None else []),
-                *(f"{q}: {d} queued" for q, d in depths.items()),
-            ]
-        )
-        table = Table(
-            box=None, header_style="bold", caption=caption or None, caption_justify="left"
-        )
-        for column in ("instance", "pid", "state", "restarts", "cpu s", "up s", "running"):
-            table.add_column(column)
-        for r in rows:
-            cpu = "" if r.cpu_s is None else f"{r.cpu_s:.1f}"
-            up = "" if r.up_s is None else f"{r.up_s:.1f}"
-            share = "" if r.running_share is None else f"{r.running_share:.0%}"
-            table.add_row(r.name, str(r.pid or ""), r.label, str(r.restarts), cpu, up, share)
-        self.live.update(table, refresh=True)
-
-
-def _summary(result: Any, console: Any) -> None:
-    from topo.record import RunFolder
-
-    title = f"{result.name}: {result.status}"
-    headers = ["instance", "state", "exit", "restarts", "seconds", "result"]
-    rows = []
-    for name, r in result.processes.items():
-        shown = json.dumps(r.result)
-        rows.append(
-            [
-                name,
-                str(r.state),
-                str(r.exit_code),
-                str(r.restarts),
-                f"{r.duration_s:.2f}",
-                shown if len(shown) < 60 else shown[:57] + "...",
-            ]
-        )
-    if console.is_terminal:
-        from rich.table import Table
-
-        table = Table(title=title, title_justify="left")
-        for column in headers:
-            table.add_column(column)
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
-    else:
-        console.print(_plain_table(title, headers, rows), markup=False)
-    for key, value in result.state.items():  # the final values, arrays, dicts...
-        console.print(f"state {key} = {_short(value, 100)}", markup=False)
-    if result.message:
-        console.print(f"topo: {result.message}")
-    if result.run_dir:
-        # else result.message says what could not be written
-        recorded = result.record_complete and RunFolder.is_run(result.run_dir)
-        console.print(
-            f"topo: run recorded in {result.run_dir}"
-            if recorded
-            else f"topo: the run's record in {result.run_dir} is incomplete",
-            markup=False,
-        )
+    arguments: dict[str, Any] = {
+        "spec": spec,
+        "overrides": set_ or [],
+        "files": files or [],
+        "seed": seed,
+        "runs_dir": runs_dir,
+        "record": not no_record,
+        "quiet": quiet,
+        "watch": not no_watch,
+        "trace": not no_trace,
+        "backend": backend,
+        "address": address,
+        "sweep_entry": sweep_entry,
+        "as_json": as_json,
+        "full_stacks": full_stacks,
+    }
+    remember_run(arguments)
+    run_once(**arguments)
 
 
 @_command()
@@ -698,7 +362,7 @@ def init(
     for path, template in ((spec, "spec.yaml.tmpl"), (module, "targets.py.tmpl")):
         text = (templates / template).read_text(encoding="utf-8")
         path.write_text(text.replace("__NAME__", name), encoding="utf-8")
-    console = _stderr()
+    console = stderr_console()
     console.print(f"topo: wrote {spec} and {module}; run it: topo run {spec}", markup=False)
 
 
@@ -731,7 +395,7 @@ def graph(
         print(to_mermaid(plan) if format_ == "mermaid" else to_dot(plan), end="")
         return
     render_file(to_dot(plan), output)
-    _stderr().print(f"topo: wrote {output}", markup=False)
+    stderr_console().print(f"topo: wrote {output}", markup=False)
 
 
 @_command()
@@ -780,7 +444,7 @@ def _run_sweep(
         run_sweep,
     )
 
-    printer = _Printer()
+    printer = Printer()
     console = printer.console
 
     def quiet_output(name: str, line: str) -> None:
@@ -789,7 +453,7 @@ def _run_sweep(
             printer(name, line)
 
     def run_one(plan: Any, **options: Any) -> Any:
-        status = _LiveStatus(console) if console.is_terminal else None
+        status = LiveStatus(console) if console.is_terminal else None
         with status or contextlib.nullcontext():
             return run_spec(
                 plan,
@@ -819,7 +483,7 @@ def _run_sweep(
 
     def on_end(sweep: Sweep, entry: SweepRun) -> None:
         if entry.invalid is not None:
-            _report(entry.invalid.diagnostics, console)
+            report_diagnostics(entry.invalid.diagnostics, console)
         elif entry.result is not None:
             r = entry.result
             why = f": {r.message}" if r.message else ""
@@ -861,7 +525,7 @@ def _run_sweep(
     _sweep_table(sweep, console)
     if as_json:
         print(json.dumps(sweep.to_json()))
-    raise typer.Exit(sweep.exit_code)
+    raise SystemExit(sweep.exit_code)
 
 
 def _refuse_oversubscription(
@@ -893,7 +557,7 @@ def _sweep_table(sweep: Any, console: Any) -> None:
     done = sum(r.exit_code == 0 for r in sweep.runs)
     shown = [c for c in header if c != "run_dir"]
     values = [dict(zip(header, row, strict=True)) for row in rows]
-    _print_table(
+    print_table(
         console,
         shown,
         [[v[c] for c in shown] for v in values],
@@ -920,7 +584,7 @@ def _sweep_statistics(sweep: Any, console: Any) -> None:
         for s in stats
     ]
     title = f"over {sweep.repeat} repeats: mean ± standard deviation [min, max]"
-    console.print(_plain_table(title, headers, rows), markup=False)
+    console.print(plain_table(title, headers, rows), markup=False)
 
 
 _RUNS_DIR_OPTION = typer.Option(
@@ -944,11 +608,6 @@ def _seconds(value: Any) -> str:
 def _shown(value: Any) -> str:
     """A value whole, as text: numbers as written, None as null."""
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def _short(value: Any, width: int = 60) -> str:
-    text = value if isinstance(value, str) else json.dumps(value)
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 @_command()
@@ -989,7 +648,7 @@ def runs(
             )
         )
         return
-    console = _stderr()
+    console = stderr_console()
     if not found:
         from topo.record import runs_root
 
@@ -1011,7 +670,7 @@ def runs(
             ]
         )
     headers = ["id", "name", "when", "status", "duration", "params", "sweep"]
-    _print_table(console, headers, rows, styles=styles)
+    print_table(console, headers, rows, styles=styles)
 
 
 @_command()
@@ -1037,7 +696,7 @@ def ps(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    console = _stderr()
+    console = stderr_console()
     if not rows:
         console.print("topo: no run in progress")
         return
@@ -1102,7 +761,7 @@ def logs(
     try:
         follow_logs(rec, chosen, out, follow=follow)
     except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+        raise SystemExit(130) from None
 
 
 @_command()
@@ -1139,7 +798,7 @@ def report(
         rec = find_run(run_ref, runs_dir)
         path = output or rec.path / "report.html"
         write_atomic(path, render(rec))
-    _stderr().print(f"topo: report written to {path}", markup=False)
+    stderr_console().print(f"topo: report written to {path}", markup=False)
 
 
 @_command()
@@ -1162,7 +821,7 @@ def show(
     if as_json:
         print(json.dumps(rec.summary, indent=2))
         return
-    console = _stderr()
+    console = stderr_console()
     s = rec.summary
     m = rec.manifest
     console.print(
@@ -1194,12 +853,12 @@ def show(
             str(r.get("exit_code")),
             str(r.get("restarts")),
             _seconds(r.get("duration_s")),
-            _short(r.get("result")),
+            short(r.get("result")),
             style=None if r.get("exit_code") == 0 else "red",
         )
     console.print(table)
     for key, value in (s.get("state") or {}).items():
-        console.print(f"  state {key} = {_short(value, 100)}", markup=False)
+        console.print(f"  state {key} = {short(value, 100)}", markup=False)
     for instance, r in (s.get("processes") or {}).items():
         if r.get("error"):  # what its target raised: the traceback from the user's code
             console.print(f"  {instance} raised:", markup=False)
@@ -1266,9 +925,9 @@ def rerun(
         )
         return
     rec = find_run(run_ref, runs_dir)
-    with _errors(as_json, rec.name):  # from here on, a JSON document is named after the run
+    with error_funnel(as_json, rec.name):  # from here on, a JSON document is named after the run
         prepared = prepare_rerun(rec, set_ or [])
-        console = _stderr()
+        console = stderr_console()
         console.print(
             f"topo: running {rec.id} again (seed {prepared.seed}) from {prepared.spec_path}",
             markup=False,
@@ -1278,7 +937,7 @@ def rerun(
                 f"topo: warning: code differs from the record: {note}", style="yellow", markup=False
             )
 
-        def start(printer: _Printer, status: Any) -> Any:
+        def start(printer: Printer, status: Any) -> Any:
             return rerun_record(
                 prepared,
                 runs_dir=runs_dir,
@@ -1290,7 +949,7 @@ def rerun(
                 address=address,
             )
 
-        _run_and_report(start, as_json)
+        run_and_report(start, as_json)
 
 
 @_command()
@@ -1324,7 +983,7 @@ def compare(
             )
         )
         return
-    console = _stderr()
+    console = stderr_console()
     shown, styles = [], []
     for r in rows:
         if r.same:
@@ -1334,19 +993,9 @@ def compare(
         shown.append([mark, r.section, r.key, _shown(r.a), _shown(r.b)])
         styles.append(style)
     headers = ["", "section", "field", f"A {a.id}", f"B {b.id}"]
-    _print_table(console, headers, shown, styles=styles)
+    print_table(console, headers, shown, styles=styles)
     console.print(
         f"topo: {len(differences)} difference(s) (≠), besides times and durations (~)"
         if differences
         else "topo: no differences besides times and durations"
     )
-
-
-def main() -> None:
-    """Console entry point; a bad command line exits 2, as click does. Errors inside a
-    command are ``_errors``'s; this catches only a Ctrl-C outside any command."""
-    try:
-        app()
-    except KeyboardInterrupt:  # pragma: no cover - outside a command
-        sys.stderr.write("topo: interrupted\n")
-        sys.exit(EXIT_INTERRUPTED)

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 from pathlib import Path
 
 MARK = "TOPO_GUARDIAN_MARK"
+DRAIN_S = 0.25  # how often the guardian reads what topo told it
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
@@ -112,12 +114,17 @@ class Guardian:
         self._say(f"marked {token}")
 
     def done(self) -> None:
-        """The run ended in order: the guardian has nothing to do, and exits."""
+        """The run ended in order: the guardian has nothing to do, and is stopped. It
+        is told "done" first, so that the end of the pipe cannot pass for topo's death;
+        it is not waited for to read it, since it reads only now and then."""
         self._say("done")
+        if self.pid is not None:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
         self.close()
         if self.pid is not None:
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, 0)  # at once: it only reads "done" and leaves
+                os.waitpid(self.pid, 0)
             self.pid = None
 
     def close(self) -> None:
@@ -150,15 +157,28 @@ def _guard(pipe: int) -> None:  # pragma: no cover - runs in the forked guardian
         if int(name) > 2 and int(name) != pipe:
             with contextlib.suppress(OSError):
                 os.close(int(name))
+    # Asleep until topo closes the pipe (POLLHUP, which poll reports unasked): a write
+    # does not wake it, so each instance's start does not cost topo a switch to the
+    # guardian. It reads what it was told every DRAIN_S, so that the pipe never fills.
+    poller = select.poll()
+    poller.register(pipe, 0)
+    os.set_blocking(pipe, False)
     data = b""
-    while True:
-        try:
-            chunk = os.read(pipe, 65536)
-        except InterruptedError:
-            continue
-        if not chunk:
-            break
-        data += chunk
+    ended = False
+    while not ended:
+        with contextlib.suppress(InterruptedError):
+            poller.poll(DRAIN_S * 1000)
+        while True:
+            try:
+                chunk = os.read(pipe, 65536)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            if not chunk:  # topo's end of the pipe is closed: topo is gone or done
+                ended = True
+                break
+            data += chunk
         if data.endswith(b"done\n"):  # the last word topo says, if it ends in order
             return
     groups: list[int] = []
