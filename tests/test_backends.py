@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import topo
-import topo.backends
+import topo.backends.base
 from topo.backends import Capabilities, get_backend, register
 from topo.backends.local.backend import LocalBackend
 
@@ -38,7 +38,7 @@ class Limited:
 @pytest.fixture(autouse=True)
 def registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test registers on a registry of its own."""
-    monkeypatch.setattr(topo.backends, "_REGISTERED", {})
+    monkeypatch.setattr(topo.backends.base, "_REGISTERED", {})
 
 
 def test_the_local_backend_is_found_by_name() -> None:
