@@ -37,6 +37,27 @@ def board() -> Iterator[Board]:
     time.sleep(2 * watch.SAMPLE_INTERVAL_S)
 
 
+def _mark_slot_1(b: Board) -> None:
+    watch.attach(b, 1)
+    watch._own(2, True)
+    b.array[1 * 2] = 42.0
+
+
+def test_the_board_is_shared_with_a_spawned_instance() -> None:
+    b = Board(2, 3)
+    b.array[0] = 7.0
+    p = mp.Process(target=_mark_slot_1, args=(b,))  # pickled: spawn
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    snap = b.snapshot()
+    assert snap.rows == [[7.0, 0.0], [42.0, 0.0]]
+    assert snap.owners == [-1, -1, 1]
+    assert b.owned_by(1) == [2]
+    b.reset(1)
+    assert b.snapshot().rows[1] == [0.0, 0.0] and b.owned_by(1) == []
+
+
 def test_codes_round_trip() -> None:
     for op in watch.OPS:
         for prim in (EXITING_PRIMITIVE, 0, 5, 1000):

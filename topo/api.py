@@ -162,8 +162,6 @@ def run(
     a StatusBoard every STATUS_INTERVAL_S; with ``lifecycle``, every start and end of an
     instance is said to ``output`` as it happens (``worker[0] exited (0)``).
     """
-    from topo.record import RunFolder
-
     say = output or _stderr_sink
     chosen = _backend(backend, address)
     plan = (
@@ -180,6 +178,8 @@ def run(
     options = RunOptions(quiet=quiet, watch=watch, status=status, trace=trace, lifecycle=lifecycle)
     if not record:
         return _run(plan, chosen, options, say)
+    from topo.record import RunFolder
+
     folder = RunFolder.create(
         plan, runs_dir, extra={**(manifest_extra or {}), "backend": chosen.name}
     )

@@ -325,8 +325,6 @@ class LiveStatus:
 
 
 def summary(result: Any, console: Any) -> None:
-    from topo.record import RunFolder
-
     title = f"{result.name}: {result.status}"
     headers = ["instance", "state", "exit", "restarts", "seconds", "result"]
     rows = []
@@ -357,8 +355,9 @@ def summary(result: Any, console: Any) -> None:
         console.print(f"state {key} = {short(value, 100)}", markup=False)
     if result.message:
         console.print(f"topo: {result.message}")
-    if result.run_dir:
-        # else result.message says what could not be written
+    if result.run_dir:  # else result.message says what could not be written
+        from topo.record import RunFolder
+
         recorded = result.record_complete and RunFolder.is_run(result.run_dir)
         console.print(
             f"topo: run recorded in {result.run_dir}"
