@@ -162,3 +162,112 @@ def test_old_entries_are_pruned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     cache.store(cache.key({"n": 4}, 0, 1), "graph", [4])  # the fifth: over the limit
     kept = [n for n in range(5) if cache.load(cache.key({"n": n}, 0, 1), "graph") == [n]]
     assert kept == [3, 4]  # pruned to the newest half
+
+
+# ----- validated specs --------------------------------------------------------------------
+
+ECHO = """\
+topo: 1
+name: echo
+params: {size: 3, label: "${env.TOPO_TEST_LABEL:-none}"}
+processes:
+  p:
+    target: echo_target:echo
+    args: {n: "${params.size}", label: "${params.label}"}
+"""
+
+
+@pytest.fixture
+def echo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TOPO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("TOPO_TEST_LABEL", raising=False)
+    (tmp_path / "echo_target.py").write_text("def echo(n, label):\n    return n, label\n")
+    spec = tmp_path / "echo.yaml"
+    spec.write_text(ECHO)
+    return spec
+
+
+@pytest.fixture
+def validations(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Each call of the validation itself, as ``api.load`` makes it."""
+    import topo.api
+
+    calls: list[object] = []
+    real = topo.api.validated_document
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(topo.api, "validated_document", counted)
+    return calls
+
+
+def _args(plan: object) -> list[dict[str, object]]:
+    return [i.args for i in plan.instances]  # type: ignore[attr-defined]
+
+
+def test_a_spec_validated_before_is_not_validated_again(
+    echo: Path, validations: list[object]
+) -> None:
+    from topo.api import load
+
+    first = load(echo, ["params.size=5"])
+    again = load(echo, ["params.size=5"])
+    assert len(validations) == 1
+    assert _args(first) == _args(again) == [{"n": 5, "label": "none"}]
+    assert again.spec == first.spec and again.document.positions == first.document.positions
+    assert first.seed != again.seed  # not seeded by the spec: a new seed each run still
+
+
+def test_what_a_validation_read_changing_validates_again(
+    echo: Path, validations: list[object], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from topo.api import load
+
+    load(echo)
+    monkeypatch.setenv("TOPO_TEST_OTHER", "x")  # not read by the spec: still the same
+    load(echo)
+    assert len(validations) == 1
+    monkeypatch.setenv("TOPO_TEST_LABEL", "set")  # read by the spec
+    assert _args(load(echo)) == [{"n": 3, "label": "set"}]
+    assert len(validations) == 2
+    assert _args(load(echo, ["params.size=4"])) == [{"n": 4, "label": "set"}]
+    assert len(validations) == 3
+    echo.write_text(ECHO.replace("size: 3", "size: 6"))
+    assert _args(load(echo)) == [{"n": 6, "label": "set"}]
+    assert len(validations) == 4
+    overlay = tmp_path / "over.yaml"
+    overlay.write_text("params: {size: 7}\n")
+    assert _args(load(echo, files=[overlay])) == [{"n": 7, "label": "set"}]
+    overlay.write_text("params: {size: 8}\n")
+    assert _args(load(echo, files=[overlay])) == [{"n": 8, "label": "set"}]
+    assert len(validations) == 6
+    load(echo, files=[overlay])
+    assert len(validations) == 6
+
+
+def test_a_damaged_validated_entry_is_validated_again(
+    echo: Path, validations: list[object], tmp_path: Path
+) -> None:
+    import pickle
+
+    from topo.api import load
+
+    load(echo)
+    (entry,) = (tmp_path / "cache" / "validated").glob("*.pickle")
+    for n, damage in enumerate([b"not a pickle", pickle.dumps([1, 2]), pickle.dumps({})], 2):
+        entry.write_bytes(damage)
+        assert _args(load(echo)) == [{"n": 3, "label": "none"}]
+        assert len(validations) == n
+
+
+def test_an_invalid_spec_is_refused_every_time(echo: Path, validations: list[object]) -> None:
+    from topo.api import load
+    from topo.errors import SpecError
+
+    echo.write_text(ECHO.replace("args:", "argz:"))
+    for _ in range(2):
+        with pytest.raises(SpecError, match="unknown key 'argz'"):
+            load(echo)
+    assert len(validations) == 2

@@ -1,7 +1,7 @@
 """An on-disk cache of what topo worked out before: an unchanged spec is not analysed
-twice, a command line not parsed twice.
+or validated twice, a command line not parsed twice.
 
-Two kinds of entries:
+Three kinds of entries:
 
 - **graph findings** (``graph/``). The graph checks (T1xx, topo/graph.py) are pure
   functions of the resolved document, the instances' bindings and the number of usable
@@ -17,6 +17,11 @@ Two kinds of entries:
   (topo/console.py): parsing it again would import typer and build its pydantic
   parameter adapters (~55 ms). Keyed by the arguments alone; the spec they name is read
   and checked afresh at every run.
+- **validated specs** (``validated/``, pickled: the cache is the user's own, as their
+  bytecode is). The spec and document ``topo.api.load`` validated, keyed by the bytes
+  and names of the files, the overrides, and checked against the values of the
+  environment variables the validation read: yaml's parse, pydantic's schema and its
+  plugin lookup cost ~20 ms. Seeds and instances are worked out afresh from them.
 
 Every key also covers topo itself (its version and the size and mtime of each of its
 modules), the installed networkx and typer (where each is, its size and mtime), and
@@ -33,6 +38,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pickle
 import sys
 from importlib.util import find_spec
 from pathlib import Path
@@ -56,7 +62,7 @@ def cache_dir() -> Path | None:
 
 
 def _code_fingerprint() -> str:
-    """topo's, networkx's and typer's code as installed, computed once per process."""
+    """topo's code and its libraries' as installed, computed once per process."""
     global _fingerprint
     if _fingerprint is None:
         import topo
@@ -65,7 +71,7 @@ def _code_fingerprint() -> str:
         for path in sorted(Path(topo.__file__).parent.glob("*.py")):
             st = path.stat()
             parts.append((path.name, st.st_size, st.st_mtime_ns))
-        for library in ("networkx", "typer"):
+        for library in ("networkx", "typer", "pydantic"):
             spec = find_spec(library)  # where it is, without importing it
             if spec is not None and spec.origin:
                 st = os.stat(spec.origin)
@@ -87,18 +93,48 @@ def key(*inputs: Any) -> str | None:
 
 def load(cache_key: str | None, kind: str) -> Any:
     """The entry stored under ``cache_key``, or None on a miss."""
-    folder = cache_dir()
-    if cache_key is None or folder is None:
-        return None
+    raw = _read(cache_key, kind, ".json")
     try:
-        with open(folder / kind / f"{cache_key}.json", encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        return None if raw is None else json.loads(raw)
+    except ValueError:
         return None
 
 
 def store(cache_key: str | None, kind: str, entry: Any) -> None:
     """Keep ``entry`` (JSON) under ``cache_key``; silently does nothing on failure."""
+    _write(cache_key, kind, ".json", json.dumps(entry).encode())
+
+
+def load_objects(cache_key: str | None, kind: str) -> Any:
+    """The Python objects stored under ``cache_key`` by ``store_objects``, or None.
+    Pickled: the cache folder is the user's own, as their bytecode is."""
+    raw = _read(cache_key, kind, ".pickle")
+    try:
+        return None if raw is None else pickle.loads(raw)
+    except Exception:  # damaged, or written by objects that have changed since: a miss
+        return None
+
+
+def store_objects(cache_key: str | None, kind: str, entry: Any) -> None:
+    """Keep ``entry`` (picklable objects) under ``cache_key``; nothing on failure."""
+    try:
+        raw = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # pickling runs the objects' own code: any failure is a miss
+        return
+    _write(cache_key, kind, ".pickle", raw)
+
+
+def _read(cache_key: str | None, kind: str, suffix: str) -> bytes | None:
+    folder = cache_dir()
+    if cache_key is None or folder is None:
+        return None
+    try:
+        return (folder / kind / f"{cache_key}{suffix}").read_bytes()
+    except OSError:
+        return None
+
+
+def _write(cache_key: str | None, kind: str, suffix: str, raw: bytes) -> None:
     folder = cache_dir()
     if cache_key is None or folder is None:
         return
@@ -106,8 +142,8 @@ def store(cache_key: str | None, kind: str, entry: Any) -> None:
     tmp = folder / f".{cache_key}.{os.getpid()}.tmp"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(entry), encoding="utf-8")
-        os.replace(tmp, folder / f"{cache_key}.json")  # atomic: readers see all or nothing
+        tmp.write_bytes(raw)
+        os.replace(tmp, folder / f"{cache_key}{suffix}")  # atomic: readers see all or nothing
         _prune(folder)
     except OSError:
         with contextlib.suppress(OSError):

@@ -334,15 +334,17 @@ def compose(base: Document, overlay: Document) -> Document:
     return Document(base.path, text, data, positions, key_positions, sources, files)
 
 
-def load_path(path: str | Path) -> Document:
-    """Read and parse a spec file."""
-    p = Path(path)
+def read_source(path: str | Path) -> bytes:
+    """The bytes of a spec file; ``SpecError`` (T000) if it cannot be read."""
     try:
-        raw = p.read_bytes()
+        return Path(path).read_bytes()
     except OSError as e:
-        reason = e.strerror or str(e)
-        message = f"cannot read: {reason}"
+        message = f"cannot read: {e.strerror or e}"
         raise SpecError([Diagnostic(str(path), 1, 1, "error", "T000", message)]) from None
+
+
+def load_bytes(raw: bytes, path: str) -> Document:
+    """Parse the bytes of the spec file ``path``."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -354,3 +356,8 @@ def load_path(path: str | Path) -> Document:
             ]
         ) from None
     return load_text(text, str(path))
+
+
+def load_path(path: str | Path) -> Document:
+    """Read and parse a spec file."""
+    return load_bytes(read_source(path), str(path))
