@@ -271,3 +271,34 @@ def test_an_invalid_spec_is_refused_every_time(echo: Path, validations: list[obj
         with pytest.raises(SpecError, match="unknown key 'argz'"):
             load(echo)
     assert len(validations) == 2
+
+
+def test_a_run_of_a_spec_validated_before_records_it_without_pydantic_again(
+    echo: Path, tmp_path: Path
+) -> None:
+    # The record holds the resolved spec, which pydantic would dump by building its
+    # serializer (~20 ms): the validation's cache entry keeps the spec's plain data.
+    script = (
+        "import sys\n"
+        "from topo.api import run\n"
+        "result = run(sys.argv[1], runs_dir=sys.argv[2], output=lambda *a: None)\n"
+        "from topo.spec import Spec\n"
+        "print(result.status, Spec.__pydantic_complete__)\n"
+    )
+    env = {**os.environ, "TOPO_CACHE_DIR": str(tmp_path / "cache")}
+
+    def recorded() -> list[str]:
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(echo), str(tmp_path / "runs")],
+            capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    assert recorded() == ["ok", "True"]  # validated: pydantic built the schema
+    assert recorded() == ["ok", "False"]  # from the cache: it did not
+    first, again = [
+        [line for line in path.read_text().splitlines() if not line.startswith("seed:")]
+        for path in (tmp_path / "runs" / "echo").glob("*/resolved.yaml")
+    ]
+    assert first == again and "  size: 3" in first  # the same record, but for the seed

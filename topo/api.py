@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 from topo import cache
 from topo.errors import Diagnostic, RunError, SpecError, UsageError, os_error_text
 from topo.resolve import (
+    SPEC_DATA,
     Override,
     Overrides,
     Plan,
     build_plan,
     override_items,
     override_text,
+    spec_data,
     validated_document,
 )
 from topo.result import RunResult
@@ -73,14 +75,16 @@ def load(
     ``topo rerun`` uses it to run a recorded spec with the original folder's modules.
     """
     items = override_items(overrides)
-    spec, document = _validated([str(path), *map(str, files)], items)
+    spec, document, data = _validated([str(path), *map(str, files)], items)
     texts = [override_text(item) for item in items]  # for the record
-    return build_plan(spec, document, seed=seed, overrides=texts, spec_dir=spec_dir)
+    plan = build_plan(spec, document, seed=seed, overrides=texts, spec_dir=spec_dir)
+    plan.cache[SPEC_DATA] = data  # for the record, which would build pydantic's serializer
+    return plan
 
 
-def _validated(paths: list[str], items: list[Override]) -> tuple[Spec, Document]:
+def _validated(paths: list[str], items: list[Override]) -> tuple[Spec, Document, dict[str, Any]]:
     """The spec file ``paths[0]``, with the files after it laid over it and ``items``
-    applied, validated.
+    applied, validated: the spec, its document and the spec as plain data.
 
     From the cache when the same files (byte for byte, at the same places), the same
     overrides and the same values of the environment variables it reads were validated
@@ -98,19 +102,19 @@ def _validated(paths: list[str], items: list[Override]) -> tuple[Spec, Document]
     kept = cache.load_objects(entry_key, "validated")
     if (
         isinstance(kept, dict)
-        and kept.keys() == {"spec", "document", "environ"}
+        and kept.keys() == {"spec", "document", "data", "environ"}
         and all(environ.get(k) == v for k, v in kept["environ"].items())
     ):
-        return kept["spec"], kept["document"]
+        return kept["spec"], kept["document"], kept["data"]
     document = load_bytes(sources[0], paths[0])
     for p, raw in zip(paths[1:], sources[1:], strict=True):
         document = compose(document, load_bytes(raw, p))
     read = _ReadEnviron(environ)
     spec, document = validated_document(document, items, read)
-    cache.store_objects(
-        entry_key, "validated", {"spec": spec, "document": document, "environ": read.seen}
-    )
-    return spec, document
+    data = spec_data(spec)
+    kept = {"spec": spec, "document": document, "data": data, "environ": read.seen}
+    cache.store_objects(entry_key, "validated", kept)
+    return spec, document, data
 
 
 class _ReadEnviron(Mapping[str, str]):

@@ -703,9 +703,21 @@ def build_plan(
     )
 
 
+SPEC_DATA = "spec_data"  # Plan.cache: the spec as plain data (model_dump)
+
+
+def spec_data(spec: Spec) -> dict[str, Any]:
+    """The spec as plain data, what differs from the defaults: built by pydantic's
+    serializer, whose schema is built on first use (~20 ms)."""
+    return spec.model_dump(mode="json", exclude_defaults=True)
+
+
 def resolved_spec(plan: Plan) -> dict[str, Any]:
-    """The spec with overrides and params applied, as a plain mapping (for run records)."""
-    data = plan.spec.model_dump(mode="json", exclude_defaults=True)
+    """The spec with overrides and params applied, as a plain mapping (for run records).
+    The spec's plain data comes from ``plan.cache`` when its validation kept it there."""
+    if SPEC_DATA not in plan.cache:
+        plan.cache[SPEC_DATA] = spec_data(plan.spec)
+    data = dict(plan.cache[SPEC_DATA])  # the top level is written below
     data["name"] = plan.name
     data["seed"] = plan.seed
     # Read again, the text must mean the same: a literal `${` is written `$${` (args and
