@@ -302,3 +302,24 @@ def test_a_run_of_a_spec_validated_before_records_it_without_pydantic_again(
         for path in (tmp_path / "runs" / "echo").glob("*/resolved.yaml")
     ]
     assert first == again and "  size: 3" in first  # the same record, but for the seed
+
+
+def test_a_spec_validated_before_is_run_without_reading_yaml(echo: Path, tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from topo.api import run\n"
+        "result = run(sys.argv[1], ['params.size=4'], record=False, output=lambda *a: None)\n"
+        "print(result.status, 'yaml' in sys.modules)\n"
+    )
+    env = {**os.environ, "TOPO_CACHE_DIR": str(tmp_path / "cache")}
+
+    def unrecorded() -> list[str]:
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(echo)],
+            capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    assert unrecorded() == ["ok", "True"]
+    assert unrecorded() == ["ok", "False"]  # PyYAML (~10 ms) not even imported

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from topo import cache
+from topo.document import Document, read_source
 from topo.errors import Diagnostic, RunError, SpecError, UsageError, os_error_text
 from topo.resolve import (
     SPEC_DATA,
@@ -29,7 +30,6 @@ from topo.resolve import (
 )
 from topo.result import RunResult
 from topo.supervise import OutputSink, RunOptions, StatusSink, Supervisor
-from topo.yamlpos import Document, compose, load_bytes, read_source
 
 if TYPE_CHECKING:
     from topo.backends import Backend
@@ -106,6 +106,8 @@ def _validated(paths: list[str], items: list[Override]) -> tuple[Spec, Document,
         and all(environ.get(k) == v for k, v in kept["environ"].items())
     ):
         return kept["spec"], kept["document"], kept["data"]
+    from topo.yamlpos import compose, load_bytes  # PyYAML: only for a spec not seen before
+
     document = load_bytes(sources[0], paths[0])
     for p, raw in zip(paths[1:], sources[1:], strict=True):
         document = compose(document, load_bytes(raw, p))

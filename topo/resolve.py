@@ -25,12 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from topo.context import RunContext
+from topo.document import Document, Loc
 from topo.errors import Diagnostic, SpecError
 from topo.spec import BarrierLock, PipeChannel, Process, Spec, run_name_of
-from topo.yamlpos import Document, Loc
 
 # `$${` writes a literal `${`; a reference is `${...}` with no nested braces.
 _REFERENCE = re.compile(r"\$\$\{|\$\{([^${}]*)\}")
@@ -67,6 +65,8 @@ def yaml_scalar(raw: str) -> Any:
     it is not valid YAML, and ``""`` for nothing."""
     if not raw.strip():
         return ""
+    import yaml  # here: a run of a spec validated before reads no YAML
+
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError:
@@ -83,6 +83,8 @@ def scalar_text(value: Any) -> str:
     ``true``, ``null``, ``1.0e+20``; a text as it is when YAML would read it unchanged."""
     if isinstance(value, str) and value and yaml_scalar(value) == value:
         return value
+    import yaml
+
     style = '"' if isinstance(value, str) else None
     text = yaml.safe_dump(value, default_style=style, allow_unicode=True, width=float("inf"))
     return text.removesuffix("\n").removesuffix("\n...")  # the end marker of a plain scalar

@@ -22,8 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from topo.document import Document
 from topo.errors import SpecError
-from topo.yamlpos import Document
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")

@@ -18,10 +18,8 @@ from typing import Any
 
 import yaml
 
+from topo.document import Document, Loc, Pos, read_source
 from topo.errors import Diagnostic, SpecError
-
-Loc = tuple[str | int, ...]
-Pos = tuple[int, int]
 
 MAX_BYTES = 5_000_000
 MAX_DEPTH = 64
@@ -29,41 +27,6 @@ MAX_ALIASES = 1_000
 MAX_NODES = 250_000  # values produced after alias expansion
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-@dataclass
-class Document:
-    """Loaded YAML data with the position (1-based line, column) of every node."""
-
-    path: str
-    text: str
-    data: Any
-    positions: dict[Loc, Pos] = field(default_factory=dict)
-    key_positions: dict[Loc, Pos] = field(default_factory=dict)
-    # Composed from several files (``topo run a.yaml -f b.yaml``): the file of each node
-    # another file than ``path`` wrote, and every file, in order.
-    sources: dict[Loc, str] = field(default_factory=dict)
-    files: tuple[str, ...] = ()
-
-    def position(self, loc: Loc, *, key: bool = False) -> Pos:
-        """Where ``loc`` is written; the closest enclosing node when it is not."""
-        return self.place(loc, key=key)[1]
-
-    def place(self, loc: Loc, *, key: bool = False) -> tuple[str, Pos]:
-        """The file and position where ``loc`` is written (or its closest enclosing node)."""
-        if key and loc in self.key_positions:
-            return self.sources.get(loc, self.path), self.key_positions[loc]
-        for n in range(len(loc), -1, -1):
-            pos = self.positions.get(loc[:n])
-            if pos is not None:
-                return self.sources.get(loc[:n], self.path), pos
-        return self.path, (1, 1)
-
-    def diagnostic(
-        self, loc: Loc, code: str, message: str, *, key: bool = False, severity: str = "error"
-    ) -> Diagnostic:
-        path, (line, col) = self.place(loc, key=key)
-        return Diagnostic(path, line, col, severity, code, message)  # type: ignore[arg-type]
 
 
 if yaml.__with_libyaml__:
@@ -332,15 +295,6 @@ def compose(base: Document, overlay: Document) -> Document:
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)  # the spec as composed
     files = (*(base.files or (base.path,)), overlay.path)
     return Document(base.path, text, data, positions, key_positions, sources, files)
-
-
-def read_source(path: str | Path) -> bytes:
-    """The bytes of a spec file; ``SpecError`` (T000) if it cannot be read."""
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        message = f"cannot read: {e.strerror or e}"
-        raise SpecError([Diagnostic(str(path), 1, 1, "error", "T000", message)]) from None
 
 
 def load_bytes(raw: bytes, path: str) -> Document:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from topo import cache
+from topo.document import Loc
 from topo.errors import Diagnostic, Severity
 from topo.resolve import Plan
-from topo.yamlpos import Loc
 
 if TYPE_CHECKING:
     from topo.backends import Backend
