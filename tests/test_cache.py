@@ -323,3 +323,21 @@ def test_a_spec_validated_before_is_run_without_reading_yaml(echo: Path, tmp_pat
 
     assert unrecorded() == ["ok", "True"]
     assert unrecorded() == ["ok", "False"]  # PyYAML (~10 ms) not even imported
+
+
+def test_an_edit_anywhere_in_topo_is_a_miss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import topo
+
+    fake = tmp_path / "topo"
+    (fake / "checks").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    nested = fake / "checks" / "topology.py"  # the graph checks live in a subpackage
+    nested.write_text("RULE = 1\n")
+    monkeypatch.setattr(topo, "__file__", str(fake / "__init__.py"))
+    monkeypatch.setattr(cache, "_fingerprint", None)
+    before = cache.key("anything")
+    nested.write_text("RULE = 22\n")
+    monkeypatch.setattr(cache, "_fingerprint", None)
+    assert cache.key("anything") != before

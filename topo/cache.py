@@ -68,9 +68,10 @@ def _code_fingerprint() -> str:
         import topo
 
         parts: list[Any] = [_FORMAT, topo.__version__, sys.version]
-        for path in sorted(Path(topo.__file__).parent.glob("*.py")):
+        root = Path(topo.__file__).parent
+        for path in sorted(root.rglob("*.py")):  # the checks' and backends' modules too
             st = path.stat()
-            parts.append((path.name, st.st_size, st.st_mtime_ns))
+            parts.append((str(path.relative_to(root)), st.st_size, st.st_mtime_ns))
         for library in ("networkx", "typer", "pydantic"):
             spec = find_spec(library)  # where it is, without importing it
             if spec is not None and spec.origin:
