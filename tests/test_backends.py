@@ -97,3 +97,9 @@ def test_run_refuses_before_anything_starts(tmp_path: Path) -> None:
     spec.write_text("channels: {link: pipe}\nprocesses:\n  a: {target: 'm:f'}\n")
     with pytest.raises(topo.SpecError, match=r"T070.*cannot build a pipe"):
         topo.run(spec, backend="limited", record=False)
+
+
+def test_a_module_of_the_backends_package_is_no_backend() -> None:
+    for name in ("base", "guardian"):
+        with pytest.raises(ValueError, match=f"unknown backend '{name}'"):
+            get_backend(name)

@@ -262,6 +262,31 @@ def test_leaving_runs_atexit_and_flushes_then_exits_with_the_code(
     assert proc.stderr == said
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="/dev/full")
+def test_output_that_cannot_be_written_is_said_and_fails_the_exit() -> None:
+    script = (
+        "import sys\n"
+        "from topo.console import _leave\n"
+        "sys.stdout = open(sys.stdout.fileno(), 'w', buffering=1 << 20, closefd=False)\n"
+        "sys.stdout.write('a JSON document')\n"
+        "_leave(0)\n"
+    )
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-c", script], stdout=full, stderr=subprocess.PIPE, text=True,
+            timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 120
+    assert proc.stderr == "topo: error: cannot write the output: No space left on device\n"
+
+
+def test_the_entry_point_of_older_installs_still_imports() -> None:
+    from topo.cli import main
+    from topo.console import main as entry
+
+    assert main is entry
+
+
 def test_graph_prints_mermaid_and_dot(runner: CliRunner) -> None:
     mermaid = runner.invoke(app, ["graph", str(GOOD)])
     assert mermaid.exit_code == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -48,8 +49,10 @@ def test_the_guardian_reads_more_than_a_pipe_holds_and_acts_at_the_end() -> None
     victim = subprocess.Popen(["sleep", "60"], start_new_session=True)  # its own group
     try:
         g = Guardian()
-        for n in range(8000):  # ~230 KB: several times what a pipe holds
-            g.segment(f"topo-test-none-{n:05}")
+        assert g.pipe is not None
+        holds = fcntl.fcntl(g.pipe, fcntl.F_GETPIPE_SZ)
+        for n in range(2 * holds // 26):  # twice what its pipe holds, 26 bytes a line
+            g.segment(f"topo-test-none-{n:06}")
         g.group(victim.pid)
         g.close()  # topo gone without "done": the guardian cleans up
         assert victim.wait(timeout=20) == -9
@@ -72,3 +75,21 @@ def test_a_run_that_ends_in_order_leaves_everything_to_its_owners() -> None:
     finally:
         victim.kill()
         victim.wait()
+
+
+def test_a_process_forked_from_topo_holds_no_end_of_the_guardians_pipe(
+    guardian: Guardian,
+) -> None:
+    # Else a forked instance (or what it forks) that outlives topo keeps the pipe open,
+    # and the guardian never learns that topo is gone.
+    assert guardian.pipe is not None
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the forked child
+        try:
+            os.fstat(guardian.pipe)
+        except OSError:
+            os._exit(0)  # closed, as it should be
+        os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    os.fstat(guardian.pipe)  # topo's own end stays open

@@ -70,13 +70,15 @@ def _code_fingerprint() -> str:
         parts: list[Any] = [_FORMAT, topo.__version__, sys.version]
         root = Path(topo.__file__).parent
         for path in sorted(root.rglob("*.py")):  # the checks' and backends' modules too
-            st = path.stat()
-            parts.append((str(path.relative_to(root)), st.st_size, st.st_mtime_ns))
-        for library in ("networkx", "typer", "pydantic"):
+            with contextlib.suppress(OSError):  # an editor's lock file, a dangling link
+                st = path.stat()
+                parts.append((str(path.relative_to(root)), st.st_size, st.st_mtime_ns))
+        for library in ("networkx", "typer", "pydantic", "yaml"):
             spec = find_spec(library)  # where it is, without importing it
             if spec is not None and spec.origin:
-                st = os.stat(spec.origin)
-                parts.append((spec.origin, st.st_size, st.st_mtime_ns))
+                with contextlib.suppress(OSError):
+                    st = os.stat(spec.origin)
+                    parts.append((spec.origin, st.st_size, st.st_mtime_ns))
         _fingerprint = json.dumps(parts)
     return _fingerprint
 

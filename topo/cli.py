@@ -33,6 +33,7 @@ from topo.console import (
     spec_name,
     stderr_console,
 )
+from topo.console import main as main  # the entry point, where older installs look for it
 
 if TYPE_CHECKING:
     from topo.errors import Diagnostic

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_INTERRUPTED = 130
+EXIT_UNWRITTEN = 120  # the output could not be written: as Python exits then
 DEBUG_ENV = "TOPO_DEBUG"  # TOPO_DEBUG=1: an error shows its traceback too
 
 _COLOURS = [
@@ -478,7 +479,8 @@ def main() -> None:
     argv = sys.argv[1:]
     code: int | str | None = 0
     try:
-        _run_remembered(argv)
+        if argv[:1] == ["run"]:
+            _run_remembered(argv)
         from topo.cli import app
 
         _command_line = argv
@@ -505,7 +507,17 @@ def _leave(code: int | str | None) -> NoReturn:
         sys.stderr.write(f"{code}\n")  # as sys.exit("message") prints it
         code = 1
     atexit._run_exitfuncs()
+    status = code or 0
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a reader gone, a stream closed
+        try:
             stream.flush()
-    os._exit(code or 0)
+        except (BrokenPipeError, ValueError):  # its reader is gone, or it is closed
+            pass
+        except OSError as e:  # a full disk: what was asked for is lost, and is said so
+            from topo.errors import os_error_text
+
+            said = f"topo: error: cannot write the output: {os_error_text(e)}\n"
+            with contextlib.suppress(OSError):
+                os.write(2, said.encode())
+            status = status or EXIT_UNWRITTEN
+    os._exit(status)

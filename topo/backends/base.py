@@ -87,7 +87,7 @@ def _find(name: str) -> Backend:
     if name.isidentifier():
         try:
             module = importlib.import_module(f"topo.backends.{name}")
-            backend: Backend = module.BACKEND
+            backend: Backend | None = getattr(module, "BACKEND", None)
         except ModuleNotFoundError as e:
             if e.name == f"topo.backends.{name}":
                 pass  # no such backend: said below
@@ -97,6 +97,7 @@ def _find(name: str) -> Backend:
                     f"(pip install 'topo[{name}]')"
                 ) from e
         else:
-            return backend
+            if backend is not None:  # else a module of the package that is no backend
+                return backend
     known = ", ".join(repr(n) for n in sorted({*BUILTIN, *_REGISTERED}))
     raise ValueError(f"unknown backend {name!r}: the known ones are {known}")
