@@ -470,7 +470,8 @@ class Instance:
 class Plan:
     """Everything a backend needs to start the run, with nothing left to interpolate.
 
-    Frozen once built; compared (and hashed) by identity, so that what is derived from a
+    Frozen once built, the dicts inside its spec included (the record writes the spec as
+    it was validated); compared (and hashed) by identity, so that what is derived from a
     plan can be kept beside it (``graph.plan_view``) without being part of it."""
 
     spec: Spec
