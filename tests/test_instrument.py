@@ -249,3 +249,26 @@ def test_the_sampler_survives_a_stack_torn_down_while_it_looks(
     seen = _seen_while(board, lambda: q.put("x"))
     assert q.get() == "x"
     assert broken["left"] == 0 and seen == [("get", 1)]
+
+
+def test_the_sampler_takes_the_stacks_with_the_collector_off(
+    board: Board, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CPython before 3.11.9 (gh-106883): a collection inside sys._current_frames() can
+    # deadlock every thread of the process (CI hung so in this file's tests).
+    import gc
+    import sys
+
+    states: list[bool] = []
+    real = sys._current_frames
+
+    def recording() -> dict[int, object]:
+        states.append(gc.isenabled())
+        return real()
+
+    monkeypatch.setattr(sys, "_current_frames", recording)
+    q = mp.Queue()
+    watch.sample({id(q): 1})
+    time.sleep(4 * watch.SAMPLE_INTERVAL_S)
+    assert states and not any(states)
+    assert gc.isenabled()  # on again between samples

@@ -17,6 +17,7 @@ an instance in plain computation, sleep or other I/O, is not blocked: no false a
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -382,7 +383,18 @@ def sample(watched: Mapping[int, int]) -> None:
         return 0.0
 
     def seen() -> float:
-        frames = sys._current_frames()
+        # The collector is off while sys._current_frames() runs: before CPython 3.11.9
+        # and 3.12.3 (gh-106883) it holds the thread-list lock while it allocates; a
+        # collection there may run a finalizer that releases the GIL (a SemLock's calls
+        # the resource tracker), and a thread that ends meanwhile takes the GIL and waits
+        # for that lock: every thread of the process hangs (CI did so, in these tests).
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            frames = sys._current_frames()
+        finally:
+            if enabled:  # else the target turned it off: it stays off
+                gc.enable()
         code = waiting_in(frames.get(main))
         if not code:
             return 0.0
