@@ -273,6 +273,17 @@ def test_an_invalid_spec_is_refused_every_time(echo: Path, validations: list[obj
     assert len(validations) == 2
 
 
+def _printed_in_a_new_process(script: str, args: list[str], folder: Path) -> list[str]:
+    """The words ``script`` prints, run in a new interpreter in ``folder`` with its cache."""
+    env = {**os.environ, "TOPO_CACHE_DIR": str(folder / "cache")}
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True, text=True, env=env, timeout=60, cwd=folder,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
 def test_a_run_of_a_spec_validated_before_records_it_without_pydantic_again(
     echo: Path, tmp_path: Path
 ) -> None:
@@ -285,18 +296,9 @@ def test_a_run_of_a_spec_validated_before_records_it_without_pydantic_again(
         "from topo.spec import Spec\n"
         "print(result.status, Spec.__pydantic_complete__)\n"
     )
-    env = {**os.environ, "TOPO_CACHE_DIR": str(tmp_path / "cache")}
-
-    def recorded() -> list[str]:
-        out = subprocess.run(
-            [sys.executable, "-c", script, str(echo), str(tmp_path / "runs")],
-            capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path,
-        )  # fmt: skip
-        assert out.returncode == 0, out.stderr
-        return out.stdout.split()
-
-    assert recorded() == ["ok", "True"]  # validated: pydantic built the schema
-    assert recorded() == ["ok", "False"]  # from the cache: it did not
+    recorded = [str(echo), str(tmp_path / "runs")]
+    assert _printed_in_a_new_process(script, recorded, tmp_path) == ["ok", "True"]  # validated
+    assert _printed_in_a_new_process(script, recorded, tmp_path) == ["ok", "False"]  # cached
     first, again = [
         [line for line in path.read_text().splitlines() if not line.startswith("seed:")]
         for path in (tmp_path / "runs" / "echo").glob("*/resolved.yaml")
@@ -311,18 +313,9 @@ def test_a_spec_validated_before_is_run_without_reading_yaml(echo: Path, tmp_pat
         "result = run(sys.argv[1], ['params.size=4'], record=False, output=lambda *a: None)\n"
         "print(result.status, 'yaml' in sys.modules)\n"
     )
-    env = {**os.environ, "TOPO_CACHE_DIR": str(tmp_path / "cache")}
-
-    def unrecorded() -> list[str]:
-        out = subprocess.run(
-            [sys.executable, "-c", script, str(echo)],
-            capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path,
-        )  # fmt: skip
-        assert out.returncode == 0, out.stderr
-        return out.stdout.split()
-
-    assert unrecorded() == ["ok", "True"]
-    assert unrecorded() == ["ok", "False"]  # PyYAML (~10 ms) not even imported
+    assert _printed_in_a_new_process(script, [str(echo)], tmp_path) == ["ok", "True"]
+    # PyYAML (~10 ms) not even imported:
+    assert _printed_in_a_new_process(script, [str(echo)], tmp_path) == ["ok", "False"]
 
 
 def test_an_edit_anywhere_in_topo_is_a_miss(

@@ -280,11 +280,14 @@ def test_output_that_cannot_be_written_is_said_and_fails_the_exit() -> None:
     assert proc.stderr == "topo: error: cannot write the output: No space left on device\n"
 
 
-def test_the_entry_point_of_older_installs_still_imports() -> None:
-    from topo.cli import main
-    from topo.console import main as entry
-
-    assert main is entry
+def test_the_entry_point_of_older_installs_still_runs_topo() -> None:
+    # Their topo script does `from topo.cli import main; sys.exit(main())`.
+    script = "import sys\nfrom topo.cli import main\nsys.argv = ['topo', '--version']\nmain()\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("topo ")
 
 
 def test_graph_prints_mermaid_and_dot(runner: CliRunner) -> None:
@@ -657,14 +660,14 @@ processes:
 """
 
 
-def _console_main(folder: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], bool]:
-    """``topo ARGS`` through the console entry point, in ``folder`` with its own cache:
+def _entry_main(folder: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], bool]:
+    """``topo ARGS`` through the entry point, in ``folder`` with its own cache:
     (the process, whether it imported typer)."""
     script = (
         "import atexit, sys\n"
         "atexit.register(lambda: sys.stderr.write(f'typer: {\"typer\" in sys.modules}\\n'))\n"
         f"sys.argv = ['topo', *{list(args)!r}]\n"
-        "from topo.console import main\n"
+        "from topo.entry import main\n"
         "main()\n"
     )
     env = {**os.environ, "TOPO_CACHE_DIR": str(folder / "cache"), "NO_COLOR": "1"}
@@ -693,20 +696,20 @@ def sizes(
 
 def test_a_run_command_line_parsed_once_runs_again_without_typer(sizes: Path) -> None:
     args = ("run", "--no-record", "--json", "-q", "--set", "params.size=5", sizes.name)
-    first, typer_first = _console_main(sizes.parent, *args)
-    again, typer_again = _console_main(sizes.parent, *args)
+    first, typer_first = _entry_main(sizes.parent, *args)
+    again, typer_again = _entry_main(sizes.parent, *args)
     assert first.returncode == again.returncode == 0, again.stderr
     assert typer_first and not typer_again
     assert _result_of(first) == _result_of(again) == 5
-    other, typer_other = _console_main(sizes.parent, *args[:-2], "params.size=7", sizes.name)
+    other, typer_other = _entry_main(sizes.parent, *args[:-2], "params.size=7", sizes.name)
     assert typer_other and _result_of(other) == 7  # another command line: typer parses it
 
 
 def test_a_remembered_command_line_still_reads_and_checks_the_spec(sizes: Path) -> None:
     args = ("run", "--no-record", "--json", sizes.name)
-    assert _console_main(sizes.parent, *args)[0].returncode == 0
+    assert _entry_main(sizes.parent, *args)[0].returncode == 0
     sizes.write_text(SAYS_SIZE.replace("args:", "argz:"), encoding="utf-8")
-    proc, typer_imported = _console_main(sizes.parent, *args)
+    proc, typer_imported = _entry_main(sizes.parent, *args)
     assert not typer_imported
     assert proc.returncode == 2
     assert "spec.yaml:7:5: error[T010]: unknown key 'argz'" in proc.stderr
@@ -715,11 +718,11 @@ def test_a_remembered_command_line_still_reads_and_checks_the_spec(sizes: Path) 
 
 def test_a_damaged_remembered_command_line_is_parsed_again(sizes: Path) -> None:
     args = ("run", "--no-record", "--json", sizes.name)
-    assert _console_main(sizes.parent, *args)[0].returncode == 0
+    assert _entry_main(sizes.parent, *args)[0].returncode == 0
     entries = list((sizes.parent / "cache" / "commands").glob("*.json"))
     assert len(entries) == 1
     for damage in ['{"spec": {"path": "other.yaml"}}', "[1, 2]", "{not json"]:
         entries[0].write_text(damage, encoding="utf-8")
-        proc, typer_imported = _console_main(sizes.parent, *args)
+        proc, typer_imported = _entry_main(sizes.parent, *args)
         assert proc.returncode == 0, proc.stderr
         assert typer_imported and _result_of(proc) == 3

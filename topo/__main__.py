@@ -1,3 +1,3 @@
-from topo.console import main
+from topo.entry import main
 
 main()

@@ -23,6 +23,7 @@ from topo.console import (
     LiveStatus,
     Printer,
     error_funnel,
+    leave_after,
     plain_table,
     print_table,
     remember_run,
@@ -33,7 +34,6 @@ from topo.console import (
     spec_name,
     stderr_console,
 )
-from topo.console import main as main  # the entry point, where older installs look for it
 
 if TYPE_CHECKING:
     from topo.errors import Diagnostic
@@ -748,7 +748,7 @@ def logs(
     chosen = instances or known
     unknown = [i for i in chosen if i not in known]
     if unknown:
-        from topo.spec import did_you_mean
+        from topo.hints import did_you_mean
 
         raise UsageError(
             f"run {rec.id} has no instance {unknown[0]!r}{did_you_mean(unknown[0], known)}"
@@ -938,19 +938,17 @@ def rerun(
                 f"topo: warning: code differs from the record: {note}", style="yellow", markup=False
             )
 
-        def start(printer: Printer, status: Any) -> Any:
-            return rerun_record(
+        run_and_report(
+            functools.partial(
+                rerun_record,
                 prepared,
                 runs_dir=runs_dir,
                 quiet=quiet,
-                output=printer,
-                status=status,
-                lifecycle=status is None,
                 backend=backend,
                 address=address,
-            )
-
-        run_and_report(start, as_json)
+            ),
+            as_json,
+        )
 
 
 @_command()
@@ -1000,3 +998,9 @@ def compare(
         if differences
         else "topo: no differences besides times and durations"
     )
+
+
+def main() -> None:
+    """The entry point of installs made before ``topo.entry`` (their ``topo`` script
+    imports this): typer's parse every time."""
+    leave_after(app)

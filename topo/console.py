@@ -1,8 +1,8 @@
 """What topo says and how it exits: the error funnel, the printer, tables, a run's summary,
-and the console entry point.
+and the command lines remembered for ``topo run``.
 
 No typer here: ``topo run`` of a command line already parsed once goes through this
-module alone (see ``main``), and typer (with its parameter adapters, ~55 ms) is imported
+module alone (see ``topo.entry``), and typer (with its parameter adapters, ~55 ms) is imported
 only to parse a new one. Human output goes to stderr; stdout carries only what a
 command is asked for (JSON, a schema, a graph).
 """
@@ -18,7 +18,7 @@ import shutil
 import sys
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -273,13 +273,14 @@ def spec_name(specs: Sequence[Path | str | None]) -> str | None:
     return Path(specs[0]).stem if len(specs) == 1 and specs[0] is not None else None
 
 
-def run_and_report(start: Any, as_json: bool, full_stacks: bool = False) -> NoReturn:
-    """Run ``start(printer, status)`` under the live status, print its outcome, exit."""
+def run_and_report(start: Callable[..., Any], as_json: bool, full_stacks: bool = False) -> NoReturn:
+    """Run ``start(output=, status=, lifecycle=)`` (``api.run``'s options of what is
+    shown) under the live status, print its outcome, exit with its code."""
     printer = Printer(full_stacks)
     # A terminal gets the live table; elsewhere the supervisor says each start and end.
     status = LiveStatus(printer.console) if printer.console.is_terminal else None
     with status or contextlib.nullcontext():
-        result = start(printer, status)
+        result = start(output=printer, status=status, lifecycle=status is None)
     summary(result, printer.console)
     if as_json:
         print(json.dumps(result.to_json()))
@@ -396,7 +397,7 @@ def run_once(
     """``topo run`` of one spec (no sweep): run it, print its outcome, exit with its code."""
     from topo.api import run as run_spec
 
-    def start(printer: Printer, status: Any) -> Any:
+    def start(**shown: Any) -> Any:
         return run_spec(
             spec,
             overrides,
@@ -404,28 +405,27 @@ def run_once(
             runs_dir=runs_dir,
             record=record,
             quiet=quiet,
-            output=printer,
-            status=status,
-            lifecycle=status is None,
             watch=watch,
             backend=backend,
             address=address,
             trace=trace,
             manifest_extra={"sweep": json.loads(sweep_entry)} if sweep_entry else None,
             files=files,
+            **shown,
         )
 
     run_and_report(start, as_json, full_stacks)
 
 
-# The command line main() is running; None when typer's app is called otherwise (tests).
+# The ``topo run`` command line being run (see topo.entry); None when typer's app is
+# called otherwise (tests, other commands).
 _command_line: list[str] | None = None
 _REMEMBERED = "commands"  # the cache's folder of parsed command lines
 
 
 def remember_run(arguments: dict[str, Any]) -> None:
     """Keep what typer parsed of this ``topo run`` command line as ``run_once``'s
-    arguments, for ``main`` to run the same command line again without typer."""
+    arguments, for ``run_remembered`` to run the same command line again without typer."""
     if _command_line is None or arguments.get("sweep_entry"):  # a sweep's point: once
         return
     from topo import cache
@@ -434,8 +434,12 @@ def remember_run(arguments: dict[str, Any]) -> None:
     cache.store(cache.key(_REMEMBERED, _command_line), _REMEMBERED, encoded)
 
 
-def _run_remembered(argv: list[str]) -> None:
-    """Run ``argv`` as its typer parse, remembered, said to run: returns if there is none."""
+def run_remembered(argv: list[str]) -> None:
+    """Run the ``topo run`` command line ``argv`` from typer's parse of it, remembered;
+    if there is none, return, having noted ``argv`` for ``remember_run`` to keep what
+    typer makes of it."""
+    global _command_line
+    _command_line = argv
     if os.environ.get("_TOPO_COMPLETE"):  # shell completion: typer's
         return
     from topo import cache
@@ -469,22 +473,13 @@ def _decoded(value: Any) -> Any:
     return value
 
 
-def main() -> None:
-    """Console entry point: the command line as typer parses it, or, for a ``topo run``
-    command line typer has parsed before with this topo and this typer, what it made of
-    it (the cache keeps it; the spec is read and checked afresh either way). A bad
-    command line exits 2, as click does. Errors inside a command are ``error_funnel``'s;
-    this catches only a Ctrl-C outside any command."""
-    global _command_line
-    argv = sys.argv[1:]
+def leave_after(command: Callable[[], object]) -> NoReturn:
+    """Run ``command`` (a typer app, or what ``topo.entry`` makes of a command line) and
+    exit with its outcome: a bad command line exits 2, as click does. Errors inside a
+    command are ``error_funnel``'s; this catches only a Ctrl-C outside any command."""
     code: int | str | None = 0
     try:
-        if argv[:1] == ["run"]:
-            _run_remembered(argv)
-        from topo.cli import app
-
-        _command_line = argv
-        app()
+        command()
     except SystemExit as e:
         code = e.code
     except KeyboardInterrupt:  # pragma: no cover - outside a command

@@ -941,29 +941,9 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Row]:
         left, right = ga.get(process, []), gb.get(process, [])
         if not left or not right or [n for n, _ in left] == [n for n, _ in right]:
             # the same instances, or one run lacks the process: instance by instance
-            names = [n for n, _ in left] + [n for n, _ in right if n not in dict(left)]
-            for instance in names:
-                one, two = dict(left).get(instance, {}), dict(right).get(instance, {})
-                rows.append(
-                    Row(
-                        "instances",
-                        f"{instance} exit_code",
-                        one.get("exit_code"),
-                        two.get("exit_code"),
-                    )
-                )
-                ra, rb = one.get("result"), two.get("result")
-                if isinstance(ra, dict) and isinstance(rb, dict):  # a row per key, dotted
-                    fa, fb = flatten(ra), flatten(rb)
-                    for key in list(fa) + [k for k in fb if k not in fa]:
-                        rows.append(
-                            Row("instances", f"{instance} result.{key}", fa.get(key), fb.get(key))
-                        )
-                else:
-                    rows.append(Row("instances", f"{instance} result", ra, rb))
-                rows.append(
-                    Row("durations", instance, one.get("duration_s"), two.get("duration_s"))
-                )
+            ones, twos = dict(left), dict(right)
+            for instance in list(ones) + [n for n in twos if n not in ones]:
+                rows += _instance_rows(instance, ones.get(instance, {}), twos.get(instance, {}))
             continue
         # `worker` against `worker[0..3]`: the process's values side by side, as lists
         label = f"{process} ({_instances_text(left)} / {_instances_text(right)})"
@@ -973,6 +953,21 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Row]:
             Row("durations", label, _values(left, "duration_s"), _values(right, "duration_s"))
         )
     section("state", a.get("state") or {}, b.get("state") or {})
+    return rows
+
+
+def _instance_rows(instance: str, one: Mapping[str, Any], two: Mapping[str, Any]) -> list[Row]:
+    """One instance in two runs: its exit code, its result (a row per key, dotted, when
+    both are mappings) and its duration."""
+    rows = [Row("instances", f"{instance} exit_code", one.get("exit_code"), two.get("exit_code"))]
+    ra, rb = one.get("result"), two.get("result")
+    if isinstance(ra, dict) and isinstance(rb, dict):
+        fa, fb = flatten(ra), flatten(rb)
+        keys = list(fa) + [k for k in fb if k not in fa]
+        rows += [Row("instances", f"{instance} result.{k}", fa.get(k), fb.get(k)) for k in keys]
+    else:
+        rows.append(Row("instances", f"{instance} result", ra, rb))
+    rows.append(Row("durations", instance, one.get("duration_s"), two.get("duration_s")))
     return rows
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
-import difflib
 import hashlib
 import os
 import re
@@ -28,6 +27,7 @@ from typing import Any, Literal
 from topo.context import RunContext
 from topo.document import Document, Loc
 from topo.errors import Diagnostic, SpecError
+from topo.hints import closest
 from topo.spec import BarrierLock, PipeChannel, Process, Spec, run_name_of
 
 # `$${` writes a literal `${`; a reference is `${...}` with no nested braces.
@@ -186,8 +186,8 @@ def override_path_problem(data: Mapping[str, Any], keys: list[str]) -> str | Non
             return None
         path = ".".join(keys[: depth + 1])
         choices = [str(k) for k in (known if known is not None else node)]
-        close = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
-        hint = f" (did you mean {'.'.join([*prefix, close[0]])}?)" if close else ""
+        close = closest(key, choices)
+        hint = f" (did you mean {'.'.join([*prefix, close])}?)" if close else ""
         if known is not None:  # a model's keys: adding it would not make it one
             where = ".".join(prefix) or "the spec"
             return f"{path} is not a key of {where}{hint}"

@@ -7,9 +7,7 @@ tagged union picks the model by ``kind``.
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Iterable
 from fractions import Fraction
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple, TypeVar, get_args
 
@@ -24,6 +22,7 @@ from pydantic import (
 
 from topo.document import Document
 from topo.errors import SpecError
+from topo.hints import did_you_mean
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -570,12 +569,6 @@ CHANNEL_MODELS: dict[str, type[Model]] = {
 LOCK_MODELS: dict[str, type[Model]] = {
     get_args(m.model_fields["kind"].annotation)[0]: m for m in get_args(LockModel)
 }
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` when a choice is close to ``word``, else ``""``."""
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[Model] | None:

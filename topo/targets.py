@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from topo.hints import did_you_mean
+
 
 class TargetError(Exception):
     """A target that cannot be imported or called; the message says why, in one line."""
@@ -34,7 +36,8 @@ def load_target(target: str, folder: str | Path | None = None) -> Callable[..., 
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name and module_name.startswith(e.name):
-            hint = _close(e.name, _modules_beside(e.name), prefix=e.name.rpartition(".")[0])
+            package, _, module = e.name.rpartition(".")
+            hint = did_you_mean(module, _modules_beside(e.name), prefix=package)
             raise TargetError(f"module {module_name!r} is not found{hint}") from None
         raise TargetError(f"importing {module_name!r} fails: {e}") from None
     except BaseException as e:
@@ -43,19 +46,11 @@ def load_target(target: str, folder: str | Path | None = None) -> Callable[..., 
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            hint = _close(part, [n for n in dir(obj) if not n.startswith("_")])
+            hint = did_you_mean(part, [n for n in dir(obj) if not n.startswith("_")])
             raise TargetError(f"{module_name!r} has no attribute {attr_path!r}{hint}") from None
     if not callable(obj):
         raise TargetError(f"{target!r} is not callable")
     return obj
-
-
-def _close(word: str, choices: Iterable[str], prefix: str = "") -> str:
-    """`` (did you mean 'x'?)`` when one of ``choices`` is close to ``word``."""
-    import difflib
-
-    close = difflib.get_close_matches(word.rpartition(".")[2], list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {(prefix + '.' if prefix else '') + close[0]!r}?)" if close else ""
 
 
 def _modules_beside(name: str) -> list[str]:
@@ -84,7 +79,7 @@ def unknown_parameters(fn: Callable[..., Any], names: Iterable[str]) -> dict[str
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return None
     accepted = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    return {n: _close(n, accepted) for n in names if n not in accepted and n != "ctx"}
+    return {n: did_you_mean(n, accepted) for n in names if n not in accepted and n != "ctx"}
 
 
 def signature_text(fn: Callable[..., Any]) -> str:

@@ -7,13 +7,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from topo.checks import SECTION_OF_ROLE, Finding, check
+from topo.hints import did_you_mean
 from topo.resolve import Plan
 from topo.spec import (
     ConditionLock,
     NdarrayChannel,
     ObjectChannel,
     PipeChannel,
-    did_you_mean,
 )
 from topo.targets import (
     TargetError,
