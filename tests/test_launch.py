@@ -50,9 +50,9 @@ def nap(gate, slots, q):
 # sleeper[0]'s process, inside the supervisor's start of that instance; prints the
 # result and the processes still alive once run() has returned.
 DRIVER = """\
-import json, multiprocessing, signal, sys
+import json, os, signal, sys
 import topo
-from topo.backends.local import output
+from topo.backends.local import launcher, output, procfs
 
 real_add = output.OutputPump.add
 
@@ -64,10 +64,13 @@ def add_then_signal(self, name, conn):
 
 output.OutputPump.add = add_then_signal
 result = topo.run(sys.argv[1], {"start_method": sys.argv[2]}, record=False)
-left = multiprocessing.active_children()
-print(json.dumps({"result": result.to_json(), "left": [p.name for p in left]}))
+# Every child still there, from /proc: topo keeps its instances out of
+# multiprocessing.active_children() (it reaps them itself).
+helpers = launcher._multiprocessing_helpers()
+left = {p: s for p, s in procfs.children_of(os.getpid()).items() if p not in helpers}
+print(json.dumps({"result": result.to_json(), "left": [f"{p} ({s})" for p, s in left.items()]}))
 for p in left:  # without this, the exit below would wait for them
-    p.kill()
+    os.kill(p, signal.SIGKILL)
 """
 
 # What the run must not print: see TEARDOWN_NOISE in tests/e2e/conftest.py.

@@ -99,7 +99,10 @@ def _start_helpers(method: str) -> bool:
         return False
     from multiprocessing import forkserver, resource_tracker
 
-    resource_tracker.ensure_running()
+    # Once: every later ensure_running() writes a probe to the tracker and wakes it, and
+    # spawn's own start() probes it already (a start per instance, ~0.1 ms each).
+    if getattr(resource_tracker._resource_tracker, "_fd", None) is None:
+        resource_tracker.ensure_running()
     if method != "forkserver":
         return False
     before = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
@@ -269,6 +272,9 @@ class LocalLauncher:
                 process.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        # topo reaps its instances itself (wait, _reap): out of multiprocessing's set of
+        # children, which every start() would poll one by one (a waitpid per instance).
+        multiprocessing.process._children.discard(process)  # type: ignore[attr-defined]
         report_out.close()
         output_out.close()
         # Its own process group (child_main does it too: whichever comes first).
