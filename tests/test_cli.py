@@ -726,3 +726,26 @@ def test_a_damaged_remembered_command_line_is_parsed_again(sizes: Path) -> None:
         proc, typer_imported = _entry_main(sizes.parent, *args)
         assert proc.returncode == 0, proc.stderr
         assert typer_imported and _result_of(proc) == 3
+
+
+def test_topo_text_of_several_lines_is_prefixed_line_by_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The supervisor says the starts of one step in one call (one write, not one each).
+    import io
+
+    from rich.console import Console
+
+    from topo.console import Printer
+
+    printer = Printer()
+    assert printer.plain  # stderr is not a terminal here
+    printer("", "a running (pid 1)\nb running (pid 2)")
+    printer("w[0]", "hello")
+    assert capsys.readouterr().err == (
+        "topo: a running (pid 1)\ntopo: b running (pid 2)\nw[0] | hello\n"
+    )
+    printer.plain = False  # a terminal: rich draws the lines
+    printer.console = Console(file=io.StringIO(), width=80, color_system=None)
+    printer("", "a exited (0)\nb exited (0)")
+    assert printer.console.file.getvalue() == "topo: a exited (0)\ntopo: b exited (0)\n"

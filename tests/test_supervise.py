@@ -8,6 +8,7 @@ the supervisor's poll interval.
 from __future__ import annotations
 
 import itertools
+import re
 import signal
 import textwrap
 import threading
@@ -223,6 +224,36 @@ def test_restarts_back_off_and_a_storm_gives_up(tmp_path: Path) -> None:
     assert said[0] == "flaky exited with code 1; restart 1 of 20 in 0.1s"
 
 
+def test_the_starts_of_one_step_are_said_in_one_go_and_in_order(tmp_path: Path) -> None:
+    # One write for a step's starts, not one each: 256 starts woke the reader of topo's
+    # stderr 256 times. Other lines still come after the starts and ends before them.
+    plan = plan_of(
+        tmp_path,
+        """
+        processes:
+          a: {target: "m:f"}
+          b: {target: "m:f"}
+          w: {target: "m:f", restart: on-failure}
+        """,
+    )
+    launcher = FakeLauncher(
+        {"a": [Attempt(0.5)], "b": [Attempt(0.5)], "w": [Attempt(0.5, 1), Attempt(0.5)]}
+    )
+    result, said = supervise(plan, launcher, lifecycle=True)
+    assert result.status == "ok"
+    said = [re.sub(r" \(pid \d+\)", "", text) for text in said]
+    assert said[0] == "a running\nb running\nw running"
+    lines = [one for text in said for one in text.split("\n")]
+    assert lines[3:8] == [
+        "a exited (0)",
+        "b exited (0)",
+        "w exited with code 1; restart 1 of 3 in 0.1s",
+        "w running",
+        "w exited (0)",
+    ]
+    assert lines[8].startswith("bottleneck: ")
+
+
 def test_a_restart_that_succeeds_ends_ok(tmp_path: Path) -> None:
     plan = plan_of(tmp_path, "processes:\n  w: {target: 'm:f', restart: on-failure}\n")
     launcher = FakeLauncher({"w": [Attempt(0.2, 1), Attempt(0.2, 0, "done")]})
@@ -356,8 +387,8 @@ def test_a_second_signal_while_topo_speaks_does_not_wait_for_the_output(
             hung.append(line)
             return
         try:
-            said.append(line)
-            if line.startswith(("b running", "b stopped")):
+            said.extend(line.split("\n"))  # starts and ends come a step at a time
+            if any(one.startswith(("b running", "b stopped")) for one in line.split("\n")):
                 signal.raise_signal(signal.SIGINT)  # a Ctrl-C, handled inside say()
         finally:
             lock.release()

@@ -142,19 +142,26 @@ class Printer:
         self._print(name, line)
 
     def _print(self, name: str, line: str) -> None:
+        # topo's own text may hold several lines (the starts of one step): each is
+        # prefixed, and all are written at once.
+        lines = line.split("\n") if not name else [line]
         if self.plain:
+            prefix = f"{name} | " if name else "topo: "
             with self.lock:
-                sys.stderr.write(f"{name} | {line}\n" if name else f"topo: {line}\n")
+                sys.stderr.write("".join(f"{prefix}{one}\n" for one in lines))
             return
         from rich.text import Text
 
         text = Text()
-        if name:
-            colour = _COLOURS[zlib.crc32(name.encode()) % len(_COLOURS)]
-            text.append(f"{name} | ", style=colour)
-        else:
-            text.append("topo: ", style="bold")
-        text.append(line)
+        for i, one in enumerate(lines):
+            if i:
+                text.append("\n")
+            if name:
+                colour = _COLOURS[zlib.crc32(name.encode()) % len(_COLOURS)]
+                text.append(f"{name} | ", style=colour)
+            else:
+                text.append("topo: ", style="bold")
+            text.append(one)
         with self.lock:
             self.console.print(text)
 

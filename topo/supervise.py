@@ -40,7 +40,8 @@ SAMPLE_S = 0.05  # the timeline's finest grain (the supervisor loops every POLL_
 # only grow, so no progress is missed between two readings).
 PROGRESS_INTERVAL_S = 0.25
 
-# Human-facing output: (instance name or "" for topo itself, one line of text).
+# Human-facing output: (instance name, one line of text), or ("", topo's own text), which
+# holds several lines when topo says what happened in one step (hundreds of starts).
 OutputSink = Callable[[str, str], None]
 # Run events for the record: (kind, **fields), e.g. ("exit", instance="w[0]", exit_code=0).
 EventSink = Callable[..., None]
@@ -250,6 +251,22 @@ class Supervisor:
             feeders=_feeders(self.plan),
         )
         self.next_sample = 0.0
+        self.announced: list[str] = []  # starts and ends not said yet (see _announce)
+
+    def _announce(self, line: str) -> None:
+        """Say a start or an end with the others of the same step, in one go: one write
+        for 256 starts instead of 256, each of which woke the reader of topo's stderr."""
+        self.announced.append(line)
+
+    def _tell(self, line: str) -> None:
+        """Say one of topo's own lines, after the starts and ends announced before it."""
+        self._flush_announced()
+        self.say("", line)
+
+    def _flush_announced(self) -> None:
+        if self.announced:
+            lines, self.announced = self.announced, []
+            self.say("", "\n".join(lines))
 
     def instance_line(self, name: str, line: str) -> None:
         """Where a launcher sends each line an instance prints."""
@@ -291,6 +308,7 @@ class Supervisor:
                 self._end("interrupted", "stopped by SIGTERM", exit_code=EXIT_SIGTERM)
             finally:
                 self._stop_all()
+                self._flush_announced()
                 self.timeline.finish(self.clock())
             leftovers = self.launcher.drain()
             state = self.launcher.read_state()
@@ -299,10 +317,10 @@ class Supervisor:
             self._restore_signal_handlers(previous)
         if leftovers:
             counts = ", ".join(f"{len(v)} in '{k}'" for k, v in leftovers.items())
-            self.say("", f"undelivered: {counts}")
+            self._tell(f"undelivered: {counts}")
         result = self._result(started, state, leftovers)
         if result.bottleneck is not None:
-            self.say("", f"bottleneck: {result.bottleneck['reason']}")
+            self._tell(f"bottleneck: {result.bottleneck['reason']}")
         return result
 
     def _result(
@@ -401,6 +419,7 @@ class Supervisor:
             if deadline is not None:
                 timeout = max(0.0, min(timeout, deadline - now))
             if not self.pending:
+                self._flush_announced()  # the starts of this step, before waiting
                 self.pending.extend(self.launcher.wait(timeout))
             self._check_signals()
             while self.pending:
@@ -460,7 +479,7 @@ class Supervisor:
         kind = "restart" if outcome.restarts else "start"
         self._event(kind, instance=inst.name, pid=pid, seed=seed)
         if self.options.lifecycle:
-            self.say("", f"{inst.name} running" + (f" (pid {pid})" if pid is not None else ""))
+            self._announce(f"{inst.name} running" + (f" (pid {pid})" if pid is not None else ""))
         timeout = self.plan.process_of(inst).timeout
         self.running[inst.name] = _Running(inst, now, now + timeout if timeout else None)
 
@@ -486,7 +505,7 @@ class Supervisor:
             and outcome.restarts < process.max_restarts
         )
         if self.options.lifecycle and not restarting:  # a restart says so itself
-            self.say("", f"{name} {outcome.state} ({code})")
+            self._announce(f"{name} {outcome.state} ({code})")
         if code == 0 or stopped_as is not None:  # returned, or topo stopped it
             return
         broken = self._broken_by(name, code)
@@ -516,10 +535,9 @@ class Supervisor:
         self.restart_times[name] = [*recent, now]
         outcome.restarts += 1
         delay = min(RESTART_BACKOFF_S * 2 ** (outcome.restarts - 1), RESTART_BACKOFF_MAX_S)
-        self.say(
-            "",
+        self._tell(
             f"{name} {how(code)}; restart {outcome.restarts} of {process.max_restarts} "
-            f"in {delay:g}s",
+            f"in {delay:g}s"
         )
         self.retry_at[name] = now + delay
         self.waiting.append(instance)
@@ -620,9 +638,9 @@ class Supervisor:
         lines = find_deadlock(waiters, waits, self.launcher.holders(), self.wakers)
         if lines is None:
             return False
-        self.say("", "deadlock: every instance is blocked and none can wake another")
+        self._tell("deadlock: every instance is blocked and none can wake another")
         for line in lines:
-            self.say("", f"  {line}")
+            self._tell(f"  {line}")
         self.launcher.dump_stacks()
         self._end("deadlock", "deadlock: " + "; ".join(lines))
         return True
@@ -653,6 +671,7 @@ class Supervisor:
         targets = set(names)
 
         def collect(timeout: float) -> None:
+            self._flush_announced()
             for event in self.launcher.wait(timeout):
                 if event.name in targets:
                     self._handle(event, state)
@@ -667,7 +686,7 @@ class Supervisor:
         while targets and not self.hurry and self.clock() < end:
             collect(max(0.0, min(POLL_INTERVAL_S, end - self.clock())))
         if targets and self.hurry:
-            self.say("", "stopping at once")
+            self._tell("stopping at once")
         for name in targets:
             self.launcher.kill(name)
         while targets:
