@@ -114,6 +114,9 @@ def _validated(paths: list[str], items: list[Override]) -> tuple[Spec, Document,
     read = _ReadEnviron(environ)
     spec, document = validated_document(document, items, read)
     data = spec_data(spec)
+    from topo.spec import frozen
+
+    spec = frozen(spec)  # what a run reads, and unpickles next time without pydantic
     kept = {"spec": spec, "document": document, "data": data, "environ": read.seen}
     cache.store_objects(entry_key, "validated", kept)
     return spec, document, data
@@ -192,7 +195,10 @@ def environment(folder: Path) -> Mapping[str, str]:
 
 
 def _stderr_sink(name: str, line: str) -> None:
-    sys.stderr.write(f"{name} | {line}\n" if name else f"topo: {line}\n")
+    if name:
+        sys.stderr.write(f"{name} | {line}\n")
+    else:  # topo's own text may hold several lines
+        sys.stderr.write("".join(f"topo: {one}\n" for one in line.split("\n")))
 
 
 def run(
@@ -226,7 +232,8 @@ def run(
     fails, and ``message`` says why). ``manifest_extra`` keys go into the record's
     manifest (the sweep a run belongs to, the run it reruns). ``status`` is called with
     a StatusBoard every STATUS_INTERVAL_S; with ``lifecycle``, every start and end of an
-    instance is said to ``output`` as it happens (``worker[0] exited (0)``).
+    instance is said to ``output`` as it happens (``worker[0] exited (0)``), those of one
+    step of the supervisor in one call, a line each (``output("", "a running\\nb running")``).
     """
     say = output or _stderr_sink
     chosen = _backend(backend, address)

@@ -19,8 +19,8 @@ from typing import Any, NamedTuple
 
 import networkx as nx
 
+from topo.model import ConditionLock
 from topo.resolve import Plan, Role
-from topo.spec import ConditionLock
 
 Node = tuple[str, str]
 

@@ -22,13 +22,16 @@ import secrets
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from topo.context import RunContext
 from topo.document import Document, Loc
 from topo.errors import Diagnostic, SpecError
 from topo.hints import closest
-from topo.spec import BarrierLock, PipeChannel, Process, Spec, run_name_of
+from topo.model import BarrierLock, Frozen, PipeChannel, run_name_of
+
+if TYPE_CHECKING:
+    from topo.spec import Process, Spec
 
 # `$${` writes a literal `${`; a reference is `${...}` with no nested braces.
 _REFERENCE = re.compile(r"\$\$\{|\$\{([^${}]*)\}")
@@ -143,7 +146,7 @@ def adds_a_key(item: Override) -> bool:
 def _fields_at(data: Mapping[str, Any], keys: list[str]) -> Collection[str] | None:
     """The keys the format allows in the mapping at ``keys``; None where any key goes
     (params, args, env, bindings: the user's own names)."""
-    from topo.spec import CHANNEL_MODELS, LOCK_MODELS, Resources
+    from topo.spec import CHANNEL_MODELS, LOCK_MODELS, Process, Resources, Spec
 
     if not keys:
         return Spec.model_fields
@@ -472,7 +475,10 @@ class Plan:
 
     Frozen once built, the dicts inside its spec included (the record writes the spec as
     it was validated); compared (and hashed) by identity, so that what is derived from a
-    plan can be kept beside it (``graph.plan_view``) without being part of it."""
+    plan can be kept beside it (``graph.plan_view``) without being part of it.
+
+    ``spec`` is the validated spec made frozen objects (topo/model.py): read like the
+    pydantic models, without pydantic's methods (``topo.spec.thawed`` gives one back)."""
 
     spec: Spec
     document: Document
@@ -645,7 +651,12 @@ def build_plan(
 
     ``overrides`` are the ``--set`` texts applied to ``document``, for the record;
     ``spec_dir`` is where targets are imported from (default: the spec file's folder).
+    A pydantic ``spec`` is made frozen objects first (see ``Plan``).
     """
+    if not isinstance(spec, Frozen):
+        from topo.spec import frozen
+
+        spec = frozen(spec)
     _check_instance_count(spec, document)
     base_seed = seed if seed is not None else spec.seed
     if base_seed is None:
@@ -712,7 +723,9 @@ SPEC_DATA = "spec_data"  # Plan.cache: the spec as plain data (model_dump)
 def spec_data(spec: Spec) -> dict[str, Any]:
     """The spec as plain data, what differs from the defaults: built by pydantic's
     serializer, whose schema is built on first use (~20 ms)."""
-    return spec.model_dump(mode="json", exclude_defaults=True)
+    from topo.spec import thawed
+
+    return thawed(spec).model_dump(mode="json", exclude_defaults=True)
 
 
 def resolved_spec(plan: Plan) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
-from typing import Annotated, Any, ClassVar, Literal, NamedTuple, TypeVar, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -20,9 +20,11 @@ from pydantic import (
     model_validator,
 )
 
+from topo import model
 from topo.document import Document
 from topo.errors import SpecError
 from topo.hints import did_you_mean
+from topo.model import RUN_NAME
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -37,9 +39,6 @@ def _identifier(name: str) -> str:
     return name
 
 
-RUN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
-
-
 def _run_name(name: str) -> str:
     # The name is a folder of the runs directory: one plain path component, never a way
     # out of it ("../x", "/etc") nor something a file system refuses (NUL, 300 characters).
@@ -49,12 +48,6 @@ def _run_name(name: str) -> str:
             "'-' and '.', starting with a letter, digit or '_'"
         )
     return name
-
-
-def run_name_of(path: str) -> str:
-    """The run name a spec file gives when it has no ``name``: its stem, made safe."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", path.rsplit("/", 1)[-1].rsplit(".", 1)[0])[:100]
-    return stem if RUN_NAME.match(stem) else f"_{stem}"[:100]
 
 
 def _target(value: str) -> str:
@@ -178,39 +171,8 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
-class Traits(NamedTuple):
-    """What a kind of channel or lock is and implies, declared once on its model."""
-
-    messages: bool = False  # carries messages from writers to readers (queues, pipes)
-    queue: bool = False  # a queue: put/get, flushed by a feeder thread at exit
-    bounded_by_os: bool = False  # no maxsize: the OS pipe buffer is its only bound
-    manager: bool = False  # always lives in the run's manager process
-    held: bool = False  # taken and given back (acquire/release, a barrier's party)
-    owned: bool = False  # has one owner while held, whose death leaves it held for ever
-    state: bool = False  # its final contents are read back into the run's result
-    # The calls that can wait for ever (without a timeout), watched by the deadlock detector.
-    blocking: tuple[str, ...] = ()
-
-
-class Primitive(Model):
-    """Base of every channel and lock model."""
-
-    traits: ClassVar[Traits] = Traits()
-
-    @property
-    def via_manager(self) -> bool:
-        """Built in the run's manager process: manager kinds, and ``via: manager``."""
-        return self.traits.manager or getattr(self, "via", None) == "manager"
-
-    @property
-    def waits_by_itself(self) -> bool:
-        """Its waits end by themselves (a barrier with a timeout): never a deadlock."""
-        return getattr(self, "timeout", None) is not None
-
-    @property
-    def watched(self) -> bool:
-        """Watched by the deadlock detector: it has calls that can wait for ever."""
-        return bool(self.traits.blocking) and not self.waits_by_itself
+class Primitive(model.Primitive, Model):
+    """Base of every channel and lock model (what it is and implies: topo/model.py)."""
 
 
 # ----- channels ---------------------------------------------------------------------------
@@ -219,17 +181,16 @@ class Primitive(Model):
 _QueueModel = TypeVar("_QueueModel", bound=Primitive)
 
 
-def _no_transport_via_manager(model: _QueueModel) -> _QueueModel:
+def _no_transport_via_manager(queue: _QueueModel) -> _QueueModel:
     """A queue built by the manager is the manager's: it cannot take another transport."""
-    transport = getattr(model, "transport", "auto")
-    if getattr(model, "via", None) == "manager" and transport not in ("auto", "mp", "pipe"):
+    transport = getattr(queue, "transport", "auto")
+    if getattr(queue, "via", None) == "manager" and transport not in ("auto", "mp", "pipe"):
         raise ValueError(f"transport: {transport} and via: manager cannot go together")
-    return model
+    return queue
 
 
-class QueueChannel(Primitive):
+class QueueChannel(model.QueueChannel, Primitive):
     kind: Literal["queue"]
-    traits = Traits(messages=True, queue=True, blocking=("get", "put"))
     maxsize: NonNegativeInt = 0
     via: Via | None = None
     # How its messages travel (docs/format.md, "Transports"): auto picks from the
@@ -244,26 +205,14 @@ class QueueChannel(Primitive):
     def _transport_alone(self) -> QueueChannel:
         return _no_transport_via_manager(self)
 
-    @property
-    def capacity(self) -> int:
-        """Slots of a shared-memory queue."""
-        return self.slots or self.maxsize or 8
 
-    @property
-    def shared_bytes(self) -> int | None:
-        """Its size in shared memory (with transport: shm), else 0."""
-        return self.capacity * self.slot_size if self.transport == "shm" else 0
-
-
-class SimpleQueueChannel(Primitive):
+class SimpleQueueChannel(model.SimpleQueueChannel, Primitive):
     kind: Literal["simple_queue"]
-    traits = Traits(messages=True, queue=True, bounded_by_os=True, blocking=("get", "put"))
     transport: Literal["auto", "mp", "pipe", "socket"] = "auto"
 
 
-class JoinableQueueChannel(Primitive):
+class JoinableQueueChannel(model.JoinableQueueChannel, Primitive):
     kind: Literal["joinable_queue"]
-    traits = Traits(messages=True, queue=True, blocking=("get", "put", "join"))
     maxsize: NonNegativeInt = 0
     via: Via | None = None
     transport: Literal["auto", "mp", "pipe", "socket"] = "auto"
@@ -273,36 +222,21 @@ class JoinableQueueChannel(Primitive):
         return _no_transport_via_manager(self)
 
 
-class PipeChannel(Primitive):
+class PipeChannel(model.PipeChannel, Primitive):
     kind: Literal["pipe"]
-    traits = Traits(messages=True, bounded_by_os=True, blocking=("recv", "send", "poll"))
     duplex: bool = True
 
 
-def _default_typecode(init: Any) -> str:
-    if isinstance(init, float):
-        return "d"
-    if isinstance(init, str | bytes):
-        return "c"
-    return "q"
-
-
-class ValueChannel(Primitive):
+class ValueChannel(model.ValueChannel, Primitive):
     kind: Literal["value"]
-    traits = Traits(state=True)
     type: CType | None = None  # None: inferred from init (float -> d, int -> q, str -> c)
     init: int | float | str | bool = 0
     lock: bool = True
     via: Via | None = None
 
-    @property
-    def typecode(self) -> str:
-        return self.type or _default_typecode(self.init)
 
-
-class ArrayChannel(Primitive):
+class ArrayChannel(model.ArrayChannel, Primitive):
     kind: Literal["array"]
-    traits = Traits(state=True)
     type: CType | None = None
     size: PositiveInt | None = None
     init: list[int | float | bool] | str | None = None
@@ -317,66 +251,33 @@ class ArrayChannel(Primitive):
             raise ValueError(f"'init' has {len(self.init)} items but 'size' is {self.size}")
         return self
 
-    @property
-    def typecode(self) -> str:
-        if self.type:
-            return self.type
-        return _default_typecode(self.init[0] if self.init else 0)
 
-    @property
-    def length(self) -> int:
-        return self.size if self.size is not None else len(self.init or [])
-
-
-class NdarrayChannel(Primitive):
+class NdarrayChannel(model.NdarrayChannel, Primitive):
     """A numpy array in shared memory, handed to every user as a zero-copy view."""
 
     kind: Literal["ndarray"]
-    traits = Traits(state=True)
     shape: list[PositiveInt] | PositiveInt
     dtype: str = "float64"
     init: int | float | bool = 0  # every element starts with this value
 
-    @property
-    def dims(self) -> tuple[int, ...]:
-        return tuple(self.shape) if isinstance(self.shape, list) else (self.shape,)
 
-    @property
-    def shared_bytes(self) -> int | None:
-        """Its size in shared memory; None when numpy cannot tell the dtype's size."""
-        try:
-            import numpy as np
-
-            itemsize = np.dtype(self.dtype).itemsize
-        except (ImportError, TypeError):
-            return None
-        size = itemsize
-        for d in self.dims:
-            size *= d
-        return size
-
-
-class DictChannel(Primitive):
+class DictChannel(model.DictChannel, Primitive):
     kind: Literal["dict"]
-    traits = Traits(manager=True, state=True)
     init: dict[str, Any] = {}
 
 
-class ListChannel(Primitive):
+class ListChannel(model.ListChannel, Primitive):
     kind: Literal["list"]
-    traits = Traits(manager=True, state=True)
     init: list[Any] = []
 
 
-class NamespaceChannel(Primitive):
+class NamespaceChannel(model.NamespaceChannel, Primitive):
     kind: Literal["namespace"]
-    traits = Traits(manager=True, state=True)
     init: dict[Name, Any] = {}
 
 
-class ObjectChannel(Primitive):
+class ObjectChannel(model.ObjectChannel, Primitive):
     kind: Literal["object"]
-    traits = Traits(manager=True)
     factory: Target
     args: dict[str, Any] = {}
     methods: list[Name] | None = None
@@ -385,48 +286,41 @@ class ObjectChannel(Primitive):
 # ----- locks ------------------------------------------------------------------------------
 
 
-class LockLock(Primitive):
+class LockLock(model.LockLock, Primitive):
     kind: Literal["lock"]
-    traits = Traits(held=True, owned=True, blocking=("acquire",))
     via: Via | None = None
 
 
-class RLockLock(Primitive):
+class RLockLock(model.RLockLock, Primitive):
     kind: Literal["rlock"]
-    traits = Traits(held=True, owned=True, blocking=("acquire",))
     via: Via | None = None
 
 
-class SemaphoreLock(Primitive):
+class SemaphoreLock(model.SemaphoreLock, Primitive):
     kind: Literal["semaphore"]
-    traits = Traits(held=True, blocking=("acquire",))
     value: NonNegativeInt = 1
     via: Via | None = None
 
 
-class BoundedSemaphoreLock(Primitive):
+class BoundedSemaphoreLock(model.BoundedSemaphoreLock, Primitive):
     kind: Literal["bounded_semaphore"]
-    traits = Traits(held=True, blocking=("acquire",))
     value: NonNegativeInt = 1
     via: Via | None = None
 
 
-class ConditionLock(Primitive):
+class ConditionLock(model.ConditionLock, Primitive):
     kind: Literal["condition"]
-    traits = Traits(held=True, owned=True, blocking=("acquire", "wait", "wait_for"))
     lock: Name | None = None  # a `lock` or `rlock` of this spec; None: a fresh RLock
     via: Via | None = None
 
 
-class EventLock(Primitive):
+class EventLock(model.EventLock, Primitive):
     kind: Literal["event"]
-    traits = Traits(blocking=("wait",))
     via: Via | None = None
 
 
-class BarrierLock(Primitive):
+class BarrierLock(model.BarrierLock, Primitive):
     kind: Literal["barrier"]
-    traits = Traits(held=True, blocking=("wait",))
     parties: PositiveInt | None = None  # None: the number of instances that use it
     timeout: Duration | None = None
     via: Via | None = None
@@ -502,7 +396,7 @@ def _env_value(value: Any) -> Any:
     return value
 
 
-class Resources(Model):
+class Resources(model.Resources, Model):
     """What each instance of a process asks of the node it runs on, for ``--backend ray``
     (its ``num_cpus``, ``num_gpus``, ``memory`` and ``resources``). None: not asked.
 
@@ -515,7 +409,7 @@ class Resources(Model):
     custom: dict[Annotated[str, AfterValidator(_custom_resource)], ResourceAmount] = {}
 
 
-class Process(Model):
+class Process(model.Process, Model):
     target: Target
     args: dict[Name, Any] = {}
     replicas: PositiveInt = 1
@@ -534,13 +428,8 @@ class Process(Model):
     resources: Resources | None = None
     node: Annotated[str, AfterValidator(_node)] | None = None  # a Ray node's IP address or id
 
-    @property
-    def cpus(self) -> float | None:
-        """The CPUs each instance asks for (``resources.cpus``), None when it does not say."""
-        return self.resources.cpus if self.resources else None
 
-
-class Spec(Model):
+class Spec(model.Spec, Model):
     topo: Literal[1] = 1
     name: Annotated[str, AfterValidator(_run_name)] | None = None
     description: str | None = None
@@ -672,3 +561,25 @@ def spec_from_document(doc: Document) -> Spec:
             code = {"extra_forbidden": "T010", "missing": "T012"}.get(error["type"], "T011")
             diagnostics.append(doc.diagnostic(path, code, _message(error), key=at_key))
         raise SpecError(diagnostics) from None
+
+
+# ----- frozen: what a run reads (topo/model.py) ------------------------------------------
+
+
+def frozen(value: Any) -> Any:
+    """``value`` with every model in it, however deep, made a frozen object of its shape:
+    the same values, read the same way, without pydantic."""
+    if isinstance(value, BaseModel):
+        shape = next(c for c in type(value).__mro__ if c in model.FROZEN)
+        fields = type(value).model_fields
+        return model.FROZEN[shape]({name: frozen(getattr(value, name)) for name in fields})
+    if isinstance(value, dict):
+        return {k: frozen(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [frozen(v) for v in value]
+    return value
+
+
+def thawed(spec: model.Spec) -> Spec:
+    """A frozen spec as a pydantic one again (its values validate as they did)."""
+    return spec if isinstance(spec, Spec) else Spec.model_validate(model.values(spec))

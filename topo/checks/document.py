@@ -8,13 +8,13 @@ from typing import Any
 
 from topo.checks import SECTION_OF_ROLE, Finding, check
 from topo.hints import did_you_mean
-from topo.resolve import Plan
-from topo.spec import (
+from topo.model import (
     ConditionLock,
     NdarrayChannel,
     ObjectChannel,
     PipeChannel,
 )
+from topo.resolve import Plan
 from topo.targets import (
     TargetError,
     load_target,

@@ -24,8 +24,7 @@ from topo.graph import (
     replicas,
     waits_for,
 )
-from topo.resolve import Plan
-from topo.spec import (
+from topo.model import (
     ArrayChannel,
     BarrierLock,
     BoundedSemaphoreLock,
@@ -35,6 +34,7 @@ from topo.spec import (
     SemaphoreLock,
     ValueChannel,
 )
+from topo.resolve import Plan
 
 # ----- 3. the checks ----------------------------------------------------------------------
 

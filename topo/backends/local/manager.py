@@ -14,8 +14,8 @@ from typing import Any
 
 from topo.backends.local.child import die_with
 from topo.errors import RunError
+from topo.model import ObjectChannel
 from topo.resolve import Plan
-from topo.spec import ObjectChannel
 from topo.targets import add_to_path, load_target
 
 

@@ -19,9 +19,7 @@ from topo.backends.local.instrument import WRAPPERS
 from topo.backends.local.shm import SharedArray, ShmQueue, free, read_array
 from topo.errors import RunError
 from topo.jsonable import to_jsonable
-from topo.resolve import Instance, Plan
-from topo.result import RawItem
-from topo.spec import (
+from topo.model import (
     ArrayChannel,
     BarrierLock,
     BoundedSemaphoreLock,
@@ -38,6 +36,8 @@ from topo.spec import (
     SimpleQueueChannel,
     ValueChannel,
 )
+from topo.resolve import Instance, Plan
+from topo.result import RawItem
 
 if TYPE_CHECKING:
     from multiprocessing.managers import SyncManager

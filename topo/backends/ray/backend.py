@@ -7,7 +7,7 @@ import os
 from typing import TYPE_CHECKING
 
 from topo.backends import Capabilities, dev_shm_bytes
-from topo.spec import CHANNEL_KINDS, LOCK_KINDS
+from topo.model import CHANNEL_KINDS, LOCK_KINDS
 
 if TYPE_CHECKING:
     from topo.resolve import Plan
