@@ -12,6 +12,7 @@ import re
 import signal
 import textwrap
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from topo.supervise import (
     GRACE_PERIOD_S,
     POLL_INTERVAL_S,
     RESTART_BURST,
+    START_BATCH,
     Event,
     Exited,
     OutputSink,
@@ -64,6 +66,7 @@ class FakeLauncher:
     due: dict[str, tuple[float, int, Any]] = field(default_factory=dict)
     running: dict[str, Attempt] = field(default_factory=dict)
     starts: dict[str, int] = field(default_factory=dict)
+    batches: list[list[str]] = field(default_factory=list)  # the names of each start_many
     closed: bool = False
     left: dict[str, list[Any]] = field(default_factory=dict)  # what drain() finds
 
@@ -73,7 +76,11 @@ class FakeLauncher:
     def open(self, output: OutputSink) -> None:
         self.output = output
 
-    def start(self, instance: Instance, attempt: int = 0) -> int | None:
+    def start_many(self, starts: Sequence[tuple[Instance, int]]) -> list[int | None]:
+        self.batches.append([instance.name for instance, _ in starts])
+        return [self._start(instance, attempt) for instance, attempt in starts]
+
+    def _start(self, instance: Instance, attempt: int) -> int | None:
         name = instance.name
         n = self.starts.get(name, 0)
         assert attempt == n, "the supervisor numbers each start of an instance"
@@ -222,6 +229,17 @@ def test_restarts_back_off_and_a_storm_gives_up(tmp_path: Path) -> None:
     assert "giving up on a restart storm" in (result.message or "")
     assert result.processes["flaky"].restarts == RESTART_BURST
     assert said[0] == "flaky exited with code 1; restart 1 of 20 in 0.1s"
+
+
+def test_ready_instances_are_started_in_batches(tmp_path: Path) -> None:
+    # A launcher makes what a batch needs, then starts it: under fork, the work between
+    # two forks is what costs (every page written again is copied again).
+    plan = plan_of(tmp_path, "processes:\n  w: {target: 'm:f', replicas: 40}\n")
+    launcher = FakeLauncher({f"w[{i}]": [Attempt(0.5)] for i in range(40)})
+    result, _ = supervise(plan, launcher)
+    assert result.status == "ok"
+    assert [len(b) for b in launcher.batches] == [START_BATCH, 40 - START_BATCH]
+    assert [n for b in launcher.batches for n in b] == [f"w[{i}]" for i in range(40)]
 
 
 def test_the_starts_of_one_step_are_said_in_one_go_and_in_order(tmp_path: Path) -> None:

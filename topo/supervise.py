@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -35,6 +35,7 @@ RESTART_BACKOFF_MAX_S = 5.0  # ...up to this
 RESTART_BURST = 5
 RESTART_WINDOW_S = 10.0
 STATUS_INTERVAL_S = 0.25  # how often the live status table is refreshed
+START_BATCH = 32  # instances started together, between two looks at the signals
 SAMPLE_S = 0.05  # the timeline's finest grain (the supervisor loops every POLL_INTERVAL_S)
 # While everyone is blocked, how often the launcher is asked for progress (its counters
 # only grow, so no progress is missed between two readings).
@@ -82,9 +83,11 @@ class Launcher(Protocol):
         """Build every channel and lock, and send every line the instances print to
         ``output`` from now on; raise ``RunError`` if that fails."""
 
-    def start(self, instance: Instance, attempt: int = 0) -> int | None:
-        """Start (or restart: ``attempt`` > 0) ``instance`` with its bound primitives;
-        its pid if any. Its context is ``plan.context(instance, run_dir, attempt)``."""
+    def start_many(self, starts: Sequence[tuple[Instance, int]]) -> list[int | None]:
+        """Start (or restart: attempt > 0) each (instance, attempt) with its bound
+        primitives, in order; their pids where there are pids. An instance's context is
+        ``plan.context(instance, run_dir, attempt)``. A launcher may make what they all
+        need first and start them one after the other."""
 
     def wait(self, timeout: float) -> list[Event]:
         """The events that came within ``timeout`` seconds (at least one, or none when
@@ -461,17 +464,25 @@ class Supervisor:
 
     def _start_ready(self) -> None:
         now = self.clock()
-        for inst in list(self.waiting):
-            if self._deps_state(inst) != "ready" or self.retry_at.get(inst.name, 0) > now:
-                continue
+        ready = [
+            inst
+            for inst in self.waiting
+            if self._deps_state(inst) == "ready" and self.retry_at.get(inst.name, 0) <= now
+        ]
+        for at in range(0, len(ready), START_BATCH):
             self._check_signals()  # thousands of instances take a while to start
-            self.waiting.remove(inst)
-            self.retry_at.pop(inst.name, None)
-            self._start(inst)
+            batch = ready[at : at + START_BATCH]
+            chosen = {id(inst) for inst in batch}
+            self.waiting = [inst for inst in self.waiting if id(inst) not in chosen]
+            for inst in batch:
+                self.retry_at.pop(inst.name, None)
+            starts = [(inst, self.outcomes[inst.name].restarts) for inst in batch]
+            pids = self.launcher.start_many(starts)
+            for inst, pid in zip(batch, pids, strict=True):
+                self._started(inst, pid)
 
-    def _start(self, inst: Instance) -> None:
+    def _started(self, inst: Instance, pid: int | None) -> None:
         outcome = self.outcomes[inst.name]
-        pid = self.launcher.start(inst, outcome.restarts)
         now = self.clock()
         outcome.state, outcome.pid, outcome.exit_code = State.RUNNING, pid, None
         seed = attempt_seed(inst.seed, outcome.restarts)

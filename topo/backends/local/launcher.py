@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -129,6 +129,23 @@ class _Handle:
     report: Connection
 
 
+@dataclass(eq=False)
+class _Starting:
+    """An instance between its preparation and its registration (LocalLauncher.start_many)."""
+
+    instance: Instance
+    job: Job
+    process: BaseProcess
+    report_in: Connection
+    report_out: Connection
+    output_in: Connection
+    output_out: Connection
+
+    def write_ends(self) -> list[int]:
+        """The descriptors its process writes to topo through."""
+        return [self.report_out.fileno(), self.output_out.fileno()]
+
+
 @contextlib.contextmanager
 def _main_module_hidden() -> Iterator[None]:
     """Start processes without re-running the parent's ``__main__`` in them.
@@ -235,8 +252,48 @@ class LocalLauncher:
                 "make them smaller or free /dev/shm"
             )
 
-    def start(self, instance: Instance, attempt: int = 0) -> int | None:
-        assert self.primitives is not None and self.pump is not None
+    def start_many(self, starts: Sequence[tuple[Instance, int]]) -> list[int | None]:
+        """Start several instances: all they need is made first, then they are started
+        one after the other, then registered. Under fork each page this process writes
+        between two forks is copied again (a page fault each): the work between forks,
+        more than the forks, was what topo added per instance."""
+        assert self.pump is not None
+        prepared = [self._prepare(instance, attempt) for instance, attempt in starts]
+        if self.forks:  # a child holding another's write end would hide that one's EOF
+            ends = [fd for p in prepared for fd in p.write_ends()]
+            for p in prepared:
+                mine = p.write_ends()
+                p.job.close_fds.extend(fd for fd in ends if fd not in mine)
+        started: list[_Starting] = []
+        try:
+            if _start_helpers(self.mp.get_start_method()):
+                self.own_forkserver = True
+            # SIGINT and SIGTERM stay blocked in each new process until child_main has set
+            # its own handlers: under fork it would otherwise run the supervisor's, under
+            # spawn a Ctrl-C while it unpickles its job would print a KeyboardInterrupt
+            # traceback.
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+            try:
+                with _main_module_hidden():
+                    for p in prepared:
+                        p.process.start()
+                        started.append(p)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        finally:
+            for p in prepared:
+                p.report_out.close()
+                p.output_out.close()
+                if p not in started:
+                    p.report_in.close()
+                    p.output_in.close()
+            for p in started:
+                self._register(p)
+        return [p.process.pid for p in started]
+
+    def _prepare(self, instance: Instance, attempt: int) -> _Starting:
+        """An instance's job, pipes and process object, not started yet."""
+        assert self.primitives is not None
         context = self.plan.context(instance, self.options.run_dir, attempt)
         slot = self.slots[instance.name]
         watching = self.board is not None
@@ -261,32 +318,24 @@ class LocalLauncher:
         process = self.mp.Process(
             target=child_main, name=instance.name, args=(job, report_out, output_out)
         )
-        # SIGINT and SIGTERM stay blocked in the new process until child_main has set its
-        # own handlers: under fork it would otherwise run the supervisor's, under spawn a
-        # Ctrl-C while it unpickles its job would print a KeyboardInterrupt traceback.
-        if _start_helpers(self.mp.get_start_method()):
-            self.own_forkserver = True
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-        try:
-            with _main_module_hidden():
-                process.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        return _Starting(instance, job, process, report_in, report_out, output_in, output_out)
+
+    def _register(self, started: _Starting) -> None:
+        """Everything this process keeps of an instance it started."""
+        assert self.pump is not None and started.process.pid is not None
+        process, pid = started.process, started.process.pid
         # topo reaps its instances itself (wait, _reap): out of multiprocessing's set of
         # children, which every start() would poll one by one (a waitpid per instance).
         multiprocessing.process._children.discard(process)  # type: ignore[attr-defined]
-        report_out.close()
-        output_out.close()
         # Its own process group (child_main does it too: whichever comes first).
         with contextlib.suppress(OSError):
-            os.setpgid(process.pid, process.pid)
-        self.groups.add(process.pid)
+            os.setpgid(pid, pid)
+        self.groups.add(pid)
         if self.guardian is not None:
-            self.guardian.group(process.pid)
-        self.pump.add(instance.name, output_in)
-        self.handles[instance.name] = _Handle(process, report_in)
-        self._release_pipe_ends(instance)
-        return process.pid
+            self.guardian.group(pid)
+        self.pump.add(started.instance.name, started.output_in)
+        self.handles[started.instance.name] = _Handle(process, started.report_in)
+        self._release_pipe_ends(started.instance)
 
     def _others_pipe_ends(self, bound: dict[str, Any]) -> list[int]:
         """The descriptors of the pipe ends open here that are not ``bound``'s."""

@@ -19,7 +19,7 @@ import pickle
 import signal
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ray
@@ -347,7 +347,10 @@ class RayLauncher:
                 raise RunError(f"the ray backend cannot bind a {kind}")
         return bound
 
-    def start(self, instance: Instance, attempt: int = 0) -> int | None:
+    def start_many(self, starts: Sequence[tuple[Instance, int]]) -> list[int | None]:
+        return [self._start(instance, attempt) for instance, attempt in starts]
+
+    def _start(self, instance: Instance, attempt: int) -> int | None:
         for b in instance.bindings:  # a restarted instance has its pipe ends again
             if self.plan.model(b.name).kind == "pipe":
                 self._ask("open_end", b.name, b.end if b.end is not None else 0)
