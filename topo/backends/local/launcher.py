@@ -50,10 +50,12 @@ FD_MARGIN = 64  # for topo itself: its record, the manager, the guardian, import
 
 
 def fds_needed(plan: Plan) -> int:
-    """Descriptors this process holds at once for a run of ``plan``: per instance its
-    report pipe, output pipe and exit sentinel; per queue or pipe its two ends."""
+    """Descriptors this process holds at once for a run of ``plan``: per instance the
+    read ends of its report and output pipes and multiprocessing's two ends of its exit
+    pipe (a batch of instances about to start holds as many: their pipes' four ends);
+    per queue or pipe its two ends."""
     channels = sum(1 for c in plan.spec.channels.values() if c.traits.messages)
-    return 3 * len(plan.instances) + 2 * channels + FD_MARGIN
+    return 4 * len(plan.instances) + 2 * channels + FD_MARGIN
 
 
 def raise_fd_limit(needed: int) -> int | None:
@@ -232,7 +234,7 @@ class LocalLauncher:
         limit = raise_fd_limit(needed)
         if limit is not None and needed > limit:
             raise RunError(
-                f"this run needs about {needed} file descriptors at once (3 per instance, "
+                f"this run needs about {needed} file descriptors at once (4 per instance, "
                 f"2 per queue or pipe), and this process may open {limit}: raise the "
                 f"limit (ulimit -n {needed}) or run fewer instances"
             )
@@ -278,6 +280,9 @@ class LocalLauncher:
                     for p in prepared:
                         p.process.start()
                         started.append(p)
+                        # At once: the batch never holds more than its 4 per instance.
+                        p.report_out.close()
+                        p.output_out.close()
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         finally:
