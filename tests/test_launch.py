@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+import topo
 from topo.result import EXIT_SIGTERM
 
 SPEC = """\
@@ -52,17 +53,27 @@ def nap(gate, slots, q):
 DRIVER = """\
 import json, os, signal, sys
 import topo
+from topo import supervise
 from topo.backends.local import launcher, output, procfs
 
+supervise.START_BATCH = int(sys.argv[3])  # instances started together
 real_add = output.OutputPump.add
+real_start = launcher.BaseProcess.start
 
 def add_then_signal(self, name, conn):
     real_add(self, name, conn)
-    if name == "sleeper[0]":
+    if name == "sleeper[0]" and sys.argv[4] == "signal":
         # raise_signal: delivered to this thread, its handler runs before this returns
         signal.raise_signal(signal.SIGTERM)
 
+def second_start_fails(self):
+    if self.name == "sleeper[1]":
+        raise OSError(11, "Resource temporarily unavailable")  # fork's EAGAIN
+    real_start(self)
+
 output.OutputPump.add = add_then_signal
+if sys.argv[4] == "fail":
+    launcher.BaseProcess.start = second_start_fails
 result = topo.run(sys.argv[1], {"start_method": sys.argv[2]}, record=False)
 # Every child still there, from /proc: topo keeps its instances out of
 # multiprocessing.active_children() (it reaps them itself).
@@ -84,8 +95,43 @@ def test_a_signal_while_an_instance_starts_stops_it_like_the_others(
 ) -> None:
     (tmp_path / "spec.yaml").write_text(SPEC)
     (tmp_path / "naps.py").write_text(TARGETS)
+    # One at a time: the signal is acted on before sleeper[1] starts.
+    doc, stderr = _drive(tmp_path, start_method, batch=1, then="signal")
+    assert doc["status"] == "interrupted", stderr
+    assert doc["exit_code"] == EXIT_SIGTERM
+    first = doc["processes"]["sleeper[0]"]
+    assert first["pid"], f"sleeper[0] was started: its pid belongs to the run\n{first}"
+    assert (first["state"], first["exit_code"]) == ("stopped", -signal.SIGTERM), first
+    assert doc["processes"]["sleeper[1]"]["state"] == "not started"
+    # In one batch: both started before the signal was acted on, both stopped.
+    doc, stderr = _drive(tmp_path, start_method, batch=32, then="signal")
+    for name in ("sleeper[0]", "sleeper[1]"):
+        one = doc["processes"][name]
+        assert one["pid"], f"{name} was started: its pid belongs to the run\n{one}"
+        assert (one["state"], one["exit_code"]) == ("stopped", -signal.SIGTERM), one
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("start_method", ["spawn", "fork"])
+def test_a_start_failing_in_the_middle_of_a_batch_stops_those_started(
+    tmp_path: Path, start_method: str
+) -> None:
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    (tmp_path / "naps.py").write_text(TARGETS)
+    doc, stderr = _drive(tmp_path, start_method, batch=32, then="fail")
+    assert doc["status"] == "failed", stderr
+    assert "Resource temporarily unavailable" in doc["message"], doc["message"]
+    first = doc["processes"]["sleeper[0]"]
+    assert first["pid"], f"sleeper[0] was started: its pid belongs to the run\n{first}"
+    assert (first["state"], first["exit_code"]) == ("stopped", -signal.SIGTERM), first
+    assert doc["processes"]["sleeper[1]"]["state"] == "not started"
+
+
+def _drive(tmp_path: Path, start_method: str, batch: int, then: str) -> tuple[dict, str]:
+    """Run DRIVER; the run's result, after checking nothing was left and nothing noisy
+    was printed."""
     done = subprocess.run(
-        [sys.executable, "-c", DRIVER, str(tmp_path / "spec.yaml"), start_method],
+        [sys.executable, "-c", DRIVER, str(tmp_path / "spec.yaml"), start_method, str(batch), then],
         capture_output=True,
         text=True,
         timeout=45,
@@ -95,16 +141,9 @@ def test_a_signal_while_an_instance_starts_stops_it_like_the_others(
     out = json.loads(done.stdout.splitlines()[-1])
     doc, left = out["result"], out["left"]
     assert left == [], f"processes topo started and left running: {left}\n{done.stderr}"
-    assert doc["status"] == "interrupted", done.stderr
-    assert doc["exit_code"] == EXIT_SIGTERM
-    # Both were started in one batch (START_BATCH) before the signal was acted on: each
-    # has its pid in the result and was stopped as the others are.
-    for name in ("sleeper[0]", "sleeper[1]"):
-        one = doc["processes"][name]
-        assert one["pid"], f"{name} was started: its pid belongs to the run\n{one}"
-        assert (one["state"], one["exit_code"]) == ("stopped", -signal.SIGTERM), one
     noise = [line for line in done.stderr.splitlines() if any(n in line for n in NOISE)]
     assert noise == [], done.stderr
+    return doc, done.stderr
 
 
 # Runs topo.run twice under forkserver, the second time with a fork server of the
@@ -145,3 +184,33 @@ def test_a_fork_server_started_for_a_run_is_stopped_with_it(tmp_path: Path) -> N
     out = json.loads(done.stdout.splitlines()[-1])
     assert out["after_own"] is None, out
     assert out["users"] is not None and out["after_users"] == out["users"], out
+
+
+@pytest.mark.timeout(60)
+def test_instances_forked_in_one_batch_keep_their_own_exit_pipes(tmp_path: Path) -> None:
+    # Each child of a batch closes the write ends of the instances after it; it once
+    # closed those of the instances before it too, whose numbers its own exit pipe had
+    # taken again: its sentinel read as ended while it ran, and topo spun at 100% CPU.
+    import multiprocessing.connection
+
+    from topo.backends.local.launcher import LocalLauncher
+    from topo.supervise import RunOptions
+
+    (tmp_path / "spec.yaml").write_text(
+        "start_method: fork\nprocesses:\n  nap: {target: naps:short, replicas: 4}\n"
+    )
+    (tmp_path / "naps.py").write_text("import time\n\n\ndef short():\n    time.sleep(2)\n")
+    plan = topo.load(tmp_path / "spec.yaml")
+    launcher = LocalLauncher(plan, RunOptions(watch=False))
+    launcher.open(lambda name, line: None)
+    try:
+        pids = launcher.start_many([(instance, 0) for instance in plan.instances])
+        assert len(pids) == 4
+        sentinels = [h.process.sentinel for h in launcher.handles.values()]
+        assert multiprocessing.connection.wait(sentinels, 0.5) == []  # all still asleep
+    finally:
+        for name in list(launcher.handles):
+            launcher.kill(name)
+        while launcher.handles:
+            launcher.wait(0.1)
+        launcher.close()

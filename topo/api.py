@@ -33,7 +33,7 @@ from topo.supervise import OutputSink, RunOptions, StatusSink, Supervisor
 
 if TYPE_CHECKING:
     from topo.backends import Backend
-    from topo.spec import Spec
+    from topo.model import Spec
 
 
 def _backend(backend: str | Backend | None, address: str | None = None) -> Backend:

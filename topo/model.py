@@ -346,8 +346,9 @@ class Spec(Shape):
 
 class Frozen:
     """A validated model's values as read-only attributes, equal to another of the same
-    shape and values. Its dicts and lists can still be changed, as a frozen pydantic
-    model's can."""
+    shape and values. Its dicts and lists are the spec's own, as a frozen pydantic
+    model's are: nothing changes them (see ``topo.resolve.Plan``), and an object that
+    holds one cannot be hashed."""
 
     def __init__(self, values: dict[str, Any]) -> None:
         self.__dict__.update(values)
@@ -359,7 +360,9 @@ class Frozen:
         raise AttributeError(f"{type(self).__name__} is frozen: {name!r} cannot be deleted")
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.__dict__ == self.__dict__
+        if type(other) is not type(self):
+            return NotImplemented
+        return other.__dict__ == self.__dict__
 
     def __hash__(self) -> int:
         return hash((type(self), *self.__dict__.values()))
@@ -434,6 +437,7 @@ class FrozenProcess(Process, Frozen): ...
 class FrozenSpec(Spec, Frozen): ...
 
 
+# Each frozen class's first base is its shape.
 FROZEN: dict[type[Shape], type[Frozen]] = {
     shape: frozen
     for frozen in Frozen.__subclasses__()
@@ -442,12 +446,12 @@ FROZEN: dict[type[Shape], type[Frozen]] = {
 }
 
 
-def values(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """``value`` with every frozen object in it made a plain dict of its values."""
     if isinstance(value, Frozen):
-        return {k: values(v) for k, v in value.__dict__.items()}
+        return {k: plain(v) for k, v in value.__dict__.items()}
     if isinstance(value, dict):
-        return {k: values(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [values(v) for v in value]
+        return [plain(v) for v in value]
     return value

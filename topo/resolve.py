@@ -22,16 +22,13 @@ import secrets
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from topo.context import RunContext
 from topo.document import Document, Loc
 from topo.errors import Diagnostic, SpecError
 from topo.hints import closest
-from topo.model import BarrierLock, Frozen, PipeChannel, run_name_of
-
-if TYPE_CHECKING:
-    from topo.spec import Process, Spec
+from topo.model import BarrierLock, Frozen, PipeChannel, Process, Spec, run_name_of
 
 # `$${` writes a literal `${`; a reference is `${...}` with no nested braces.
 _REFERENCE = re.compile(r"\$\$\{|\$\{([^${}]*)\}")

@@ -569,7 +569,7 @@ def spec_from_document(doc: Document) -> Spec:
 def frozen(value: Any) -> Any:
     """``value`` with every model in it, however deep, made a frozen object of its shape:
     the same values, read the same way, without pydantic."""
-    if isinstance(value, BaseModel):
+    if isinstance(value, Model):  # topo's own: any other object is a value as it is
         shape = next(c for c in type(value).__mro__ if c in model.FROZEN)
         fields = type(value).model_fields
         return model.FROZEN[shape]({name: frozen(getattr(value, name)) for name in fields})
@@ -582,4 +582,4 @@ def frozen(value: Any) -> Any:
 
 def thawed(spec: model.Spec) -> Spec:
     """A frozen spec as a pydantic one again (its values validate as they did)."""
-    return spec if isinstance(spec, Spec) else Spec.model_validate(model.values(spec))
+    return spec if isinstance(spec, Spec) else Spec.model_validate(model.plain(spec))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from topo.deadlock import QUIET_S, Wait, Waiter, find_deadlock, wakers_in
-from topo.errors import PlacementError, RunError
+from topo.errors import PlacementError, RunError, os_error_text
 from topo.resolve import Instance, Plan, attempt_seed
 from topo.result import EXIT_SIGTERM, InstanceResult, RunResult, State, Status
 from topo.timeline import Timeline
@@ -75,6 +75,16 @@ class Exited(NamedTuple):
 Event = Returned | Raised | Exited
 
 
+class StartFailed(Exception):
+    """``start_many`` started its first ``len(pids)`` instances, then ``error`` stopped it:
+    those run and are the supervisor's to stop; the others did not start."""
+
+    def __init__(self, pids: list[int | None], error: BaseException) -> None:
+        super().__init__(str(error))
+        self.pids = pids
+        self.error = error
+
+
 class Launcher(Protocol):
     """What a backend carries out for the supervisor; instances are named by
     ``Instance.name``."""
@@ -87,7 +97,8 @@ class Launcher(Protocol):
         """Start (or restart: attempt > 0) each (instance, attempt) with its bound
         primitives, in order; their pids where there are pids. An instance's context is
         ``plan.context(instance, run_dir, attempt)``. A launcher may make what they all
-        need first and start them one after the other."""
+        need first and start them one after the other; failing after starting some, it
+        raises ``StartFailed`` with their pids."""
 
     def wait(self, timeout: float) -> list[Event]:
         """The events that came within ``timeout`` seconds (at least one, or none when
@@ -477,9 +488,21 @@ class Supervisor:
             for inst in batch:
                 self.retry_at.pop(inst.name, None)
             starts = [(inst, self.outcomes[inst.name].restarts) for inst in batch]
-            pids = self.launcher.start_many(starts)
+            try:
+                pids = self.launcher.start_many(starts)
+            except StartFailed as e:  # those started are running: noted, then stopped
+                for inst, pid in zip(batch, e.pids, strict=False):
+                    self._started(inst, pid)
+                self.waiting.extend(batch[len(e.pids) :])
+                if not isinstance(e.error, Exception):
+                    raise e.error from None  # a signal's, handled as signals are
+                error = e.error
+                why = os_error_text(error) if isinstance(error, OSError) else str(error)
+                # The run fails with what each instance did: its result says who ran.
+                raise RunError(f"{batch[len(e.pids)].name} could not start: {why}") from error
             for inst, pid in zip(batch, pids, strict=True):
                 self._started(inst, pid)
+            self._flush_announced()  # said before the next batch's instances can print
 
     def _started(self, inst: Instance, pid: int | None) -> None:
         outcome = self.outcomes[inst.name]
@@ -714,6 +737,7 @@ __all__ = [
     "Raised",
     "Returned",
     "RunOptions",
+    "StartFailed",
     "StatusBoard",
     "StatusSink",
     "Supervisor",

@@ -261,7 +261,7 @@ def condition_lock(plan: Plan) -> Iterator[Finding]:
                 f"condition {name!r} is over {lock.lock!r}, a {other.kind}: a "
                 "condition needs a lock or rlock",
             )
-        elif (other.via == "manager") != (lock.via == "manager"):
+        elif other.via_manager != lock.via_manager:
             yield Finding(
                 loc,
                 f"condition {name!r} and its lock {lock.lock!r} must both be "

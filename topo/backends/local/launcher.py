@@ -30,7 +30,15 @@ from topo.backends.local.primitives import Primitives
 from topo.deadlock import EXITING, Wait
 from topo.errors import RunError
 from topo.resolve import Instance, Plan
-from topo.supervise import Event, Exited, OutputSink, Raised, Returned, RunOptions
+from topo.supervise import (
+    Event,
+    Exited,
+    OutputSink,
+    Raised,
+    Returned,
+    RunOptions,
+    StartFailed,
+)
 from topo.targets import add_to_path
 
 STACK_DUMP_WAIT_S = 0.3  # for the stacks of a deadlock to reach the output
@@ -260,14 +268,11 @@ class LocalLauncher:
         between two forks is copied again (a page fault each): the work between forks,
         more than the forks, was what topo added per instance."""
         assert self.pump is not None
-        prepared = [self._prepare(instance, attempt) for instance, attempt in starts]
-        if self.forks:  # a child holding another's write end would hide that one's EOF
-            ends = [fd for p in prepared for fd in p.write_ends()]
-            for p in prepared:
-                mine = p.write_ends()
-                p.job.close_fds.extend(fd for fd in ends if fd not in mine)
+        prepared: list[_Starting] = []
         started: list[_Starting] = []
         try:
+            for instance, attempt in starts:
+                prepared.append(self._prepare(instance, attempt))
             if _start_helpers(self.mp.get_start_method()):
                 self.own_forkserver = True
             # SIGINT and SIGTERM stay blocked in each new process until child_main has set
@@ -277,7 +282,13 @@ class LocalLauncher:
             previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
             try:
                 with _main_module_hidden():
-                    for p in prepared:
+                    for at, p in enumerate(prepared):
+                        if self.forks:
+                            # A child holding another's write end would hide that one's
+                            # EOF: it closes those of the instances after it, still open
+                            # here (the numbers of those closed already are reused).
+                            later = prepared[at + 1 :]
+                            p.job.close_fds.extend(fd for q in later for fd in q.write_ends())
                         p.process.start()
                         started.append(p)
                         # At once: the batch never holds more than its 4 per instance.
@@ -285,6 +296,8 @@ class LocalLauncher:
                         p.output_out.close()
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        except BaseException as e:  # a signal's KeyboardInterrupt too
+            raise StartFailed([p.process.pid for p in started], e) from e
         finally:
             for p in prepared:
                 p.report_out.close()

@@ -35,7 +35,15 @@ from topo.errors import PlacementError, RunError
 from topo.jsonable import to_jsonable
 from topo.resolve import Instance, Plan
 from topo.result import RawItem
-from topo.supervise import Event, Exited, OutputSink, Raised, Returned, RunOptions
+from topo.supervise import (
+    Event,
+    Exited,
+    OutputSink,
+    Raised,
+    Returned,
+    RunOptions,
+    StartFailed,
+)
 
 PLACEMENT_WAIT_S = 30.0  # the cluster has this long to find room for the run
 LINES_EVERY_S = 0.05  # how often the launcher collects what instances printed
@@ -348,7 +356,13 @@ class RayLauncher:
         return bound
 
     def start_many(self, starts: Sequence[tuple[Instance, int]]) -> list[int | None]:
-        return [self._start(instance, attempt) for instance, attempt in starts]
+        pids: list[int | None] = []
+        for instance, attempt in starts:
+            try:
+                pids.append(self._start(instance, attempt))
+            except BaseException as e:  # a signal's KeyboardInterrupt too
+                raise StartFailed(pids, e) from e
+        return pids
 
     def _start(self, instance: Instance, attempt: int) -> int | None:
         for b in instance.bindings:  # a restarted instance has its pipe ends again
