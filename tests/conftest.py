@@ -6,12 +6,20 @@ files never import ``conftest`` by name (tests/e2e has a conftest of its own).
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+# This machine, and CI's, sets PYTHONDONTWRITEBYTECODE=1: every topo process and every
+# instance the tests start would compile topo's modules again (an editable install has
+# no bytecode of them), ~10% of the suite's time. A default Python writes its bytecode,
+# and so do the tests and the processes they start.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 
 @pytest.fixture(autouse=True, scope="session")
