@@ -99,16 +99,12 @@ def test_a_signal_while_an_instance_starts_stops_it_like_the_others(
     doc, stderr = _drive(tmp_path, start_method, batch=1, then="signal")
     assert doc["status"] == "interrupted", stderr
     assert doc["exit_code"] == EXIT_SIGTERM
-    first = doc["processes"]["sleeper[0]"]
-    assert first["pid"], f"sleeper[0] was started: its pid belongs to the run\n{first}"
-    assert (first["state"], first["exit_code"]) == ("stopped", -signal.SIGTERM), first
+    _assert_started_and_stopped(doc, "sleeper[0]")
     assert doc["processes"]["sleeper[1]"]["state"] == "not started"
     # In one batch: both started before the signal was acted on, both stopped.
     doc, stderr = _drive(tmp_path, start_method, batch=32, then="signal")
-    for name in ("sleeper[0]", "sleeper[1]"):
-        one = doc["processes"][name]
-        assert one["pid"], f"{name} was started: its pid belongs to the run\n{one}"
-        assert (one["state"], one["exit_code"]) == ("stopped", -signal.SIGTERM), one
+    _assert_started_and_stopped(doc, "sleeper[0]")
+    _assert_started_and_stopped(doc, "sleeper[1]")
 
 
 @pytest.mark.timeout(60)
@@ -121,10 +117,14 @@ def test_a_start_failing_in_the_middle_of_a_batch_stops_those_started(
     doc, stderr = _drive(tmp_path, start_method, batch=32, then="fail")
     assert doc["status"] == "failed", stderr
     assert "Resource temporarily unavailable" in doc["message"], doc["message"]
-    first = doc["processes"]["sleeper[0]"]
-    assert first["pid"], f"sleeper[0] was started: its pid belongs to the run\n{first}"
-    assert (first["state"], first["exit_code"]) == ("stopped", -signal.SIGTERM), first
+    _assert_started_and_stopped(doc, "sleeper[0]")
     assert doc["processes"]["sleeper[1]"]["state"] == "not started"
+
+
+def _assert_started_and_stopped(doc: dict, name: str) -> None:
+    one = doc["processes"][name]
+    assert one["pid"], f"{name} was started: its pid belongs to the run\n{one}"
+    assert (one["state"], one["exit_code"]) == ("stopped", -signal.SIGTERM), one
 
 
 def _drive(tmp_path: Path, start_method: str, batch: int, then: str) -> tuple[dict, str]:

@@ -145,22 +145,19 @@ class Printer:
         # topo's own text may hold several lines (the starts of one step): each is
         # prefixed, and all are written at once.
         lines = line.split("\n") if not name else [line]
+        prefix = f"{name} | " if name else "topo: "
         if self.plain:
-            prefix = f"{name} | " if name else "topo: "
             with self.lock:
                 sys.stderr.write("".join(f"{prefix}{one}\n" for one in lines))
             return
         from rich.text import Text
 
+        style = _COLOURS[zlib.crc32(name.encode()) % len(_COLOURS)] if name else "bold"
         text = Text()
         for i, one in enumerate(lines):
             if i:
                 text.append("\n")
-            if name:
-                colour = _COLOURS[zlib.crc32(name.encode()) % len(_COLOURS)]
-                text.append(f"{name} | ", style=colour)
-            else:
-                text.append("topo: ", style="bold")
+            text.append(prefix, style=style)
             text.append(one)
         with self.lock:
             self.console.print(text)

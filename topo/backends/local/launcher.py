@@ -300,11 +300,9 @@ class LocalLauncher:
             raise StartFailed([p.process.pid for p in started], e) from e
         finally:
             for p in prepared:
-                p.report_out.close()
-                p.output_out.close()
-                if p not in started:
-                    p.report_in.close()
-                    p.output_in.close()
+                if p not in started:  # those started closed their write ends above
+                    for end in (p.report_in, p.report_out, p.output_in, p.output_out):
+                        end.close()
             for p in started:
                 self._register(p)
         return [p.process.pid for p in started]
