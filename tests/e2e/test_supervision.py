@@ -376,7 +376,8 @@ def test_second_sigint_kills_at_once(start_topo: StartTopo, tmp_path: Path) -> N
 def test_sigkill_of_topo_leaves_nothing(
     start_topo: StartTopo, tmp_path: Path, start_method: str
 ) -> None:
-    # spawn: a parent-death signal in each child; forkserver: a pidfd watch on topo
+    # each instance watches a pidfd of topo (tests/test_child.py); the guardian kills
+    # their process groups too
     live = start_topo(*topo_args("manager_dict", tmp_path), "--set", f"start_method={start_method}")
     live.wait_for("holder[0] | ready")
     live.wait_for("holder[1] | ready")

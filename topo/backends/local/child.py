@@ -81,13 +81,16 @@ def _redirect_output(output: Connection) -> None:
 def die_with(supervisor_pid: int) -> None:
     """End this process when topo's process dies, even by SIGKILL.
 
-    Under spawn and fork topo is the parent: Linux's parent-death signal does it.
-    Under forkserver the parent is the fork server, which outlives topo as long as
-    its children do, so a thread waits on a pidfd of topo's process instead.
+    Under fork topo is the parent and ctypes is loaded already (inherited): Linux's
+    parent-death signal does it. Otherwise a thread waits on a pidfd of topo's process:
+    under forkserver the parent is the fork server, which outlives topo as long as its
+    children do; under spawn, importing ctypes would cost each instance ~1.6 ms of CPU
+    (a thread costs ~0.1 ms). That thread needs the GIL to act: while the target holds
+    it in one long C call, the guardian (topo/backends/guardian.py) kills the instance.
     """
     if not sys.platform.startswith("linux"):
         return
-    if os.getppid() == supervisor_pid:
+    if os.getppid() == supervisor_pid and "ctypes" in sys.modules:
         import ctypes
 
         pr_set_pdeathsig = 1

@@ -23,8 +23,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from multiprocessing.sharedctypes import RawArray
-from typing import Any, NamedTuple
+from multiprocessing.heap import Arena
+from typing import Any, NamedTuple, cast
 
 SAMPLE_INTERVAL_S = 0.05  # how often an instance's sampler looks at its main thread
 # A blocking call is within a few frames of the top of the stack (Queue.get ->
@@ -74,12 +74,25 @@ os.register_at_fork(after_in_child=_forget_board)
 
 
 class Board:
-    """The shared table: two cells per instance, one owner cell per primitive."""
+    """The shared table: two cells per instance, one owner cell per primitive.
+
+    Doubles in an ``Arena``, multiprocessing's own shared mapping (what ``RawArray``
+    allocates from, pickled as its descriptor), read through a memoryview: without
+    ``RawArray`` a spawned instance imports no ctypes (~2 ms of its CPU).
+    """
 
     def __init__(self, instances: int, primitives: int) -> None:
         self.instances = instances
         self.primitives = primitives
-        self.array = RawArray("d", instances * _FIELDS + primitives)
+        self.arena = Arena(max(1, instances * _FIELDS + primitives) * 8)
+        self.array = memoryview(self.arena.buffer).cast("d")
+
+    def __getstate__(self) -> tuple[int, int, Arena]:
+        return self.instances, self.primitives, self.arena
+
+    def __setstate__(self, state: tuple[int, int, Arena]) -> None:
+        self.instances, self.primitives, self.arena = state
+        self.array = memoryview(self.arena.buffer).cast("d")
 
     def reset(self, slot: int) -> None:
         for field in range(_FIELDS):
@@ -90,7 +103,7 @@ class Board:
                 self.array[base + p] = 0
 
     def snapshot(self) -> Snapshot:
-        values = self.array[:]
+        values = cast(list[float], self.array.tolist())  # doubles: typeshed says int
         rows = [values[i * _FIELDS : (i + 1) * _FIELDS] for i in range(self.instances)]
         owners = [int(v) - 1 for v in values[self.instances * _FIELDS :]]
         return Snapshot(rows, owners)
@@ -115,7 +128,7 @@ class Snapshot(NamedTuple):  # NamedTuples, not dataclasses: every instance impo
 def attach(board: Board, slot: int) -> None:
     """Called in an instance before its target: the wrappers write to ``board``."""
     global _cells, _at, _owners_at, _slot
-    _cells = memoryview(board.array).cast("B").cast("d")
+    _cells = board.array
     _slot = slot
     _at = slot * _FIELDS
     _owners_at = board.instances * _FIELDS

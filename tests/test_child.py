@@ -1,0 +1,142 @@
+"""The instance side (topo/backends/local/child.py): what every instance does first.
+
+Each instance dies with topo's process, whatever the start method, and a spawned
+instance imports only what it needs (each module costs every instance its CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# A stand-in for topo's process: starts one child that calls die_with(its pid), prints
+# the child's pid and what the child imported, then waits to be killed.
+PARENT = """\
+import multiprocessing, sys, time
+sys.path.insert(0, sys.argv[2])
+import sleeper
+
+if __name__ == "__main__":
+    if sys.argv[1] == "fork":
+        import ctypes  # as in topo's process, where primitives.py loads it
+    ctx = multiprocessing.get_context(sys.argv[1])
+    ready = ctx.SimpleQueue()
+    child = ctx.Process(target=sleeper.sleep, args=(multiprocessing.current_process().pid, ready))
+    child.start()
+    print(child.pid, ready.get(), flush=True)
+    time.sleep(60)
+"""
+
+SLEEPER = """\
+import sys, threading, time
+from topo.backends.local.child import die_with
+
+
+def sleep(supervisor_pid, ready):
+    die_with(supervisor_pid)
+    watcher = any(t.name == "topo-die-with-parent" for t in threading.enumerate())
+    ready.put("ctypes" if "ctypes" in sys.modules else "thread" if watcher else "none")
+    time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent death: Linux only")
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("start_method", "mechanism"),
+    [("fork", "ctypes"), ("spawn", "thread"), ("forkserver", "thread")],
+)
+def test_an_instance_dies_with_topo_killed(
+    tmp_path: Path, start_method: str, mechanism: str
+) -> None:
+    # fork: the parent-death signal (ctypes is inherited); spawn and forkserver: a thread
+    # on a pidfd (no ctypes import in every instance)
+    (tmp_path / "sleeper.py").write_text(SLEEPER)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, start_method, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    child = 0
+    try:
+        assert parent.stdout is not None
+        child_text, how = parent.stdout.readline().split()
+        child = int(child_text)
+        assert how == mechanism
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not _alive(child), f"{start_method}: the instance outlived topo's process"
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
+        if child and _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+WATCHED_SPEC = """\
+start_method: spawn
+locks:
+  gate: lock
+channels:
+  q: {kind: queue, transport: mp}
+processes:
+  probe:
+    target: modules:loaded
+    uses: {gate: gate, q: q}
+"""
+
+MODULES = """\
+import sys
+
+
+def loaded(gate, q):
+    with gate:
+        return sorted(m for m in sys.modules if m.split(".")[0] in ("ctypes", "pydantic", "topo"))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_spawned_instance_imports_only_what_it_needs(tmp_path: Path) -> None:
+    # a lock (watched: its wrapper writes on the board) and a queue: the board's shared
+    # memory, the sampler and the parent-death watch all without ctypes or pydantic
+    (tmp_path / "spec.yaml").write_text(WATCHED_SPEC)
+    (tmp_path / "modules.py").write_text(MODULES)
+    run = subprocess.run(
+        [sys.executable, "-m", "topo", "run", "--json", "--no-record", "spec.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert run.returncode == 0, run.stderr
+    loaded = json.loads(run.stdout)["processes"]["probe"]["result"]
+    assert not [m for m in loaded if not m.startswith("topo")], loaded
+    assert set(loaded) <= {
+        "topo",
+        "topo.backends",
+        "topo.backends.local",
+        "topo.backends.local.child",
+        "topo.backends.local.instrument",
+        "topo.context",
+        "topo.hints",
+        "topo.jsonable",
+        "topo.targets",
+    }, loaded
