@@ -25,7 +25,9 @@ import sleeper
 
 if __name__ == "__main__":
     if sys.argv[1] == "fork":
-        import ctypes  # as in topo's process, where primitives.py loads it
+        from topo.backends.local.child import load_prctl
+
+        load_prctl()  # as topo's process does before it forks instances
     ctx = multiprocessing.get_context(sys.argv[1])
     ready = ctx.SimpleQueue()
     child = ctx.Process(target=sleeper.sleep, args=(multiprocessing.current_process().pid, ready))
@@ -35,14 +37,14 @@ if __name__ == "__main__":
 """
 
 SLEEPER = """\
-import sys, threading, time
-from topo.backends.local.child import die_with
+import threading, time
+from topo.backends.local import child
 
 
 def sleep(supervisor_pid, ready):
-    die_with(supervisor_pid)
+    child.die_with(supervisor_pid)
     watcher = any(t.name == "topo-die-with-parent" for t in threading.enumerate())
-    ready.put("ctypes" if "ctypes" in sys.modules else "thread" if watcher else "none")
+    ready.put("prctl" if child._prctl is not None else "thread" if watcher else "none")
     time.sleep(60)
 """
 
@@ -59,13 +61,13 @@ def _alive(pid: int) -> bool:
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     ("start_method", "mechanism"),
-    [("fork", "ctypes"), ("spawn", "thread"), ("forkserver", "thread")],
+    [("fork", "prctl"), ("spawn", "thread"), ("forkserver", "thread")],
 )
 def test_an_instance_dies_with_topo_killed(
     tmp_path: Path, start_method: str, mechanism: str
 ) -> None:
-    # fork: the parent-death signal (ctypes is inherited); spawn and forkserver: a thread
-    # on a pidfd (no ctypes import in every instance)
+    # fork: the parent-death signal (prctl made before forking); spawn and forkserver:
+    # a thread on a pidfd (no ctypes import in every instance)
     (tmp_path / "sleeper.py").write_text(SLEEPER)
     parent = subprocess.Popen(
         [sys.executable, "-c", PARENT, start_method, str(tmp_path)],

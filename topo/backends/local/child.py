@@ -10,8 +10,10 @@ import contextlib
 import faulthandler
 import functools
 import os
+import pickle
 import signal
 import sys
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -78,23 +80,37 @@ def _redirect_output(output: Connection) -> None:
         stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
 
 
+_PR_SET_PDEATHSIG = 1
+# libc's prctl, made in topo's process before it forks instances (``load_prctl``): each
+# forked instance calls it without making a ctypes function of its own (~50 pages of
+# memory it would copy). None in a spawned instance, which imports no ctypes.
+_prctl: Callable[..., int] | None = None
+
+
+def load_prctl() -> None:
+    """Make ``prctl`` for the instances this process will fork (Linux only)."""
+    global _prctl
+    if _prctl is None and sys.platform.startswith("linux"):
+        import ctypes
+
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
 def die_with(supervisor_pid: int) -> None:
     """End this process when topo's process dies, even by SIGKILL.
 
-    Under fork topo is the parent and ctypes is loaded already (inherited): Linux's
-    parent-death signal does it. Otherwise a thread waits on a pidfd of topo's process:
-    under forkserver the parent is the fork server, which outlives topo as long as its
-    children do; under spawn, importing ctypes would cost each instance ~1.6 ms of CPU
-    (a thread costs ~0.1 ms). That thread needs the GIL to act: while the target holds
-    it in one long C call, the guardian (topo/backends/guardian.py) kills the instance.
+    Under fork topo is the parent and made ``prctl`` before forking (``load_prctl``):
+    Linux's parent-death signal does it. Otherwise a thread waits on a pidfd of topo's
+    process: under forkserver the parent is the fork server, which outlives topo as
+    long as its children do; under spawn, importing ctypes would cost each instance
+    ~1.6 ms of CPU (a thread costs ~0.1 ms). That thread needs the GIL to act: while the
+    target holds it in one long C call, the guardian (topo/backends/guardian.py) kills
+    the instance.
     """
     if not sys.platform.startswith("linux"):
         return
-    if os.getppid() == supervisor_pid and "ctypes" in sys.modules:
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == supervisor_pid and _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != supervisor_pid:  # it died before prctl took effect
             os._exit(1)
         return
@@ -143,8 +159,14 @@ def _lost_put(
         sys.stderr.write(text)
         sys.stderr.flush()
     with contextlib.suppress(Exception):
-        report.send(("error", text))
+        _send(report, ("error", text))
     os._exit(1)
+
+
+def _send(report: Connection, message: tuple[str, Any]) -> None:
+    # What Connection.send does, with pickle's own Pickler rather than multiprocessing's
+    # (which copies its table of reducers for each call): the parent's recv() reads it.
+    report.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
 
 
 def child_main(job: Job, report: Connection, output: Connection | None) -> None:
@@ -166,11 +188,14 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
     # sending end of another instance's one-way pipe, it would keep that pipe's reader
     # from ever seeing EOFError. Only its own ends stay open.
     for fd in job.close_fds:
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105 - contextlib.suppress would cost an object per descriptor
             os.close(fd)
+        except OSError:
+            pass
     if output is not None:
         _redirect_output(output)
-    os.environ.update(job.env)
+    if job.env:
+        os.environ.update(job.env)
     _fail_on_lost_puts(job, report)
     if job.board is not None:
         instrument.attach(job.board, job.slot)
@@ -184,9 +209,9 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
     except BaseException as e:
         text = target_traceback(e)  # the user's code, not this frame
         sys.stderr.write(text)
-        report.send(("error", text))
+        _send(report, ("error", text))
         report.close()
         sys.exit(1)
-    report.send(("result", to_jsonable(result)))
+    _send(report, ("result", to_jsonable(result)))
     report.close()
     instrument.exiting()

@@ -153,11 +153,12 @@ def exiting() -> None:
     """
     global _sampling
     _sampling = False
+    if _cells is None:
+        return
     main = threading.main_thread()
     if any(t is not main and not t.daemon for t in threading.enumerate()):
         return
-    if _cells is not None:
-        _cells[_at + _EXITED] = _code(_EXIT, EXITING_PRIMITIVE)
+    _cells[_at + _EXITED] = _code(_EXIT, EXITING_PRIMITIVE)
 
 
 def _forever(block: Any, timeout: Any) -> bool:

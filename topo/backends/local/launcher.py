@@ -23,7 +23,7 @@ from typing import Any
 
 from topo.backends.guardian import Guardian
 from topo.backends.local import drain, procfs
-from topo.backends.local.child import Job, child_main
+from topo.backends.local.child import Job, child_main, load_prctl
 from topo.backends.local.instrument import EXITING_PRIMITIVE, Board
 from topo.backends.local.output import OutputPump
 from topo.backends.local.primitives import Primitives
@@ -233,6 +233,8 @@ class LocalLauncher:
         self.primitives = Primitives(self.plan, self.mp)
         for name in self.primitives.shared_names():
             self.guardian.segment(name)
+        if self.forks:
+            load_prctl()  # once here, not in each instance (see child.die_with)
 
     def _check_resources(self) -> None:
         """Refuse, before anything starts, a run this machine cannot hold: more file
@@ -279,16 +281,16 @@ class LocalLauncher:
             # its own handlers: under fork it would otherwise run the supervisor's, under
             # spawn a Ctrl-C while it unpickles its job would print a KeyboardInterrupt
             # traceback.
+            # A forked child holding another's write end would hide that one's EOF: it
+            # closes those of the instances after it, still open here (the numbers of
+            # those closed already are reused): two per instance, those after ``at`` here.
+            write_ends = [fd for q in prepared for fd in q.write_ends()] if self.forks else []
             previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
             try:
                 with _main_module_hidden():
                     for at, p in enumerate(prepared):
                         if self.forks:
-                            # A child holding another's write end would hide that one's
-                            # EOF: it closes those of the instances after it, still open
-                            # here (the numbers of those closed already are reused).
-                            later = prepared[at + 1 :]
-                            p.job.close_fds.extend(fd for q in later for fd in q.write_ends())
+                            p.job.close_fds += write_ends[2 * (at + 1) :]
                         p.process.start()
                         started.append(p)
                         # At once: the batch never holds more than its 4 per instance.
