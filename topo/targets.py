@@ -13,8 +13,6 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from topo.hints import did_you_mean
-
 
 class TargetError(Exception):
     """A target that cannot be imported or called; the message says why, in one line."""
@@ -36,6 +34,8 @@ def load_target(target: str, folder: str | Path | None = None) -> Callable[..., 
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name and module_name.startswith(e.name):
+            from topo.hints import did_you_mean  # here: every instance imports this module
+
             package, _, module = e.name.rpartition(".")
             hint = did_you_mean(module, _modules_beside(e.name), prefix=package)
             raise TargetError(f"module {module_name!r} is not found{hint}") from None
@@ -46,6 +46,8 @@ def load_target(target: str, folder: str | Path | None = None) -> Callable[..., 
         try:
             obj = getattr(obj, part)
         except AttributeError:
+            from topo.hints import did_you_mean
+
             hint = did_you_mean(part, [n for n in dir(obj) if not n.startswith("_")])
             raise TargetError(f"{module_name!r} has no attribute {attr_path!r}{hint}") from None
     if not callable(obj):
@@ -70,6 +72,8 @@ def unknown_parameters(fn: Callable[..., Any], names: Iterable[str]) -> dict[str
     """Each of ``names`` that ``fn`` takes no parameter for -> a did-you-mean (or "");
     None when its signature cannot be read (a builtin) or it takes ``**kwargs``."""
     import inspect
+
+    from topo.hints import did_you_mean
 
     try:
         sig = inspect.signature(fn)

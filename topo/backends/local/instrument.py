@@ -114,9 +114,17 @@ class Board:
         return [p for p in range(self.primitives) if self.array[base + p] == slot + 1]
 
 
-class Snapshot(NamedTuple):  # NamedTuples, not dataclasses: every instance imports this
-    rows: list[list[float]]
-    owners: list[int]  # primitive -> owning slot, or -1
+# NamedTuples, not dataclasses: every instance imports this module. The functional form
+# takes the field types as objects: the class form's, strings under ``from __future__
+# import annotations``, are each compiled by typing, in every spawned instance.
+_SnapshotFields = NamedTuple(  # noqa: UP014 - see above
+    "_SnapshotFields",
+    [("rows", list[list[float]]), ("owners", list[int])],  # owners: primitive -> slot, or -1
+)
+
+
+class Snapshot(_SnapshotFields):
+    __slots__ = ()
 
     def blocked(self, slot: int) -> tuple[str, int] | None:
         """(operation, primitive) the instance is blocked in, or None."""
