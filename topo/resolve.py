@@ -563,9 +563,13 @@ def _bindings(
 
 def _assign_pipe_ends(spec: Spec, instances: list[Instance]) -> list[Instance]:
     """Simplex pipes: readers get end 0, writers end 1. Duplex: ends by declaration order."""
+    pipes = {name for name, c in spec.channels.items() if isinstance(c, PipeChannel)}
     seen: dict[str, int] = {}
     result = []
     for inst in instances:
+        if not any(b.name in pipes for b in inst.bindings):
+            result.append(inst)
+            continue
         bindings = []
         for b in inst.bindings:
             channel = spec.channels.get(b.name)
@@ -589,6 +593,8 @@ def _instance_values(
     problems: list[Diagnostic],
 ) -> Any:
     """``values`` with ``${replica}``, ``${replicas}``, ``${name}`` and ``${seed}`` replaced."""
+    if not values:  # most sections of most processes: nothing to walk, per instance
+        return {}
 
     def lookup(ref: str) -> Any:
         if ref in refs:
