@@ -6,6 +6,9 @@ benchmark launched the command; "wall" is launch to exit. The hand-written basel
 (bench/hand_startup.py) starts the same target N times with the same start method.
 The 1-instance case is also the fixed cost of topo: a one-process spec whose target
 returns at once, wall clock against the same by hand (target: at most 0.2 s more).
+Per instance beyond that fixed cost, the wall clock and the CPU of the command and of
+every process it started (on 2 busy cores a spawned instance's ~30 ms of CPU makes
+its wall clock vary more, run to run, than the 0.2 ms per instance aimed at).
 topo runs with --no-record (the hand-written script records nothing either), its
 graph checks cached as from the second run of a spec; the 1-instance case also
 measures it with the cache off ("no graph cache") and recording ("recorded").
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -57,33 +61,43 @@ processes:
 """
 
 
-def _launch(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """(launch time.time(), wall seconds, stdout) of one run."""
+def _cpu_of_children() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def _launch(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float, str]:
+    """(launch time.time(), wall seconds, CPU seconds, stdout) of one run; the CPU is
+    the command's and that of every process it started and waited for."""
     launched = time.time()
     started = time.perf_counter()
+    cpu = _cpu_of_children()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     wall = time.perf_counter() - started
+    cpu = _cpu_of_children() - cpu
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
-    return launched, wall, proc.stdout
+    return launched, wall, cpu, proc.stdout
 
 
-def topo_run(spec: Path, cache: bool = True, runs_dir: Path | None = None) -> tuple[float, float]:
+def topo_run(
+    spec: Path, cache: bool = True, runs_dir: Path | None = None
+) -> tuple[float, float, float]:
     """One ``topo run``; ``cache=False`` analyses the graph afresh, as for a new spec;
     with ``runs_dir`` the run is recorded there (a run directory, its manifest, logs)."""
     env = None if cache else {**os.environ, "TOPO_CACHE": "0"}
     record = ["--runs-dir", str(runs_dir)] if runs_dir else ["--no-record"]
     argv = topo_cmd("run", "--json", "-q", *record, str(spec))
-    launched, wall, out = _launch(argv, env)
+    launched, wall, cpu, out = _launch(argv, env)
     results = [p["result"] for p in json.loads(out)["processes"].values()]
-    return max(results) - launched, wall
+    return max(results) - launched, wall, cpu
 
 
-def hand_run(folder: Path, n: int, method: str) -> tuple[float, float]:
+def hand_run(folder: Path, n: int, method: str) -> tuple[float, float, float]:
     argv = [PYTHON, str(ROOT / "bench" / "hand_startup.py"), "--dir", str(folder)]
     argv += ["--target", "startup_target:stamp", "-n", str(n), "--start-method", method]
-    launched, wall, out = _launch(argv)
-    return float(out.strip()) - launched, wall
+    launched, wall, cpu, out = _launch(argv)
+    return float(out.strip()) - launched, wall, cpu
 
 
 def run(quick: bool = False, pairs: int = 5) -> dict[str, Any]:
@@ -93,6 +107,7 @@ def run(quick: bool = False, pairs: int = 5) -> dict[str, Any]:
         cases = [(n, m) for m in ("spawn", "fork", "forkserver") for n in (1, 32, 128, 256)]
     running: list[Comparison] = []
     walls: list[Comparison] = []
+    cpus: list[Comparison] = []
     with tempfile.TemporaryDirectory(prefix="topo-bench-startup-") as tmp:
         folder = Path(tmp)
         (folder / "startup_target.py").write_text(TARGET_MODULE)
@@ -103,12 +118,18 @@ def run(quick: bool = False, pairs: int = 5) -> dict[str, Any]:
             if n == 1:
                 variants += ["topo, no graph cache", "topo, recorded"]
             wall: dict[str, list[float]] = {v: [] for v in variants}
+            cpu: dict[str, list[float]] = {v: [] for v in variants}
 
             def measure(
-                variant: str, fn: Any, *args: Any, _wall: dict[str, list[float]] = wall
+                variant: str,
+                fn: Any,
+                *args: Any,
+                _wall: dict[str, list[float]] = wall,
+                _cpu: dict[str, list[float]] = cpu,
             ) -> float:
-                to_running, seconds = fn(*args)
+                to_running, seconds, cpu_seconds = fn(*args)
                 _wall[variant].append(seconds)
+                _cpu[variant].append(cpu_seconds)
                 return to_running
 
             label = f"{n} instance{'s' if n > 1 else ''}, {method}"
@@ -125,8 +146,10 @@ def run(quick: bool = False, pairs: int = 5) -> dict[str, Any]:
             samples = interleave({v: runs[v] for v in variants}, pairs, progress=label)
             # drop the warm-up round's wall times, as interleave drops its samples
             wall = {k: v[-pairs:] for k, v in wall.items()}
+            cpu = {k: v[-pairs:] for k, v in cpu.items()}
             running.append(Comparison("startup", label, "s", samples, "hand"))
             walls.append(Comparison("startup-wall", label, "s", wall, "hand"))
+            cpus.append(Comparison("startup-cpu", label, "s", cpu, "hand"))
     tables = []
     headers, rows = comparison_rows(running)
     tables.append(table("start-up: launch to all instances running", headers, rows))
@@ -142,23 +165,29 @@ def run(quick: bool = False, pairs: int = 5) -> dict[str, Any]:
     tables.append(
         table("start-up: wall clock, launch to exit (1 instance = fixed cost)", headers, rows)
     )
-    tables.append(table("start-up: what topo adds per instance", *_per_instance(walls)))
+    headers, rows = _per_instance(walls)
+    _, cpu_rows = _per_instance(cpus)
+    for row, cpu_row in zip(rows, cpu_rows, strict=True):
+        row.append(cpu_row[-1])
+    headers.append("CPU per instance beyond the fixed cost (topo's and its instances')")
+    tables.append(table("start-up: what topo adds per instance", headers, rows))
     save(
         "startup",
         {
             "comparisons": [c.to_json() for c in running],
             "wall": [c.to_json() for c in walls],
+            "cpu": [c.to_json() for c in cpus],
             "quick": quick,
         },
     )
-    return {"tables": tables, "comparisons": running, "wall": walls}
+    return {"tables": tables, "comparisons": running, "wall": walls, "cpu": cpus}
 
 
-def _per_instance(walls: list[Comparison]) -> tuple[list[str], list[list[str]]]:
+def _per_instance(measured: list[Comparison]) -> tuple[list[str], list[list[str]]]:
     """(topo - hand at N instances) - (topo - hand at 1), over N - 1: what each
     instance adds beyond the fixed cost, from the medians of the pair differences."""
     added: dict[tuple[str, int], float] = {}
-    for c in walls:
+    for c in measured:
         n, method = int(c.case.split()[0]), c.case.split(", ")[1]
         diffs = [a - b for a, b in zip(c.samples["topo"], c.samples["hand"], strict=True)]
         added[method, n] = statistics.median(diffs)
