@@ -12,12 +12,13 @@ import contextlib
 import math
 import multiprocessing
 import os
+import selectors
 import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -43,6 +44,7 @@ from topo.targets import add_to_path
 
 STACK_DUMP_WAIT_S = 0.3  # for the stacks of a deadlock to reach the output
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+SWEEP_S = 0.1  # without pidfds, how often every running instance is looked at
 ORPHAN_ROUNDS = 5  # how deep a tree of escaped processes is followed down
 
 
@@ -124,6 +126,21 @@ def _start_helpers(method: str) -> bool:
     return forkserver._forkserver._forkserver_pid != before  # type: ignore[attr-defined]
 
 
+def _ended_fd(process: BaseProcess, method: str) -> tuple[int, bool]:
+    """(descriptor that reads ready once ``process`` has ended, whether it is a pidfd).
+
+    A pidfd of one of this process's children is ready when that child has ended, and
+    only then: multiprocessing's sentinel under spawn and fork is a pipe whose other end
+    the child's own children inherit, and reads EOF just before the child can be
+    reaped. Under forkserver the sentinel is the fork server's socket, ready once the
+    server has sent the exit status, which ``is_alive()`` reads: it is kept.
+    """
+    if method != "forkserver" and hasattr(os, "pidfd_open") and process.pid is not None:
+        with contextlib.suppress(OSError):
+            return os.pidfd_open(process.pid), True
+    return process.sentinel, False
+
+
 def _stop_forkserver() -> None:
     from multiprocessing import forkserver
 
@@ -137,6 +154,10 @@ def _stop_forkserver() -> None:
 class _Handle:
     process: BaseProcess
     report: Connection
+    # What says the process has ended, watched by LocalLauncher.ready: a pidfd of it
+    # (Linux, spawn and fork), else multiprocessing's sentinel.
+    ended: int
+    pidfd: bool
 
 
 @dataclass(eq=False)
@@ -209,6 +230,10 @@ class LocalLauncher:
             self.board = Board(len(plan.instances), sum(1 for _ in plan.declared()))
         self.primitives: Primitives | None = None
         self.pump: OutputPump | None = None
+        # Every running instance's report pipe and end (_Handle.ended), registered once:
+        # wait() costs what happened, not a new poll set of every instance at each call.
+        self.ready = selectors.DefaultSelector()
+        self.next_sweep = 0.0  # without pidfds: when to look at every instance again
         self.unstarted_pipe_users = {
             name: {inst.name for inst, _ in plan.users_of(name)}
             for name, c in plan.spec.channels.items()
@@ -352,7 +377,11 @@ class LocalLauncher:
         if self.guardian is not None:
             self.guardian.group(pid)
         self.pump.add(started.instance.name, started.output_in)
-        self.handles[started.instance.name] = _Handle(process, started.report_in)
+        name = started.instance.name
+        ended, pidfd = _ended_fd(process, self.mp.get_start_method())
+        self.handles[name] = _Handle(process, started.report_in, ended, pidfd)
+        self.ready.register(started.report_in.fileno(), selectors.EVENT_READ, (name, True))
+        self.ready.register(ended, selectors.EVENT_READ, (name, False))
         self._release_pipe_ends(started.instance)
 
     def _others_pipe_ends(self, bound: dict[str, Any]) -> list[int]:
@@ -399,22 +428,41 @@ class LocalLauncher:
         if not self.handles:
             time.sleep(timeout)  # only restarts are due
         else:
-            reports = {h.report: n for n, h in self.handles.items() if not h.report.closed}
-            sentinels = [h.process.sentinel for h in self.handles.values()]
-            for ready in wait([*sentinels, *reports], timeout):
-                if ready in reports:
-                    self.outbox.extend(self._receive(reports[ready]))
-            for name, handle in list(self.handles.items()):
-                if not handle.process.is_alive():
+            ended = set()
+            for key, _ in self.ready.select(timeout):
+                name, is_report = key.data
+                if is_report:
+                    self.outbox.extend(self._receive(name))
+                else:
+                    ended.add(name)
+            if time.monotonic() >= self.next_sweep and not all(
+                h.pidfd for h in self.handles.values()
+            ):
+                # A sentinel pipe reads EOF only once whatever the instance started has
+                # closed it too: without pidfds, every instance is looked at now and then.
+                ended.update(self.handles)
+                self.next_sweep = time.monotonic() + SWEEP_S
+            for name in ended:
+                handle = self.handles.get(name)
+                if handle is not None and not handle.process.is_alive():
                     self._reap(name, handle)
+                elif handle is not None and not handle.pidfd:
+                    # its sentinel is closed and it runs on (it closed the descriptor
+                    # itself): the sweep will see its end, and select() must not spin
+                    self._unwatch(handle.ended)
         events, self.outbox = self.outbox, []
         return events
+
+    def _unwatch(self, fd: int) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.ready.unregister(fd)
 
     def _receive(self, name: str) -> list[Event]:
         report = self.handles[name].report
         try:
             kind, payload = report.recv()
         except (EOFError, OSError):
+            self._unwatch(report.fileno())
             report.close()
             return []
         except Exception as e:
@@ -426,7 +474,12 @@ class LocalLauncher:
         handle.process.join()
         while not handle.report.closed and handle.report.poll():
             self.outbox.extend(self._receive(name))
+        if not handle.report.closed:
+            self._unwatch(handle.report.fileno())
         handle.report.close()
+        self._unwatch(handle.ended)
+        if handle.pidfd:
+            os.close(handle.ended)
         del self.handles[name]
         _kill_group(handle.process.pid)  # what it started ends with it
         self.exit_codes[name] = handle.process.exitcode
@@ -545,6 +598,7 @@ class LocalLauncher:
 
     def close(self) -> None:
         self._stop_descendants()
+        self.ready.close()
         if self.pump is not None:
             self.pump.finish()
         if self.primitives is not None:
