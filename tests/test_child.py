@@ -138,7 +138,6 @@ def test_a_spawned_instance_imports_only_what_it_needs(tmp_path: Path) -> None:
         "topo.backends.local.child",
         "topo.backends.local.instrument",
         "topo.context",
-        "topo.hints",
         "topo.jsonable",
         "topo.targets",
     }, loaded
@@ -149,9 +148,9 @@ def test_the_named_tuples_an_instance_imports_compile_nothing() -> None:
     # annotations``) one by one: ~1.8 ms of every spawned instance for RunContext alone
     from typing import ForwardRef
 
-    from topo.backends.local.instrument import Snapshot
+    from topo.backends.local.instrument import _SnapshotFields
     from topo.context import RunContext
 
-    for cls in (RunContext, Snapshot):
+    for cls in (RunContext, _SnapshotFields):
         compiled = {k: v for k, v in cls.__annotations__.items() if isinstance(v, ForwardRef)}
         assert compiled == {}, f"{cls.__name__}: {compiled}"

@@ -214,3 +214,53 @@ def test_instances_forked_in_one_batch_keep_their_own_exit_pipes(tmp_path: Path)
         while launcher.handles:
             launcher.wait(0.1)
         launcher.close()
+
+
+NAPS = """\
+import time
+
+
+def brief():
+    time.sleep(0.3)
+
+
+def long():
+    time.sleep(30)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
+def test_each_end_is_seen_and_the_running_stay_watched(tmp_path: Path, start_method: str) -> None:
+    # The launcher watches each instance's report and end in one selector from its start
+    # to its reaping (a pidfd under spawn and fork, the fork server's socket under
+    # forkserver); once, a sweep meant for sentinel pipes unwatched every running
+    # instance's end at the first wait(), and their ends were then seen 0.1 s late.
+    from topo.backends.local.launcher import LocalLauncher
+    from topo.supervise import Exited, RunOptions
+
+    (tmp_path / "spec.yaml").write_text(
+        f"start_method: {start_method}\nprocesses:\n"
+        "  quick: {target: naps:brief, replicas: 2}\n  slow: {target: naps:long}\n"
+    )
+    (tmp_path / "naps.py").write_text(NAPS)
+    plan = topo.load(tmp_path / "spec.yaml")
+    launcher = LocalLauncher(plan, RunOptions(watch=False))
+    launcher.open(lambda name, line: None)
+    try:
+        launcher.start_many([(instance, 0) for instance in plan.instances])
+        assert launcher.handles["slow"].pidfd is (start_method != "forkserver")
+        ended: list[str] = []
+        for _ in range(200):
+            ended += [e.name for e in launcher.wait(0.1) if isinstance(e, Exited)]
+            if len(ended) == 2:
+                break
+        assert sorted(ended) == ["quick[0]", "quick[1]"]
+        watched = {key.data for key in launcher.ready.get_map().values()}
+        assert watched == {("slow", True), ("slow", False)}
+    finally:
+        for name in list(launcher.handles):
+            launcher.kill(name)
+        while launcher.handles:
+            launcher.wait(0.1)
+        launcher.close()

@@ -530,8 +530,8 @@ def test_more_instances_than_the_fd_limit_allows_are_refused(folder: Path) -> No
     spec = write(folder, MANY)
     done = _run_with_fd_limit(folder, 64, 64, "run", "--json", "--no-record", str(spec))
     assert done.returncode == 1, done.stderr
-    assert "this run needs about 304 file descriptors at once" in done.stderr
-    assert "ulimit -n 304" in done.stderr
+    assert "this run needs about 364 file descriptors at once" in done.stderr
+    assert "ulimit -n 364" in done.stderr
     assert "Traceback" not in done.stderr and "EMFILE" not in done.stderr
 
 

@@ -1,19 +1,19 @@
 """The guardian: a small process that outlives a killed topo and cleans up after it.
 
 ``kill -9`` of topo (or of its whole process group, as ``docker kill`` does) leaves no
-chance to clean up: instances die with topo (a parent-death signal, or a pidfd watch
-under forkserver), but what they started lives on in their process groups, shared
-memory stays in /dev/shm (the resource tracker is killed too), and the run's record
-says ``running`` for ever. The guardian is forked from topo when a run opens, before
-anything else, and moves to a session of its own; it learns through a pipe what to
-clean (``group PGID``, ``segment NAME``, ``record RUN_DIR``, ``process PID START``,
-``marked TOKEN``) and, if the pipe reaches EOF before ``done``, topo is gone: it kills
-the groups, the processes it was told of (if still the same: their start time) and
-every process whose environment carries the mark (``TOPO_GUARDIAN_MARK=TOKEN``): that
-is how the Ray backend has the processes of a local Ray it started stopped, the
+chance to clean up: instances die with topo (a parent-death signal under fork, a pidfd
+watch under spawn and forkserver), but what they started lives on in their process
+groups, shared memory stays in /dev/shm (the resource tracker is killed too), and the
+run's record says ``running`` for ever. The guardian is forked from topo when a run
+opens, before anything else, and moves to a session of its own; it learns through a pipe
+what to clean (``group PGID``, ``segment NAME``, ``record RUN_DIR``, ``process PID
+START``, ``marked TOKEN``) and, if the pipe reaches EOF before ``done``, topo is gone:
+it kills the groups, the processes it was told of (if still the same: their start time)
+and every process whose environment carries the mark (``TOPO_GUARDIAN_MARK=TOKEN``):
+that is how the Ray backend has the processes of a local Ray it started stopped, the
 workers it starts later included. It unlinks the segments and marks the record
-``killed``. A fork, not a new
-interpreter: it costs about a millisecond. Shared by the backends.
+``killed``. A fork, not a new interpreter: it costs about a millisecond. Shared by the
+backends.
 """
 
 from __future__ import annotations

@@ -96,6 +96,13 @@ def load_prctl() -> None:
         _prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
+def _parent_death_signal(supervisor_pid: int) -> None:
+    assert _prctl is not None
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != supervisor_pid:  # it died before prctl took effect
+        os._exit(1)
+
+
 def die_with(supervisor_pid: int) -> None:
     """End this process when topo's process dies, even by SIGKILL.
 
@@ -103,16 +110,14 @@ def die_with(supervisor_pid: int) -> None:
     Linux's parent-death signal does it. Otherwise a thread waits on a pidfd of topo's
     process: under forkserver the parent is the fork server, which outlives topo as
     long as its children do; under spawn, importing ctypes would cost each instance
-    ~1.6 ms of CPU (a thread costs ~0.1 ms). That thread needs the GIL to act: while the
-    target holds it in one long C call, the guardian (topo/backends/guardian.py) kills
-    the instance.
+    ~1.6 ms of CPU (a thread costs ~0.1 ms), so it does only where there is no pidfd.
+    That thread needs the GIL to act: while the target holds it in one long C call, the
+    guardian (topo/backends/guardian.py) kills the instance.
     """
     if not sys.platform.startswith("linux"):
         return
     if os.getppid() == supervisor_pid and _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != supervisor_pid:  # it died before prctl took effect
-            os._exit(1)
+        _parent_death_signal(supervisor_pid)
         return
     import select
     import threading
@@ -121,8 +126,11 @@ def die_with(supervisor_pid: int) -> None:
         pidfd = os.pidfd_open(supervisor_pid)
     except ProcessLookupError:
         os._exit(1)
-    except OSError:
-        return  # no pidfd (old kernel): nothing more to do
+    except OSError:  # no pidfd (a kernel before 5.3, a seccomp profile)
+        if os.getppid() == supervisor_pid:  # spawn: the signal, whatever ctypes costs
+            load_prctl()
+            _parent_death_signal(supervisor_pid)
+        return
 
     def watch() -> None:
         select.select([pidfd], [], [])

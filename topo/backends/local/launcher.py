@@ -59,13 +59,16 @@ def _kill_group(pgid: int | None) -> None:
 FD_MARGIN = 64  # for topo itself: its record, the manager, the guardian, imports
 
 
+FDS_PER_INSTANCE = 5
+
+
 def fds_needed(plan: Plan) -> int:
     """Descriptors this process holds at once for a run of ``plan``: per instance the
-    read ends of its report and output pipes and multiprocessing's two ends of its exit
-    pipe (a batch of instances about to start holds as many: their pipes' four ends);
-    per queue or pipe its two ends."""
+    read ends of its report and output pipes, multiprocessing's two ends of its exit
+    pipe and a pidfd (a batch of instances about to start holds fewer: their pipes'
+    four ends); per queue or pipe its two ends."""
     channels = sum(1 for c in plan.spec.channels.values() if c.traits.messages)
-    return 4 * len(plan.instances) + 2 * channels + FD_MARGIN
+    return FDS_PER_INSTANCE * len(plan.instances) + 2 * channels + FD_MARGIN
 
 
 def raise_fd_limit(needed: int) -> int | None:
@@ -130,10 +133,11 @@ def _ended_fd(process: BaseProcess, method: str) -> tuple[int, bool]:
     """(descriptor that reads ready once ``process`` has ended, whether it is a pidfd).
 
     A pidfd of one of this process's children is ready when that child has ended, and
-    only then: multiprocessing's sentinel under spawn and fork is a pipe whose other end
-    the child's own children inherit, and reads EOF just before the child can be
-    reaped. Under forkserver the sentinel is the fork server's socket, ready once the
-    server has sent the exit status, which ``is_alive()`` reads: it is kept.
+    only then. multiprocessing's sentinel under spawn and fork is a pipe whose other end
+    the child's own children inherit (it reads EOF only once they are gone too), and
+    which reads EOF a moment before the child can be reaped. Under forkserver the
+    sentinel is the fork server's socket, ready once the server has sent the exit
+    status that ``is_alive()`` reads: exact, and used as it is.
     """
     if method != "forkserver" and hasattr(os, "pidfd_open") and process.pid is not None:
         with contextlib.suppress(OSError):
@@ -155,9 +159,11 @@ class _Handle:
     process: BaseProcess
     report: Connection
     # What says the process has ended, watched by LocalLauncher.ready: a pidfd of it
-    # (Linux, spawn and fork), else multiprocessing's sentinel.
+    # (Linux, spawn and fork), else multiprocessing's sentinel (see _ended_fd).
     ended: int
     pidfd: bool
+    # A sentinel pipe (spawn or fork without pidfds): inexact, so swept (see wait).
+    swept: bool
 
 
 @dataclass(eq=False)
@@ -230,10 +236,11 @@ class LocalLauncher:
             self.board = Board(len(plan.instances), sum(1 for _ in plan.declared()))
         self.primitives: Primitives | None = None
         self.pump: OutputPump | None = None
-        # Every running instance's report pipe and end (_Handle.ended), registered once:
-        # wait() costs what happened, not a new poll set of every instance at each call.
+        # Every running instance's report pipe and end (_Handle.ended), registered when
+        # it starts: wait() costs what happened, not a new poll set of every instance.
         self.ready = selectors.DefaultSelector()
-        self.next_sweep = 0.0  # without pidfds: when to look at every instance again
+        self.swept = 0  # running instances whose end is a sentinel pipe
+        self.next_sweep = 0.0  # when to look at those again
         self.unstarted_pipe_users = {
             name: {inst.name for inst, _ in plan.users_of(name)}
             for name, c in plan.spec.channels.items()
@@ -255,11 +262,11 @@ class LocalLauncher:
         self._check_resources()
         self.pump = OutputPump(output)
         self.pump.start()
+        if self.forks:  # once here, not in each instance nor the manager (child.die_with)
+            load_prctl()
         self.primitives = Primitives(self.plan, self.mp)
         for name in self.primitives.shared_names():
             self.guardian.segment(name)
-        if self.forks:
-            load_prctl()  # once here, not in each instance (see child.die_with)
 
     def _check_resources(self) -> None:
         """Refuse, before anything starts, a run this machine cannot hold: more file
@@ -269,9 +276,9 @@ class LocalLauncher:
         limit = raise_fd_limit(needed)
         if limit is not None and needed > limit:
             raise RunError(
-                f"this run needs about {needed} file descriptors at once (4 per instance, "
-                f"2 per queue or pipe), and this process may open {limit}: raise the "
-                f"limit (ulimit -n {needed}) or run fewer instances"
+                f"this run needs about {needed} file descriptors at once "
+                f"({FDS_PER_INSTANCE} per instance, 2 per queue or pipe), and this process "
+                f"may open {limit}: raise the limit (ulimit -n {needed}) or run fewer instances"
             )
         from topo.checks.placement import shared_bytes
 
@@ -318,7 +325,12 @@ class LocalLauncher:
                             p.job.close_fds += write_ends[2 * (at + 1) :]
                         p.process.start()
                         started.append(p)
-                        # At once: the batch never holds more than its 4 per instance.
+                        # topo reaps its instances itself (wait, _reap): out of
+                        # multiprocessing's set of children at once, which the next
+                        # start() would poll (a waitpid each), and might reap before
+                        # _register opens the instance's pidfd.
+                        multiprocessing.process._children.discard(p.process)  # type: ignore[attr-defined]
+                        # At once: they are the child's now, and count against the limit here.
                         p.report_out.close()
                         p.output_out.close()
             finally:
@@ -367,9 +379,6 @@ class LocalLauncher:
         """Everything this process keeps of an instance it started."""
         assert self.pump is not None and started.process.pid is not None
         process, pid = started.process, started.process.pid
-        # topo reaps its instances itself (wait, _reap): out of multiprocessing's set of
-        # children, which every start() would poll one by one (a waitpid per instance).
-        multiprocessing.process._children.discard(process)  # type: ignore[attr-defined]
         # Its own process group (child_main does it too: whichever comes first).
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)
@@ -378,8 +387,11 @@ class LocalLauncher:
             self.guardian.group(pid)
         self.pump.add(started.instance.name, started.output_in)
         name = started.instance.name
-        ended, pidfd = _ended_fd(process, self.mp.get_start_method())
-        self.handles[name] = _Handle(process, started.report_in, ended, pidfd)
+        method = self.mp.get_start_method()
+        ended, pidfd = _ended_fd(process, method)
+        swept = not pidfd and method != "forkserver"
+        self.swept += swept
+        self.handles[name] = _Handle(process, started.report_in, ended, pidfd, swept)
         self.ready.register(started.report_in.fileno(), selectors.EVENT_READ, (name, True))
         self.ready.register(ended, selectors.EVENT_READ, (name, False))
         self._release_pipe_ends(started.instance)
@@ -428,27 +440,27 @@ class LocalLauncher:
         if not self.handles:
             time.sleep(timeout)  # only restarts are due
         else:
-            ended = set()
+            ready: set[str] = set()
             for key, _ in self.ready.select(timeout):
                 name, is_report = key.data
                 if is_report:
                     self.outbox.extend(self._receive(name))
                 else:
-                    ended.add(name)
-            if time.monotonic() >= self.next_sweep and not all(
-                h.pidfd for h in self.handles.values()
-            ):
-                # A sentinel pipe reads EOF only once whatever the instance started has
-                # closed it too: without pidfds, every instance is looked at now and then.
-                ended.update(self.handles)
+                    ready.add(name)
+            looked_at = set(ready)
+            if self.swept and time.monotonic() >= self.next_sweep:
+                # A sentinel pipe reads EOF only once what the instance started has closed
+                # it too: those instances are looked at now and then, whatever it says.
+                looked_at.update(n for n, h in self.handles.items() if h.swept)
                 self.next_sweep = time.monotonic() + SWEEP_S
-            for name in ended:
-                handle = self.handles.get(name)
-                if handle is not None and not handle.process.is_alive():
+            # in start order: the first failure reaped is the one the run reports
+            for name in sorted(looked_at, key=self.slots.__getitem__):
+                handle = self.handles[name]
+                if not handle.process.is_alive():
                     self._reap(name, handle)
-                elif handle is not None and not handle.pidfd:
-                    # its sentinel is closed and it runs on (it closed the descriptor
-                    # itself): the sweep will see its end, and select() must not spin
+                elif name in ready and handle.swept:
+                    # EOF a moment before it can be reaped (or it closed its end): the
+                    # sweep sees its end, and select() must not return at once meanwhile
                     self._unwatch(handle.ended)
         events, self.outbox = self.outbox, []
         return events
@@ -456,6 +468,13 @@ class LocalLauncher:
     def _unwatch(self, fd: int) -> None:
         with contextlib.suppress(KeyError, ValueError):
             self.ready.unregister(fd)
+
+    def _forget(self, handle: _Handle) -> None:
+        """Stop watching an instance's end; close it if it is topo's own pidfd."""
+        self._unwatch(handle.ended)
+        self.swept -= handle.swept
+        if handle.pidfd:
+            os.close(handle.ended)
 
     def _receive(self, name: str) -> list[Event]:
         report = self.handles[name].report
@@ -477,9 +496,7 @@ class LocalLauncher:
         if not handle.report.closed:
             self._unwatch(handle.report.fileno())
         handle.report.close()
-        self._unwatch(handle.ended)
-        if handle.pidfd:
-            os.close(handle.ended)
+        self._forget(handle)
         del self.handles[name]
         _kill_group(handle.process.pid)  # what it started ends with it
         self.exit_codes[name] = handle.process.exitcode
@@ -598,6 +615,8 @@ class LocalLauncher:
 
     def close(self) -> None:
         self._stop_descendants()
+        for handle in self.handles.values():  # not reaped: the run ended in an error
+            self._forget(handle)
         self.ready.close()
         if self.pump is not None:
             self.pump.finish()
