@@ -44,7 +44,7 @@ from topo.targets import add_to_path
 
 STACK_DUMP_WAIT_S = 0.3  # for the stacks of a deadlock to reach the output
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-SWEEP_S = 0.1  # without pidfds, how often every running instance is looked at
+SWEEP_S = 0.1  # how often an instance whose end is a sentinel pipe is looked at (see wait)
 ORPHAN_ROUNDS = 5  # how deep a tree of escaped processes is followed down
 
 
