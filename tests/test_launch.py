@@ -13,17 +13,22 @@ server print at the end is seen too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import topo
+from topo.backends.local.launcher import LocalLauncher
+from topo.resolve import Plan
 from topo.result import EXIT_SIGTERM
+from topo.supervise import Exited, RunOptions
 
 SPEC = """\
 locks:
@@ -193,21 +198,25 @@ def test_instances_forked_in_one_batch_keep_their_own_exit_pipes(tmp_path: Path)
     # taken again: its sentinel read as ended while it ran, and topo spun at 100% CPU.
     import multiprocessing.connection
 
-    from topo.backends.local.launcher import LocalLauncher
-    from topo.supervise import RunOptions
-
     (tmp_path / "spec.yaml").write_text(
         "start_method: fork\nprocesses:\n  nap: {target: naps:short, replicas: 4}\n"
     )
     (tmp_path / "naps.py").write_text("import time\n\n\ndef short():\n    time.sleep(2)\n")
-    plan = topo.load(tmp_path / "spec.yaml")
-    launcher = LocalLauncher(plan, RunOptions(watch=False))
-    launcher.open(lambda name, line: None)
-    try:
+    with _opened_launcher(tmp_path / "spec.yaml") as (launcher, plan):
         pids = launcher.start_many([(instance, 0) for instance in plan.instances])
         assert len(pids) == 4
         sentinels = [h.process.sentinel for h in launcher.handles.values()]
         assert multiprocessing.connection.wait(sentinels, 0.5) == []  # all still asleep
+
+
+@contextlib.contextmanager
+def _opened_launcher(spec: Path) -> Iterator[tuple[LocalLauncher, Plan]]:
+    """A local launcher open for ``spec``'s plan; its instances killed, reaped, closed."""
+    plan = topo.load(spec)
+    launcher = LocalLauncher(plan, RunOptions(watch=False))
+    launcher.open(lambda name, line: None)
+    try:
+        yield launcher, plan
     finally:
         for name in list(launcher.handles):
             launcher.kill(name)
@@ -236,18 +245,12 @@ def test_each_end_is_seen_and_the_running_stay_watched(tmp_path: Path, start_met
     # to its reaping (a pidfd under spawn and fork, the fork server's socket under
     # forkserver); once, a sweep meant for sentinel pipes unwatched every running
     # instance's end at the first wait(), and their ends were then seen 0.1 s late.
-    from topo.backends.local.launcher import LocalLauncher
-    from topo.supervise import Exited, RunOptions
-
     (tmp_path / "spec.yaml").write_text(
         f"start_method: {start_method}\nprocesses:\n"
         "  quick: {target: naps:brief, replicas: 2}\n  slow: {target: naps:long}\n"
     )
     (tmp_path / "naps.py").write_text(NAPS)
-    plan = topo.load(tmp_path / "spec.yaml")
-    launcher = LocalLauncher(plan, RunOptions(watch=False))
-    launcher.open(lambda name, line: None)
-    try:
+    with _opened_launcher(tmp_path / "spec.yaml") as (launcher, plan):
         launcher.start_many([(instance, 0) for instance in plan.instances])
         assert launcher.handles["slow"].pidfd is (start_method != "forkserver")
         ended: list[str] = []
@@ -258,9 +261,3 @@ def test_each_end_is_seen_and_the_running_stay_watched(tmp_path: Path, start_met
         assert sorted(ended) == ["quick[0]", "quick[1]"]
         watched = {key.data for key in launcher.ready.get_map().values()}
         assert watched == {("slow", True), ("slow", False)}
-    finally:
-        for name in list(launcher.handles):
-            launcher.kill(name)
-        while launcher.handles:
-            launcher.wait(0.1)
-        launcher.close()

@@ -239,7 +239,7 @@ class LocalLauncher:
         # Every running instance's report pipe and end (_Handle.ended), registered when
         # it starts: wait() costs what happened, not a new poll set of every instance.
         self.ready = selectors.DefaultSelector()
-        self.swept = 0  # running instances whose end is a sentinel pipe
+        self.swept_count = 0  # running instances whose end is a sentinel pipe
         self.next_sweep = 0.0  # when to look at those again
         self.unstarted_pipe_users = {
             name: {inst.name for inst, _ in plan.users_of(name)}
@@ -390,7 +390,7 @@ class LocalLauncher:
         method = self.mp.get_start_method()
         ended, pidfd = _ended_fd(process, method)
         swept = not pidfd and method != "forkserver"
-        self.swept += swept
+        self.swept_count += swept
         self.handles[name] = _Handle(process, started.report_in, ended, pidfd, swept)
         self.ready.register(started.report_in.fileno(), selectors.EVENT_READ, (name, True))
         self.ready.register(ended, selectors.EVENT_READ, (name, False))
@@ -448,7 +448,7 @@ class LocalLauncher:
                 else:
                     ready.add(name)
             looked_at = set(ready)
-            if self.swept and time.monotonic() >= self.next_sweep:
+            if self.swept_count and time.monotonic() >= self.next_sweep:
                 # A sentinel pipe reads EOF only once what the instance started has closed
                 # it too: those instances are looked at now and then, whatever it says.
                 looked_at.update(n for n, h in self.handles.items() if h.swept)
@@ -472,7 +472,7 @@ class LocalLauncher:
     def _forget(self, handle: _Handle) -> None:
         """Stop watching an instance's end; close it if it is topo's own pidfd."""
         self._unwatch(handle.ended)
-        self.swept -= handle.swept
+        self.swept_count -= handle.swept
         if handle.pidfd:
             os.close(handle.ended)
 
