@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from topo.backends.ray import proxies
@@ -74,6 +76,47 @@ class _Lines(io.TextIOBase):
                 ray.get(self.last, timeout=END_FLUSH_S)
 
 
+@contextlib.contextmanager
+def _cancel_wakes_the_target() -> Iterator[None]:
+    """Make ``ray.cancel`` stop a target blocked in a system call (``time.sleep``, a
+    ``select``...), as SIGTERM does locally.
+
+    Ray cancels by simulating a SIGINT in the main thread (``_thread.interrupt_main``):
+    Python raises KeyboardInterrupt at its next bytecode, but a blocked call is not
+    interrupted, because Ray's workers block the real SIGINT. So a target sleeping for
+    a minute was not stopped, only killed after the grace period, its ``finally``
+    blocks not run. The simulated SIGINT writes its number to the wakeup fd; a thread
+    reading it sends the main thread a real signal of its own, which interrupts the
+    call, and Python then raises the KeyboardInterrupt.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wake = signal.SIGRTMIN + 1
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    old_handler = signal.signal(wake, lambda signum, frame: None)
+    old_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def forward() -> None:
+        while data := os.read(read_end, 64):  # empty: the write end is closed, done
+            if signal.SIGINT in data:
+                signal.pthread_kill(main, wake)
+
+    watcher = threading.Thread(target=forward, name="topo-cancel", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        os.close(write_end)
+        watcher.join(1.0)
+        os.close(read_end)
+        signal.signal(wake, old_handler)
+
+
 def _exit_code(e: SystemExit) -> int:
     if e.code is None:
         return 0
@@ -115,7 +158,9 @@ def run_instance(
     sys.stdout = sys.stderr = lines
     answer: tuple[str, Any, int]
     try:
-        answer = ("returned", to_jsonable(call_target(target, args, objects, context)), 0)
+        with _cancel_wakes_the_target():
+            result = call_target(target, args, objects, context)
+        answer = ("returned", to_jsonable(result), 0)
     except SystemExit as e:
         answer = ("exit", None, _exit_code(e))
     except KeyboardInterrupt:  # ray.cancel(): stopped, as by SIGTERM
