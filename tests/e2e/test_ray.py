@@ -26,7 +26,7 @@ pytest.importorskip("ray")
 
 import contextlib
 
-from e2e.test_specs import EXPECTATIONS, SPECS, spec_id
+from e2e.test_specs import EXPECTATIONS, SPECS, check_pipeline, spec_id
 
 if TYPE_CHECKING:
     from e2e.conftest import LiveTopo, TopoRun
@@ -195,16 +195,26 @@ def ray_args(address: str, runs_dir: Path, spec: Path, *more: str) -> tuple[str,
 
 # ----- the same results as the local backend, for every spec ----------------------------
 
+# The pipeline's workers take the shared total's lock for every item: on Ray four calls to
+# the hub an item, seconds for 1,000. The README's command runs it whole (below).
+SMALLER_ON_RAY: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], None]]] = {
+    "pipeline": (
+        ("--set", "params.items=200"),
+        lambda doc: check_pipeline(doc, items=200, workers=4),
+    ),
+}
+
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("spec", SPECS, ids=spec_id)
 def test_spec_runs_on_ray(run_topo: RunTopo, head: str, tmp_path: Path, spec: Path) -> None:
-    run = run_topo(*ray_args(head, tmp_path, spec), timeout=80)
+    more, expect = SMALLER_ON_RAY.get(spec.stem, ((), EXPECTATIONS[spec.stem]))
+    run = run_topo(*ray_args(head, tmp_path, spec, *more), timeout=80)
     doc = run.ok()
     assert doc["backend"] == "ray"
     assert doc["cluster"]["address"] == head
     assert set(doc["cluster"]["nodes"]) == set(doc["processes"])
-    EXPECTATIONS[spec.stem](doc)
+    expect(doc)
     assert_nothing_left(head)
 
 
