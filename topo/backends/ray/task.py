@@ -88,6 +88,10 @@ def _cancel_wakes_the_target() -> Iterator[None]:
     blocks not run. The simulated SIGINT writes its number to the wakeup fd; a thread
     reading it sends the main thread a real signal of its own, which interrupts the
     call, and Python then raises the KeyboardInterrupt.
+
+    A worker whose Ray was started from a background shell (``ray start ... &``) has
+    inherited SIGINT ignored, and then ``interrupt_main`` does nothing at all: Python's
+    handler is put back for the target's time.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -95,6 +99,7 @@ def _cancel_wakes_the_target() -> Iterator[None]:
     wake = signal.SIGRTMIN + 1
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
+    old_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     old_handler = signal.signal(wake, lambda signum, frame: None)
     old_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
     main = threading.main_thread().ident
@@ -115,6 +120,7 @@ def _cancel_wakes_the_target() -> Iterator[None]:
         watcher.join(1.0)
         os.close(read_end)
         signal.signal(wake, old_handler)
+        signal.signal(signal.SIGINT, old_sigint)
 
 
 def _exit_code(e: SystemExit) -> int:
