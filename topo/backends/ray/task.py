@@ -76,6 +76,51 @@ class _Lines(io.TextIOBase):
                 ray.get(self.last, timeout=END_FLUSH_S)
 
 
+_STOP = b"\0"  # what ends the watcher: no signal has the number 0
+_wake_pipe: tuple[int, int] | None = None  # (read end, write end) while a target runs
+
+
+def _forget_wake_pipe() -> None:
+    """In a child the target forks: its signals must not reach the parent's watcher."""
+    global _wake_pipe
+    if _wake_pipe is not None:
+        with contextlib.suppress(ValueError, OSError):
+            signal.set_wakeup_fd(-1)
+        for fd in _wake_pipe:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        _wake_pipe = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_wake_pipe)
+
+
+def _sigint_handled() -> None:
+    """Python's SIGINT handler, if this worker inherited SIGINT ignored (a Ray started
+    from a background shell, ``ray start ... &``): ``ray.cancel`` calls
+    ``_thread.interrupt_main``, which does nothing at all without it. For the rest of
+    the worker's life, which is this one task; processes the target starts inherit it."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(
+        signal.SIGINT
+    ) in (signal.SIG_IGN, signal.SIG_DFL):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _put_back_wakeup_fd(fd: int) -> None:
+    # one closed meanwhile cannot be put back: not worth failing the target's result for
+    with contextlib.suppress(ValueError, OSError):
+        signal.set_wakeup_fd(fd)
+
+
+def _forward(read_end: int, main: int, wake: int) -> None:
+    while data := os.read(read_end, 64):
+        if signal.SIGINT in data:
+            signal.pthread_kill(main, wake)
+        if _STOP in data:
+            return
+
+
 @contextlib.contextmanager
 def _cancel_wakes_the_target() -> Iterator[None]:
     """Make ``ray.cancel`` stop a target blocked in a system call (``time.sleep``, a
@@ -87,40 +132,54 @@ def _cancel_wakes_the_target() -> Iterator[None]:
     a minute was not stopped, only killed after the grace period, its ``finally``
     blocks not run. The simulated SIGINT writes its number to the wakeup fd; a thread
     reading it sends the main thread a real signal of its own, which interrupts the
-    call, and Python then raises the KeyboardInterrupt.
-
-    A worker whose Ray was started from a background shell (``ray start ... &``) has
-    inherited SIGINT ignored, and then ``interrupt_main`` does nothing at all: Python's
-    handler is put back for the target's time.
+    call, and Python then raises the KeyboardInterrupt. Where there are no real-time
+    signals (macOS), a blocked target is still only killed after the grace period.
     """
-    if threading.current_thread() is not threading.main_thread():
+    global _wake_pipe
+    first_realtime = getattr(signal, "SIGRTMIN", None)
+    main = threading.main_thread().ident
+    if (
+        first_realtime is None
+        or not hasattr(signal, "pthread_kill")
+        or threading.current_thread() is not threading.main_thread()
+        or main is None
+    ):
         yield
         return
-    wake = signal.SIGRTMIN + 1
+    wake = first_realtime + 1
+    watcher: threading.Thread | None = None
     read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)
-    old_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
-    old_handler = signal.signal(wake, lambda signum, frame: None)
-    old_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
-    main = threading.main_thread().ident
-    assert main is not None
+    old_handler: Any = None
 
-    def forward() -> None:
-        while data := os.read(read_end, 64):  # empty: the write end is closed, done
-            if signal.SIGINT in data:
-                signal.pthread_kill(main, wake)
-
-    watcher = threading.Thread(target=forward, name="topo-cancel", daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        signal.set_wakeup_fd(old_fd)
-        os.close(write_end)
-        watcher.join(1.0)
+    def release() -> None:
+        """The watcher stopped, its end closed and the wake signal's handler back; if
+        it does not stop, both stay (a handler put back could kill this process)."""
+        global _wake_pipe
+        _wake_pipe = None
+        if watcher is not None:
+            with contextlib.suppress(OSError):
+                os.write(write_end, _STOP)
+            watcher.join(1.0)
+            if watcher.is_alive():
+                return
         os.close(read_end)
-        signal.signal(wake, old_handler)
-        signal.signal(signal.SIGINT, old_sigint)
+        if old_handler is not None:
+            signal.signal(wake, old_handler)
+
+    # Undone in the reverse order, whatever is raised, a cancel included.
+    with contextlib.ExitStack() as undo:
+        undo.callback(os.close, write_end)
+        undo.callback(release)
+        _wake_pipe = (read_end, write_end)
+        os.set_blocking(write_end, False)
+        old_handler = signal.signal(wake, lambda signum, frame: None)
+        old_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        undo.callback(_put_back_wakeup_fd, old_fd)
+        watcher = threading.Thread(
+            target=_forward, args=(read_end, main, wake), name="topo-cancel", daemon=True
+        )
+        watcher.start()
+        yield
 
 
 def _exit_code(e: SystemExit) -> int:
@@ -145,6 +204,7 @@ def run_instance(
     """Run one instance's target in this Ray worker (a fresh process: max_calls=1)."""
     import ray
 
+    _sigint_handled()  # first: a cancel can come during the set-up too
     proxies.set_instance(instance)
     os.environ.update(env)
     # Processes the target starts itself find the cluster (see proxies.handle); they
