@@ -116,6 +116,8 @@ def main(pairs: int) -> None:
     import statistics  # here: the processes measured import only what they need
     import subprocess
 
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # as bench/common.py does
+
     sizes = (1, 256)
     times: dict[tuple[str, int], list[float]] = {}
     for round_ in range(pairs + 1):  # the first round warms up, and is dropped
