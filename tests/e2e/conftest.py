@@ -144,6 +144,17 @@ def wait_gone(
         time.sleep(0.05)
 
 
+def marked_record(record: Path, within: float) -> dict[str, Any]:
+    """The run record ``record`` once no longer ``running``: after a kill -9 of topo, its
+    guardian marks it ``killed`` when it has stopped what the run left (a moment later)."""
+    deadline = time.monotonic() + within
+    while (doc := json.loads(record.read_text()))["status"] == "running":
+        assert time.monotonic() < deadline, "the record still says running"
+        time.sleep(0.05)
+    found: dict[str, Any] = doc
+    return found
+
+
 def _kill(processes: list[tuple[int, int, int, str]]) -> None:
     for pid, *_ in processes:
         with contextlib.suppress(OSError):  # already gone

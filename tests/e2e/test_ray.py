@@ -26,6 +26,7 @@ pytest.importorskip("ray")
 
 import contextlib
 
+from e2e.conftest import marked_record
 from e2e.test_specs import EXPECTATIONS, SPECS, check_pipeline, spec_id
 
 if TYPE_CHECKING:
@@ -567,12 +568,7 @@ def test_kill_9_of_topo_stops_the_local_ray_it_started(
     live.finish()
     assert_nothing_left(None)
     (record,) = tmp_path.glob("many_sleepers/*/run.json")
-    # The guardian marks the record after it has stopped Ray's processes: a moment later.
-    deadline = time.monotonic() + 10
-    while json.loads(record.read_text())["status"] == "running":
-        assert time.monotonic() < deadline, "the record still says running"
-        time.sleep(0.05)
-    assert json.loads(record.read_text())["status"] == "killed"
+    assert marked_record(record, within=10)["status"] == "killed"
 
 
 @pytest.mark.timeout(90)

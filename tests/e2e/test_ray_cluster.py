@@ -21,13 +21,14 @@ import pytest
 pytest.importorskip("ray")
 
 from e2e.test_ray import (
+    SMALLER_ON_RAY,
     _free_port,
     _ray_leftovers,
     _wait_for_head,
     assert_nothing_left,
+    ray_args,
     stop_watcher,
 )
-from e2e.test_specs import check_pipeline
 
 if TYPE_CHECKING:
     from e2e.conftest import LiveTopo, TopoRun
@@ -121,28 +122,11 @@ def no_token_auth(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
 
 
-def on_cluster(address: str, runs_dir: Path, spec: Path, *more: str) -> tuple[str, ...]:
-    return (
-        "run",
-        "--json",
-        "--runs-dir",
-        str(runs_dir),
-        str(spec),
-        *more,
-        "--backend",
-        "ray",
-        "--address",
-        address,
-    )
-
-
 @pytest.mark.timeout(120)
 def test_producer_and_consumer_on_two_nodes(
     run_topo: Callable[..., TopoRun], cluster: Cluster, tmp_path: Path
 ) -> None:
-    run = run_topo(
-        *on_cluster(cluster.address, tmp_path, FAULTS / "across_nodes.yaml"), timeout=100
-    )
+    run = run_topo(*ray_args(cluster.address, tmp_path, FAULTS / "across_nodes.yaml"), timeout=100)
     doc = run.ok()
     assert doc["processes"]["consumer"]["result"] == sum(range(500))
     nodes = doc["cluster"]["nodes"]
@@ -154,13 +138,11 @@ def test_producer_and_consumer_on_two_nodes(
 def test_the_pipeline_spec_across_the_cluster(
     run_topo: Callable[..., TopoRun], cluster: Cluster, tmp_path: Path
 ) -> None:
-    # 200 items: each takes the shared total's lock, four calls to the hub (test_ray.py
-    # runs the whole spec).
+    more, expect = SMALLER_ON_RAY["pipeline"]  # test_ray.py's README test runs it whole
     spec = REPO / "specs" / "pipeline.yaml"
-    more = ("--set", "params.items=200")
-    run = run_topo(*on_cluster(cluster.address, tmp_path, spec, *more), timeout=100)
+    run = run_topo(*ray_args(cluster.address, tmp_path, spec, *more), timeout=100)
     doc = run.ok()
-    check_pipeline(doc, items=200, workers=4)
+    expect(doc)
     assert len({n["node_id"] for n in doc["cluster"]["nodes"].values()}) >= 1
 
 
@@ -169,7 +151,7 @@ def test_a_node_lost_mid_run_is_a_failure_naming_it(
     start_topo: Callable[..., LiveTopo], cluster: Cluster, tmp_path: Path
 ) -> None:
     """Last in this module: the cluster has one node less afterwards."""
-    live = start_topo(*on_cluster(cluster.address, tmp_path, FAULTS / "node_lost.yaml"))
+    live = start_topo(*ray_args(cluster.address, tmp_path, FAULTS / "node_lost.yaml"))
     live.wait_for("doomed | ready", timeout=60)
     live.wait_for("survivor | ready", timeout=60)
     removed = time.monotonic()
