@@ -196,12 +196,24 @@ def ray_args(address: str, runs_dir: Path, spec: Path, *more: str) -> tuple[str,
 
 # ----- the same results as the local backend, for every spec ----------------------------
 
-# The pipeline's workers take the shared total's lock for every item: on Ray four calls to
-# the hub an item, seconds for 1,000. The README's command runs it whole (below).
+
+def _shared_value_25_times(doc: dict[str, Any]) -> None:
+    assert [doc["processes"][f"adder[{i}]"]["result"] for i in range(4)] == [25] * 4
+    assert doc["processes"]["averager"]["result"] == 0.25
+    assert doc["state"] == {"total": 25.0, "hits": 100, "mean": 0.25}
+
+
+# Specs whose every step takes a lock and updates a shared value: on Ray each is several
+# calls to the hub, seconds for the spec's counts; the same checks on smaller ones. The
+# README's command runs the pipeline whole (below).
 SMALLER_ON_RAY: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], None]]] = {
     "pipeline": (
         ("--set", "params.items=200"),
         lambda doc: check_pipeline(doc, items=200, workers=4),
+    ),
+    "shared_value": (
+        ("--set", "processes.adder.args.times=25"),
+        _shared_value_25_times,
     ),
 }
 
