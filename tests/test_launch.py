@@ -14,21 +14,24 @@ server print at the end is seen too.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import topo
+from topo.backends.local import launcher as launcher_module
 from topo.backends.local.launcher import LocalLauncher
 from topo.resolve import Plan
 from topo.result import EXIT_SIGTERM
-from topo.supervise import Exited, RunOptions
+from topo.supervise import Exited, Returned, RunOptions
 
 SPEC = """\
 locks:
@@ -76,9 +79,30 @@ def second_start_fails(self):
         raise OSError(11, "Resource temporarily unavailable")  # fork's EAGAIN
     real_start(self)
 
+real_fork_all = launcher.LocalLauncher._fork_all
+real_fork = os.fork
+
+def second_fork_fails(self, batch, started):  # where topo forks instances itself
+    forks = []
+
+    def fork():
+        if [p.instance.name for p in batch][len(forks)] == "sleeper[1]":
+            raise OSError(11, "Resource temporarily unavailable")
+        forks.append(None)
+        return real_fork()
+
+    os.fork = fork
+    try:
+        real_fork_all(self, batch, started)
+    finally:
+        os.fork = real_fork
+
 output.OutputPump.add = add_then_signal
+if sys.argv[5:] == ["multiprocessing"]:  # its Process.start() forks, as without pidfds
+    launcher._pidfds_work = lambda: False
 if sys.argv[4] == "fail":
     launcher.BaseProcess.start = second_start_fails
+    launcher.LocalLauncher._fork_all = second_fork_fails
 result = topo.run(sys.argv[1], {"start_method": sys.argv[2]}, record=False)
 # Every child still there, from /proc: topo keeps its instances out of
 # multiprocessing.active_children() (it reaps them itself).
@@ -113,7 +137,7 @@ def test_a_signal_while_an_instance_starts_stops_it_like_the_others(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("start_method", ["spawn", "fork"])
+@pytest.mark.parametrize("start_method", ["spawn", "fork", "fork by multiprocessing"])
 def test_a_start_failing_in_the_middle_of_a_batch_stops_those_started(
     tmp_path: Path, start_method: str
 ) -> None:
@@ -135,8 +159,9 @@ def _assert_started_and_stopped(doc: dict, name: str) -> None:
 def _drive(tmp_path: Path, start_method: str, batch: int, then: str) -> tuple[dict, str]:
     """Run DRIVER; the run's result, after checking nothing was left and nothing noisy
     was printed."""
+    method, _, by = start_method.partition(" by ")
     done = subprocess.run(
-        [sys.executable, "-c", DRIVER, str(tmp_path / "spec.yaml"), start_method, str(batch), then],
+        [sys.executable, "-c", DRIVER, str(tmp_path / "spec.yaml"), method, str(batch), then, by],
         capture_output=True,
         text=True,
         timeout=45,
@@ -191,11 +216,22 @@ def test_a_fork_server_started_for_a_run_is_stopped_with_it(tmp_path: Path) -> N
     assert out["users"] is not None and out["after_users"] == out["users"], out
 
 
+@pytest.fixture(params=["topo", "multiprocessing"])
+def forked_by(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Who forks the instances under fork: topo itself (with pidfds), or
+    multiprocessing's ``Process.start()`` (where there are none)."""
+    if request.param == "multiprocessing":
+        monkeypatch.setattr(launcher_module, "_pidfds_work", lambda: False)
+    return str(request.param)
+
+
 @pytest.mark.timeout(60)
-def test_instances_forked_in_one_batch_keep_their_own_exit_pipes(tmp_path: Path) -> None:
-    # Each child of a batch closes the write ends of the instances after it; it once
-    # closed those of the instances before it too, whose numbers its own exit pipe had
-    # taken again: its sentinel read as ended while it ran, and topo spun at 100% CPU.
+def test_instances_forked_in_one_batch_keep_their_own_exit_pipes(
+    tmp_path: Path, forked_by: str
+) -> None:
+    # Each child of a batch closes the pipes of the others; it once closed numbers that
+    # multiprocessing's exit pipe of its own had taken again: its sentinel read as ended
+    # while it ran, and topo spun at 100% CPU.
     import multiprocessing.connection
 
     (tmp_path / "spec.yaml").write_text(
@@ -261,3 +297,108 @@ def test_each_end_is_seen_and_the_running_stay_watched(tmp_path: Path, start_met
         assert sorted(ended) == ["quick[0]", "quick[1]"]
         watched = {key.data for key in launcher.ready.get_map().values()}
         assert watched == {("slow", True), ("slow", False)}
+
+
+PARENTAGE = """\
+import multiprocessing
+import os
+import time
+
+
+def parent():
+    watched = multiprocessing.parent_process()
+    return [watched.pid, watched.is_alive(), os.getppid()]
+
+
+def nap(marks):
+    open(os.path.join(marks, str(os.getpid())), "w").close()
+    time.sleep(30)
+"""
+
+
+def _pipes_of(pid: int) -> dict[int, set[str]]:
+    """The pipes ``pid`` holds open: inode -> how ("r", "w")."""
+    held: dict[int, set[str]] = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("pipe:["):
+                flags = Path(f"/proc/{pid}/fdinfo/{fd}").read_text().split("flags:")[1].split()[0]
+                held.setdefault(int(link[6:-1]), set()).add("w" if int(flags, 8) & 3 else "r")
+    return held
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not Path("/proc/self/fdinfo").is_dir(), reason="reads /proc")
+def test_a_forked_instance_keeps_only_its_own_ends_of_topos_pipes(
+    tmp_path: Path, forked_by: str
+) -> None:
+    # Under fork every instance inherits every descriptor open in topo: the pipes of the
+    # others in its batch too. Holding another's writing end, it would hide that one's
+    # end of output; holding the shared pipe's writing end (see LocalLauncher.open), it
+    # would keep its siblings' parent_process() alive after topo is gone.
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    (tmp_path / "spec.yaml").write_text(
+        "start_method: fork\nprocesses:\n"
+        f"  nap: {{target: parentage:nap, replicas: 4, args: {{marks: '{marks}'}}}}\n"
+    )
+    (tmp_path / "parentage.py").write_text(PARENTAGE)
+    with _opened_launcher(tmp_path / "spec.yaml") as (launcher, plan):
+        assert (launcher.parent_alive is not None) == (forked_by == "topo")
+        launcher.start_many([(instance, 0) for instance in plan.instances])
+        pids = {h.process.pid for h in launcher.handles.values()}
+        for _ in range(100):  # each has closed what it closes once its target runs
+            if {int(m.name) for m in marks.iterdir()} == pids:
+                break
+            time.sleep(0.1)
+        reports = {os.fstat(h.report.fileno()).st_ino: n for n, h in launcher.handles.items()}
+        for name, handle in launcher.handles.items():
+            held = _pipes_of(handle.process.pid)  # type: ignore[arg-type]
+            assert {reports[i]: how for i, how in held.items() if i in reports} == {name: {"w"}}
+            if launcher.parent_alive is not None:
+                assert held[os.fstat(launcher.parent_alive[0]).st_ino] == {"r"}
+
+
+@pytest.mark.timeout(60)
+def test_a_forked_instance_sees_topo_as_its_living_parent(tmp_path: Path, forked_by: str) -> None:
+    (tmp_path / "spec.yaml").write_text(
+        "start_method: fork\nprocesses:\n  child: {target: parentage:parent, replicas: 2}\n"
+    )
+    (tmp_path / "parentage.py").write_text(PARENTAGE)
+    with _opened_launcher(tmp_path / "spec.yaml") as (launcher, plan):
+        launcher.start_many([(instance, 0) for instance in plan.instances])
+        returned = []
+        for _ in range(200):
+            returned += [e.value for e in launcher.wait(0.1) if isinstance(e, Returned)]
+            if len(returned) == 2:
+                break
+    assert returned == [[os.getpid(), True, os.getpid()]] * 2
+
+
+@pytest.mark.timeout(60)
+def test_an_instance_without_a_pidfd_is_swept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Out of descriptors, no pidfd of a directly forked instance can be opened, and it
+    # has no exit pipe: it is looked at every SWEEP_S instead, and its end is seen.
+    (tmp_path / "spec.yaml").write_text(
+        "start_method: fork\nprocesses:\n"
+        "  quick: {target: naps:brief, replicas: 2}\n  slow: {target: naps:long}\n"
+    )
+    (tmp_path / "naps.py").write_text(NAPS)
+    with _opened_launcher(tmp_path / "spec.yaml") as (launcher, plan):
+
+        def no_descriptor_left(pid: int) -> int:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        monkeypatch.setattr(os, "pidfd_open", no_descriptor_left)
+        launcher.start_many([(instance, 0) for instance in plan.instances])
+        assert {(h.ended, h.swept) for h in launcher.handles.values()} == {(None, True)}
+        ended: list[str] = []
+        for _ in range(200):
+            ended += [e.name for e in launcher.wait(0.1) if isinstance(e, Exited)]
+            if len(ended) == 2:
+                break
+        assert sorted(ended) == ["quick[0]", "quick[1]"]
+        assert list(launcher.handles) == ["slow"]

@@ -177,6 +177,18 @@ def _send(report: Connection, message: tuple[str, Any]) -> None:
     report.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
 
 
+def _close_all(fds: list[int]) -> None:
+    """Close ``fds``: one system call per run of consecutive numbers (close_range)."""
+    ordered = sorted(fds)
+    at = 0
+    while at < len(ordered):
+        end = at
+        while end + 1 < len(ordered) and ordered[end + 1] == ordered[end] + 1:
+            end += 1
+        os.closerange(ordered[at], ordered[end] + 1)
+        at = end + 1
+
+
 def child_main(job: Job, report: Connection, output: Connection | None) -> None:
     """Entry point of every instance: set up, call the target, report its result."""
     # The supervisor stops instances itself; a terminal Ctrl-C must not print a
@@ -195,11 +207,7 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
     # Under fork this process inherited every pipe end the parent had open: holding the
     # sending end of another instance's one-way pipe, it would keep that pipe's reader
     # from ever seeing EOFError. Only its own ends stay open.
-    for fd in job.close_fds:
-        try:  # noqa: SIM105 - contextlib.suppress would cost an object per descriptor
-            os.close(fd)
-        except OSError:
-            pass
+    _close_all(job.close_fds)
     if output is not None:
         _redirect_output(output)
     if job.env:

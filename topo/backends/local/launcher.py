@@ -18,9 +18,10 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing import popen_fork, util
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, NoReturn
 
 from topo.backends.guardian import Guardian
 from topo.backends.local import drain, procfs
@@ -65,7 +66,7 @@ FDS_PER_INSTANCE = 5
 def fds_needed(plan: Plan) -> int:
     """Descriptors this process holds at once for a run of ``plan``: per instance the
     read ends of its report and output pipes, multiprocessing's two ends of its exit
-    pipe and a pidfd (a batch of instances about to start holds fewer: their pipes'
+    pipe (none where topo forks it itself) and a pidfd (a batch of instances about to start holds fewer: their pipes'
     four ends); per queue or pipe its two ends."""
     channels = sum(1 for c in plan.spec.channels.values() if c.traits.messages)
     return FDS_PER_INSTANCE * len(plan.instances) + 2 * channels + FD_MARGIN
@@ -129,7 +130,38 @@ def _start_helpers(method: str) -> bool:
     return forkserver._forkserver._forkserver_pid != before  # type: ignore[attr-defined]
 
 
-def _ended_fd(process: BaseProcess, method: str) -> tuple[int, bool]:
+def _pidfds_work() -> bool:
+    """Whether this kernel gives pidfds (Linux 5.3; a seccomp profile may refuse them)."""
+    if not hasattr(os, "pidfd_open"):
+        return False
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return False
+    return True
+
+
+def _run_forked(process: BaseProcess, parent_alive: int) -> NoReturn:
+    """In a child forked by ``LocalLauncher._fork_all``: what multiprocessing's fork
+    start runs there (popen_fork.Popen._launch), never returning to the caller's code."""
+    code = 1
+    try:
+        code = process._bootstrap(parent_sentinel=parent_alive)  # type: ignore[attr-defined]
+    finally:
+        os._exit(code)
+
+
+def _adopt(process: BaseProcess, pid: int) -> None:
+    """Make ``process`` what ``start()`` makes of it, for a child forked directly:
+    multiprocessing's fork Popen without its exit pipe (a pidfd watches the child) or
+    the pipe its ``parent_process()`` watches (one pipe is shared, see open)."""
+    popen = popen_fork.Popen.__new__(popen_fork.Popen)
+    popen.returncode, popen.finalizer, popen.pid = None, None, pid
+    process._popen = popen  # type: ignore[attr-defined]
+    del process._target, process._args, process._kwargs  # type: ignore[attr-defined]
+
+
+def _ended_fd(process: BaseProcess, method: str) -> tuple[int | None, bool]:
     """(descriptor that reads ready once ``process`` has ended, whether it is a pidfd).
 
     A pidfd of one of this process's children is ready when that child has ended, and
@@ -137,12 +169,21 @@ def _ended_fd(process: BaseProcess, method: str) -> tuple[int, bool]:
     the child's own children inherit (it reads EOF only once they are gone too), and
     which reads EOF a moment before the child can be reaped. Under forkserver the
     sentinel is the fork server's socket, ready once the server has sent the exit
-    status that ``is_alive()`` reads: exact, and used as it is.
+    status that ``is_alive()`` reads: exact, and used as it is. A child forked
+    directly (``_adopt``) has no sentinel: its pidfd is made its sentinel, and if none
+    can be opened (no descriptor left) there is nothing to watch: it is swept.
     """
     if method != "forkserver" and hasattr(os, "pidfd_open") and process.pid is not None:
         with contextlib.suppress(OSError):
-            return os.pidfd_open(process.pid), True
-    return process.sentinel, False
+            pidfd = os.pidfd_open(process.pid)
+            popen = process._popen  # type: ignore[attr-defined]
+            if not hasattr(popen, "sentinel"):  # for join(timeout), as multiprocessing's
+                popen.sentinel = process._sentinel = pidfd  # type: ignore[attr-defined]
+            return pidfd, True
+    try:
+        return process.sentinel, False
+    except ValueError:  # forked directly, and no pidfd
+        return None, False
 
 
 def _stop_forkserver() -> None:
@@ -160,9 +201,9 @@ class _Handle:
     report: Connection
     # What says the process has ended, watched by LocalLauncher.ready: a pidfd of it
     # (Linux, spawn and fork), else multiprocessing's sentinel (see _ended_fd).
-    ended: int
+    ended: int | None
     pidfd: bool
-    # A sentinel pipe (spawn or fork without pidfds): inexact, so swept (see wait).
+    # A sentinel pipe (spawn or fork without pidfds), or nothing: swept (see wait).
     swept: bool
 
 
@@ -178,9 +219,10 @@ class _Starting:
     output_in: Connection
     output_out: Connection
 
-    def write_ends(self) -> list[int]:
-        """The descriptors its process writes to topo through."""
-        return [self.report_out.fileno(), self.output_out.fileno()]
+    def ends(self) -> list[int]:
+        """The descriptors of its pipes to topo, both ends."""
+        ends = (self.report_in, self.report_out, self.output_in, self.output_out)
+        return [end.fileno() for end in ends]
 
 
 @contextlib.contextmanager
@@ -248,6 +290,9 @@ class LocalLauncher:
         }
         self.kept_pipes: set[str] = set()  # all users started, ends kept for restarts
         self.forks = plan.spec.start_method == "fork"
+        # Under fork with pidfds, instances are forked here directly (_fork_all), sharing
+        # one pipe whose reading end their parent_process() watches: (read, write).
+        self.parent_alive: tuple[int, int] | None = None
 
     def open(self, output: OutputSink) -> None:
         # What an instance starts lives in the instance's process group (killed with it);
@@ -267,6 +312,8 @@ class LocalLauncher:
         self.primitives = Primitives(self.plan, self.mp)
         for name in self.primitives.shared_names():
             self.guardian.segment(name)
+        if self.forks and _pidfds_work():  # last: the manager must not hold it
+            self.parent_alive = os.pipe()
 
     def _check_resources(self) -> None:
         """Refuse, before anything starts, a run this machine cannot hold: more file
@@ -309,42 +356,76 @@ class LocalLauncher:
                 prepared.append(self._prepare(instance, attempt))
             if _start_helpers(self.mp.get_start_method()):
                 self.own_forkserver = True
+            if self.forks:
+                self._close_in_children(prepared)
             # SIGINT and SIGTERM stay blocked in each new process until child_main has set
             # its own handlers: under fork it would otherwise run the supervisor's, under
             # spawn a Ctrl-C while it unpickles its job would print a KeyboardInterrupt
             # traceback.
-            # A forked child holding another's write end would hide that one's EOF: it
-            # closes those of the instances after it, still open here (the numbers of
-            # those closed already are reused): two per instance, those after ``at`` here.
-            write_ends = [fd for q in prepared for fd in q.write_ends()] if self.forks else []
             previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
             try:
-                with _main_module_hidden():
-                    for at, p in enumerate(prepared):
-                        if self.forks:
-                            p.job.close_fds += write_ends[2 * (at + 1) :]
-                        p.process.start()
-                        started.append(p)
-                        # topo reaps its instances itself (wait, _reap): out of
-                        # multiprocessing's set of children at once, which the next
-                        # start() would poll (a waitpid each), and might reap before
-                        # _register opens the instance's pidfd.
-                        multiprocessing.process._children.discard(p.process)  # type: ignore[attr-defined]
-                        # At once: they are the child's now, and count against the limit here.
-                        p.report_out.close()
-                        p.output_out.close()
+                if self.parent_alive is not None:
+                    self._fork_all(prepared, started)
+                else:
+                    with _main_module_hidden():
+                        for p in prepared:
+                            p.process.start()
+                            started.append(p)
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         except BaseException as e:  # a signal's KeyboardInterrupt too
             raise StartFailed([p.process.pid for p in started], e) from e
         finally:
             for p in prepared:
-                if p not in started:  # those started closed their write ends above
-                    for end in (p.report_in, p.report_out, p.output_in, p.output_out):
-                        end.close()
+                # The writing ends are the started child's (or nobody's); topo keeps the
+                # reading ends of those started.
+                ends = [p.report_out, p.output_out]
+                if p not in started:
+                    ends += [p.report_in, p.output_in]
+                for end in ends:
+                    end.close()
             for p in started:
+                # topo reaps its instances itself (wait, _reap): out of multiprocessing's
+                # set of children, which the next start() would poll (a waitpid each),
+                # and might reap before _register opens the instance's pidfd.
+                multiprocessing.process._children.discard(p.process)  # type: ignore[attr-defined]
                 self._register(p)
         return [p.process.pid for p in started]
+
+    def _close_in_children(self, batch: list[_Starting]) -> None:
+        """What each instance of ``batch`` closes once forked: a forked child holding
+        another's writing end would hide that one's EOF. The pipes to topo of the whole
+        batch are open here while it forks (numbers in a row: a few close_range calls),
+        all but its own writing ends; and the shared pipe's writing end (see open)."""
+        ends = [fd for p in batch for fd in p.ends()]
+        if self.parent_alive is not None:
+            ends.append(self.parent_alive[1])
+        for p in batch:
+            own = {p.report_out.fileno(), p.output_out.fileno()}
+            p.job.close_fds += [fd for fd in ends if fd not in own]
+
+    def _fork_all(self, batch: list[_Starting], started: list[_Starting]) -> None:
+        """Fork each instance of ``batch`` here, with nothing else between two forks.
+
+        What ``Process.start()`` does around each fork (two pipes, a finalizer, the
+        checks) wrote ~85 pages of this process per instance, each then copied (a page
+        fault), and made it ~0.25 ms of CPU slower per instance than this loop: on two
+        cores the instances already running slow this process down in turn. The
+        children run multiprocessing's own child code (``_run_forked``)."""
+        assert self.parent_alive is not None
+        alive = self.parent_alive[0]
+        util._flush_std_streams()  # type: ignore[attr-defined]  # as popen_fork does
+        pids: list[int] = []
+        try:
+            for p in batch:
+                pid = os.fork()
+                if pid == 0:
+                    _run_forked(p.process, alive)
+                pids.append(pid)
+        finally:
+            for p, pid in zip(batch, pids, strict=False):
+                _adopt(p.process, pid)
+                started.append(p)
 
     def _prepare(self, instance: Instance, attempt: int) -> _Starting:
         """An instance's job, pipes and process object, not started yet."""
@@ -393,7 +474,8 @@ class LocalLauncher:
         self.swept_count += swept
         self.handles[name] = _Handle(process, started.report_in, ended, pidfd, swept)
         self.ready.register(started.report_in.fileno(), selectors.EVENT_READ, (name, True))
-        self.ready.register(ended, selectors.EVENT_READ, (name, False))
+        if ended is not None:
+            self.ready.register(ended, selectors.EVENT_READ, (name, False))
         self._release_pipe_ends(started.instance)
 
     def _others_pipe_ends(self, bound: dict[str, Any]) -> list[int]:
@@ -465,15 +547,16 @@ class LocalLauncher:
         events, self.outbox = self.outbox, []
         return events
 
-    def _unwatch(self, fd: int) -> None:
-        with contextlib.suppress(KeyError, ValueError):
-            self.ready.unregister(fd)
+    def _unwatch(self, fd: int | None) -> None:
+        if fd is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.ready.unregister(fd)
 
     def _forget(self, handle: _Handle) -> None:
         """Stop watching an instance's end; close it if it is topo's own pidfd."""
         self._unwatch(handle.ended)
         self.swept_count -= handle.swept
-        if handle.pidfd:
+        if handle.pidfd and handle.ended is not None:
             os.close(handle.ended)
 
     def _receive(self, name: str) -> list[Event]:
@@ -624,5 +707,9 @@ class LocalLauncher:
             self.primitives.close()
         if self.own_forkserver:
             _stop_forkserver()
+        if self.parent_alive is not None:
+            for fd in self.parent_alive:
+                os.close(fd)
+            self.parent_alive = None
         if self.guardian is not None:
             self.guardian.done()
