@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -261,6 +262,16 @@ def _opened_launcher(spec: Path) -> Iterator[tuple[LocalLauncher, Plan]]:
         launcher.close()
 
 
+def _events(launcher: LocalLauncher, kind: type, count: int) -> list[Any]:
+    """The first ``count`` events of type ``kind`` the launcher reports (20 s at most)."""
+    seen: list[Any] = []
+    for _ in range(200):
+        seen += [e for e in launcher.wait(0.1) if isinstance(e, kind)]
+        if len(seen) >= count:
+            break
+    return seen
+
+
 NAPS = """\
 import time
 
@@ -289,11 +300,7 @@ def test_each_end_is_seen_and_the_running_stay_watched(tmp_path: Path, start_met
     with _opened_launcher(tmp_path / "spec.yaml") as (launcher, plan):
         launcher.start_many([(instance, 0) for instance in plan.instances])
         assert launcher.handles["slow"].pidfd is (start_method != "forkserver")
-        ended: list[str] = []
-        for _ in range(200):
-            ended += [e.name for e in launcher.wait(0.1) if isinstance(e, Exited)]
-            if len(ended) == 2:
-                break
+        ended = [e.name for e in _events(launcher, Exited, 2)]
         assert sorted(ended) == ["quick[0]", "quick[1]"]
         watched = {key.data for key in launcher.ready.get_map().values()}
         assert watched == {("slow", True), ("slow", False)}
@@ -368,11 +375,7 @@ def test_a_forked_instance_sees_topo_as_its_living_parent(tmp_path: Path, forked
     (tmp_path / "parentage.py").write_text(PARENTAGE)
     with _opened_launcher(tmp_path / "spec.yaml") as (launcher, plan):
         launcher.start_many([(instance, 0) for instance in plan.instances])
-        returned = []
-        for _ in range(200):
-            returned += [e.value for e in launcher.wait(0.1) if isinstance(e, Returned)]
-            if len(returned) == 2:
-                break
+        returned = [e.value for e in _events(launcher, Returned, 2)]
     assert returned == [[os.getpid(), True, os.getpid()]] * 2
 
 
@@ -395,10 +398,6 @@ def test_an_instance_without_a_pidfd_is_swept(
         monkeypatch.setattr(os, "pidfd_open", no_descriptor_left)
         launcher.start_many([(instance, 0) for instance in plan.instances])
         assert {(h.ended, h.swept) for h in launcher.handles.values()} == {(None, True)}
-        ended: list[str] = []
-        for _ in range(200):
-            ended += [e.name for e in launcher.wait(0.1) if isinstance(e, Exited)]
-            if len(ended) == 2:
-                break
+        ended = [e.name for e in _events(launcher, Exited, 2)]
         assert sorted(ended) == ["quick[0]", "quick[1]"]
         assert list(launcher.handles) == ["slow"]
