@@ -8,6 +8,7 @@ from the instances' instrumentation (topo/backends/local/instrument.py).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import multiprocessing
@@ -66,8 +67,9 @@ FDS_PER_INSTANCE = 5
 def fds_needed(plan: Plan) -> int:
     """Descriptors this process holds at once for a run of ``plan``: per instance the
     read ends of its report and output pipes, multiprocessing's two ends of its exit
-    pipe (none where topo forks it itself) and a pidfd (a batch of instances about to start holds fewer: their pipes'
-    four ends); per queue or pipe its two ends."""
+    pipe (none where topo forks it itself) and a pidfd (a batch of instances about to
+    start holds fewer: their pipes' four ends); per queue or pipe its two ends; the
+    margin holds the rest (the pipe forked instances share, see LocalLauncher.open)."""
     channels = sum(1 for c in plan.spec.channels.values() if c.traits.messages)
     return FDS_PER_INSTANCE * len(plan.instances) + 2 * channels + FD_MARGIN
 
@@ -141,13 +143,25 @@ def _pidfds_work() -> bool:
     return True
 
 
+# From Python 3.13 on, multiprocessing's fork start clears atexit in the child, registers
+# its exit function there (which flushes what the instance's queues still hold) and runs
+# them before os._exit; before, _bootstrap called that function itself. Read from the
+# running version's own code, which _run_forked must match.
+_ATEXIT_IN_CHILD = "_run_exitfuncs" in popen_fork.Popen._launch.__code__.co_names  # type: ignore[attr-defined]
+
+
 def _run_forked(process: BaseProcess, parent_alive: int) -> NoReturn:
     """In a child forked by ``LocalLauncher._fork_all``: what multiprocessing's fork
     start runs there (popen_fork.Popen._launch), never returning to the caller's code."""
     code = 1
     try:
+        if _ATEXIT_IN_CHILD:
+            atexit._clear()
+            atexit.register(util._exit_function)  # type: ignore[attr-defined]
         code = process._bootstrap(parent_sentinel=parent_alive)  # type: ignore[attr-defined]
     finally:
+        if _ATEXIT_IN_CHILD:
+            atexit._run_exitfuncs()
         os._exit(code)
 
 
@@ -223,6 +237,10 @@ class _Starting:
         """The descriptors of its pipes to topo, both ends."""
         ends = (self.report_in, self.report_out, self.output_in, self.output_out)
         return [end.fileno() for end in ends]
+
+    def write_ends(self) -> list[int]:
+        """The descriptors its process writes to topo through."""
+        return [self.report_out.fileno(), self.output_out.fileno()]
 
 
 @contextlib.contextmanager
@@ -371,6 +389,15 @@ class LocalLauncher:
                         for p in prepared:
                             p.process.start()
                             started.append(p)
+                            # topo reaps its instances itself (wait, _reap): out of
+                            # multiprocessing's set of children at once, which the next
+                            # start() would poll (a waitpid each), and might reap before
+                            # _register opens the instance's pidfd.
+                            multiprocessing.process._children.discard(p.process)  # type: ignore[attr-defined]
+                            # At once: they are the child's now, and count against the
+                            # limit here (see _close_in_children for a forked child).
+                            p.report_out.close()
+                            p.output_out.close()
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         except BaseException as e:  # a signal's KeyboardInterrupt too
@@ -378,30 +405,35 @@ class LocalLauncher:
         finally:
             for p in prepared:
                 # The writing ends are the started child's (or nobody's); topo keeps the
-                # reading ends of those started.
+                # reading ends of those started. (Closing twice is nothing.)
                 ends = [p.report_out, p.output_out]
                 if p not in started:
                     ends += [p.report_in, p.output_in]
                 for end in ends:
                     end.close()
             for p in started:
-                # topo reaps its instances itself (wait, _reap): out of multiprocessing's
-                # set of children, which the next start() would poll (a waitpid each),
-                # and might reap before _register opens the instance's pidfd.
-                multiprocessing.process._children.discard(p.process)  # type: ignore[attr-defined]
                 self._register(p)
         return [p.process.pid for p in started]
 
     def _close_in_children(self, batch: list[_Starting]) -> None:
         """What each instance of ``batch`` closes once forked: a forked child holding
-        another's writing end would hide that one's EOF. The pipes to topo of the whole
-        batch are open here while it forks (numbers in a row: a few close_range calls),
-        all but its own writing ends; and the shared pipe's writing end (see open)."""
+        another's writing end would hide that one's EOF.
+
+        Forked by ``Process.start()``: the writing ends of the instances after it, still
+        open here (topo closes each pair after its start, and multiprocessing's next
+        pipes take those numbers again). Forked by ``_fork_all``, where nothing is
+        closed or opened between forks: the pipes to topo of the whole batch (numbers in
+        a row: a few close_range calls) but its own writing ends, and the shared pipe's
+        writing end (see open)."""
+        if self.parent_alive is None:
+            write_ends = [fd for p in batch for fd in p.write_ends()]
+            for at, p in enumerate(batch):
+                p.job.close_fds += write_ends[2 * (at + 1) :]
+            return
         ends = [fd for p in batch for fd in p.ends()]
-        if self.parent_alive is not None:
-            ends.append(self.parent_alive[1])
+        ends.append(self.parent_alive[1])
         for p in batch:
-            own = {p.report_out.fileno(), p.output_out.fileno()}
+            own = set(p.write_ends())
             p.job.close_fds += [fd for fd in ends if fd not in own]
 
     def _fork_all(self, batch: list[_Starting], started: list[_Starting]) -> None:
@@ -414,7 +446,11 @@ class LocalLauncher:
         children run multiprocessing's own child code (``_run_forked``)."""
         assert self.parent_alive is not None
         alive = self.parent_alive[0]
-        util._flush_std_streams()  # type: ignore[attr-defined]  # as popen_fork does
+        # What start() checks and does first (between two forks nothing here writes to
+        # them: once a batch is enough).
+        if multiprocessing.current_process()._config.get("daemon"):  # type: ignore[attr-defined]
+            raise AssertionError("daemonic processes are not allowed to have children")
+        util._flush_std_streams()  # type: ignore[attr-defined]
         pids: list[int] = []
         try:
             for p in batch:
@@ -558,6 +594,9 @@ class LocalLauncher:
         self.swept_count -= handle.swept
         if handle.pidfd and handle.ended is not None:
             os.close(handle.ended)
+            popen = handle.process._popen  # type: ignore[attr-defined]
+            if getattr(popen, "sentinel", None) == handle.ended:  # a child forked directly
+                popen.sentinel = handle.process._sentinel = None  # type: ignore[attr-defined]
 
     def _receive(self, name: str) -> list[Event]:
         report = self.handles[name].report
