@@ -3,6 +3,7 @@ process (the detector's reasoning is tested in test_deadlock.py)."""
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import pickle
@@ -272,3 +273,25 @@ def test_the_sampler_takes_the_stacks_with_the_collector_off(
     time.sleep(4 * watch.SAMPLE_INTERVAL_S)
     assert states and not any(states)
     assert gc.isenabled()  # on again between samples
+
+
+def test_the_sampler_leaves_nothing_to_the_collector(board: Board) -> None:
+    # sys._current_frames() holds the sampler's own frame, which held the dict in turn:
+    # each sample of a recv() left a cycle of frames and their locals for the collector
+    # (on Python 3.13, collecting a BytesIO of Connection.recv printed a BufferError).
+    a, b = mp.Pipe()
+    watch.sample({id(a): 2})
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        end = time.monotonic() + 10 * watch.SAMPLE_INTERVAL_S
+        while time.monotonic() < end:
+            b.send("x")
+            a.recv()
+            time.sleep(0.001)  # the sampler looks while recv() runs, now and then
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert "frame" not in left, sorted(set(left))

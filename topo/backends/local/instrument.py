@@ -418,15 +418,21 @@ def sample(watched: Mapping[int, int]) -> None:
         finally:
             if enabled:  # else the target turned it off: it stays off
                 gc.enable()
+        # Among them this very call's frame, which holds the dict in turn: a cycle that
+        # only the collector would free, with every frame of the sample in it (each
+        # keeping its locals once it has returned: on Python 3.13 a BytesIO of
+        # Connection.recv, whose collection prints "Exception ignored ... BufferError",
+        # CPython gh-111331).
+        me = threading.get_ident()
+        del frames[me]
         code = waiting_in(frames.get(main))
         if not code:
             return 0.0
         # The instance is blocked only if no other thread of its own can still make
         # progress: a helper thread that computes, sleeps or waits on anything but a
         # bound channel or lock may yet wake the main thread (no false alarm, ever).
-        me = threading.get_ident()
         for ident, frame in frames.items():
-            if ident in (main, me):
+            if ident == main:
                 continue
             thread = threading._active.get(ident)  # type: ignore[attr-defined]
             if thread is not None and thread.name.startswith((_FEEDER_THREAD, "topo-")):
