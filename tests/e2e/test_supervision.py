@@ -806,7 +806,6 @@ def test_kill_9_of_topo_leaves_nothing_and_the_record_says_killed(
 ) -> None:
     """kill -9 of topo, or of its whole process group (docker kill): its guardian stops
     what the instances started, frees the run's shared memory, marks the record."""
-
     token = "t" + uuid.uuid4().hex[:12]
     before = shared_memory()
     sets = with_sets(f"processes.parent.args.token={token}", f"start_method={method}")

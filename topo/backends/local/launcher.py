@@ -165,14 +165,27 @@ def _run_forked(process: BaseProcess, parent_alive: int) -> NoReturn:
         os._exit(code)
 
 
+class _ForkedPopen(popen_fork.Popen):
+    """multiprocessing's fork Popen of a child forked directly (``_fork_all``), without
+    its exit pipe or the pipe its ``parent_process()`` watches (one is shared, see
+    LocalLauncher.open): its sentinel is its pidfd while topo holds one (_ended_fd)."""
+
+    def __init__(self, pid: int) -> None:  # not Popen's: the child is forked already
+        self.returncode, self.finalizer, self.pid = None, None, pid
+        self.sentinel: int | None = None  # type: ignore[assignment]
+
+
 def _adopt(process: BaseProcess, pid: int) -> None:
-    """Make ``process`` what ``start()`` makes of it, for a child forked directly:
-    multiprocessing's fork Popen without its exit pipe (a pidfd watches the child) or
-    the pipe its ``parent_process()`` watches (one pipe is shared, see open)."""
-    popen = popen_fork.Popen.__new__(popen_fork.Popen)
-    popen.returncode, popen.finalizer, popen.pid = None, None, pid
-    process._popen = popen  # type: ignore[attr-defined]
+    """Make ``process`` what ``start()`` makes of it, for a child forked directly."""
+    process._popen = _ForkedPopen(pid)  # type: ignore[attr-defined]
     del process._target, process._args, process._kwargs  # type: ignore[attr-defined]
+
+
+def _set_sentinel(process: BaseProcess, fd: int | None) -> None:
+    """A directly forked child's sentinel, for join(timeout) as multiprocessing's."""
+    popen = process._popen  # type: ignore[attr-defined]
+    if isinstance(popen, _ForkedPopen):
+        popen.sentinel = process._sentinel = fd  # type: ignore[attr-defined]
 
 
 def _ended_fd(process: BaseProcess, method: str) -> tuple[int | None, bool]:
@@ -190,14 +203,11 @@ def _ended_fd(process: BaseProcess, method: str) -> tuple[int | None, bool]:
     if method != "forkserver" and hasattr(os, "pidfd_open") and process.pid is not None:
         with contextlib.suppress(OSError):
             pidfd = os.pidfd_open(process.pid)
-            popen = process._popen  # type: ignore[attr-defined]
-            if not hasattr(popen, "sentinel"):  # for join(timeout), as multiprocessing's
-                popen.sentinel = process._sentinel = pidfd  # type: ignore[attr-defined]
+            _set_sentinel(process, pidfd)
             return pidfd, True
-    try:
-        return process.sentinel, False
-    except ValueError:  # forked directly, and no pidfd
+    if isinstance(process._popen, _ForkedPopen):  # type: ignore[attr-defined]
         return None, False
+    return process.sentinel, False
 
 
 def _stop_forkserver() -> None:
@@ -594,9 +604,7 @@ class LocalLauncher:
         self.swept_count -= handle.swept
         if handle.pidfd and handle.ended is not None:
             os.close(handle.ended)
-            popen = handle.process._popen  # type: ignore[attr-defined]
-            if getattr(popen, "sentinel", None) == handle.ended:  # a child forked directly
-                popen.sentinel = handle.process._sentinel = None  # type: ignore[attr-defined]
+            _set_sentinel(handle.process, None)
 
     def _receive(self, name: str) -> list[Event]:
         report = self.handles[name].report
