@@ -10,21 +10,28 @@ import math
 import sys
 from typing import Any
 
+# Tuples made once: ``bool | int | str`` written in the function would make a new union
+# at each call (every instance calls this for its result).
+_AS_IS = (bool, int, str)
+_BYTES = (bytes, bytearray)
+_SEQUENCES = (list, tuple, set, frozenset)
+_SETS = (set, frozenset)
+
 
 def to_jsonable(value: Any, _depth: int = 0) -> Any:
     """Convert to JSON types: tuples and sets become lists, bytes text, others their repr."""
     if _depth > 100:
         return repr(value)
-    if value is None or isinstance(value, bool | int | str):
+    if value is None or isinstance(value, _AS_IS):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
-    if isinstance(value, bytes | bytearray):
+    if isinstance(value, _BYTES):
         return bytes(value).decode("utf-8", errors="replace")
     if isinstance(value, dict):
         return {str(k): to_jsonable(v, _depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
+    if isinstance(value, _SEQUENCES):
+        items = sorted(value, key=repr) if isinstance(value, _SETS) else value
         return [to_jsonable(v, _depth + 1) for v in items]
     dataclasses = sys.modules.get("dataclasses")  # none can exist before it is imported
     if dataclasses and dataclasses.is_dataclass(value) and not isinstance(value, type):

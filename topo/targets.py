@@ -20,6 +20,8 @@ class TargetError(Exception):
 
 def add_to_path(folder: str | Path) -> None:
     folder = str(folder)
+    if sys.path[:1] == [folder]:  # first already (in a forked instance, always)
+        return
     if folder in sys.path:
         sys.path.remove(folder)
     sys.path.insert(0, folder)
@@ -31,7 +33,8 @@ def load_target(target: str, folder: str | Path | None = None) -> Callable[..., 
         add_to_path(folder)
     module_name, _, attr_path = target.partition(":")
     try:
-        obj: Any = importlib.import_module(module_name)
+        # Imported already (in a forked instance, by topo's checks): no import machinery.
+        obj: Any = sys.modules.get(module_name) or importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name and module_name.startswith(e.name):
             from topo.hints import did_you_mean  # here: every instance imports this module

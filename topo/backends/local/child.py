@@ -6,6 +6,7 @@ only what it needs: the stdlib and the target's own module.
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import faulthandler
 import functools
@@ -196,13 +197,15 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
     # handler would be inherited: the default makes SIGTERM end this process (and its
     # own children, e.g. a Pool's). Both came blocked (see LocalLauncher.start): a signal
     # sent meanwhile is handled now, as these say.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # (signal's C functions: its Python wrappers make an enum of each old handler and
+    # blocked signal, whose code touches ~40 pages a forked instance would copy.)
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
     # A process group of its own: what it starts is stopped with it (the launcher kills
     # the group), and a terminal's Ctrl-C reaches topo alone, which stops everything.
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, (_signal.SIGINT, _signal.SIGTERM))
     die_with(job.supervisor_pid)
     # Under fork this process inherited every pipe end the parent had open: holding the
     # sending end of another instance's one-way pipe, it would keep that pipe's reader
