@@ -333,8 +333,10 @@ class LocalLauncher:
         if self.options.run_dir is not None:
             self.guardian.record(self.options.run_dir)
         self._check_resources()
+        # Started at the first wait(), after the first instances: a second thread in
+        # this process when it forks costs each forked instance ~12 pages copied
+        # (threading's and the interpreter's after-fork cleanup of it).
         self.pump = OutputPump(output)
-        self.pump.start()
         if self.forks:  # once here, not in each instance nor the manager (child.die_with)
             load_prctl()
         self.primitives = Primitives(self.plan, self.mp)
@@ -563,6 +565,8 @@ class LocalLauncher:
     # ----- events ---------------------------------------------------------------------------
 
     def wait(self, timeout: float) -> list[Event]:
+        if self.pump is not None and not self.pump.started():
+            self.pump.start()
         if self.outbox:
             timeout = 0.0
         if not self.handles:
@@ -749,6 +753,8 @@ class LocalLauncher:
             self._forget(handle)
         self.ready.close()
         if self.pump is not None:
+            if not self.pump.started():
+                self.pump.start()  # to read what was printed before the run ended
             self.pump.finish()
         if self.primitives is not None:
             self.primitives.close()

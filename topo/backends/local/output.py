@@ -68,6 +68,9 @@ class OutputPump(threading.Thread):
         self.wake_r, self.wake_w = os.pipe()
         self.selector.register(self.wake_r, selectors.EVENT_READ, None)
 
+    def started(self) -> bool:
+        return self._started.is_set()  # type: ignore[attr-defined]
+
     def add(self, name: str, conn: Connection) -> None:
         with self.lock:
             self.selector.register(conn.fileno(), selectors.EVENT_READ, (name, conn))
