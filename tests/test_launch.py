@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -366,6 +367,63 @@ def test_a_forked_instance_keeps_only_its_own_ends_of_topos_pipes(
             assert writing == {name}  # its own, of the report pipes
             if launcher.parent_alive is not None:
                 assert held[os.fstat(launcher.parent_alive[0]).st_ino] == {"r"}
+
+
+# To its stdout's descriptor: pytest's own sys.stdout, inherited under fork, is not it.
+TALK = """\
+import os
+
+
+def talk():
+    os.write(1, b"hello\\n")
+"""
+
+
+@pytest.mark.timeout(60)
+def test_no_output_thread_runs_while_the_first_instances_fork(tmp_path: Path) -> None:
+    # A forked child cleans up after every other thread of its parent (each a few pages
+    # of topo's memory copied): the output pump starts at the first wait(), after the
+    # first starts, and what the instances printed meanwhile reaches the sink then.
+    (tmp_path / "spec.yaml").write_text(
+        "start_method: fork\nprocesses:\n  talk: {target: talk:talk, replicas: 3}\n"
+    )
+    (tmp_path / "talk.py").write_text(TALK)
+    plan = topo.load(tmp_path / "spec.yaml")
+    launcher = LocalLauncher(plan, RunOptions(watch=False))
+    lines: list[tuple[str, str]] = []
+    threads = threading.active_count()
+    launcher.open(lambda name, line: lines.append((name, line)))
+    try:
+        launcher.start_many([(instance, 0) for instance in plan.instances])
+        assert threading.active_count() == threads
+        assert len(_events(launcher, Exited, 3)) >= 3
+        assert threading.active_count() == threads + 1
+    finally:
+        while launcher.handles:
+            launcher.wait(0.1)
+        launcher.close()
+    assert sorted(lines) == [(f"talk[{i}]", "hello") for i in range(3)]
+
+
+@pytest.mark.timeout(60)
+def test_what_is_printed_before_any_wait_is_kept(tmp_path: Path) -> None:
+    # A run that ends before its first wait() (a start failing) still hands on what its
+    # instances printed: close() starts the pump to read it.
+    (tmp_path / "spec.yaml").write_text(
+        "start_method: fork\nprocesses:\n  talk: {target: talk:talk}\n"
+    )
+    (tmp_path / "talk.py").write_text(TALK)
+    plan = topo.load(tmp_path / "spec.yaml")
+    launcher = LocalLauncher(plan, RunOptions(watch=False))
+    lines: list[tuple[str, str]] = []
+    launcher.open(lambda name, line: lines.append((name, line)))
+    try:
+        (pid,) = launcher.start_many([(plan.instances[0], 0)])
+        assert pid is not None
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # it has printed and ended
+    finally:
+        launcher.close()
+    assert lines == [("talk", "hello")]
 
 
 @pytest.mark.timeout(60)
