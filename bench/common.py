@@ -206,17 +206,20 @@ def save(name: str, payload: dict[str, Any]) -> Path:
 
 
 def standalone(
-    run: Callable[..., dict[str, Any]], doc: str | None, argv: list[str] | None = None, **extra: int
+    run: Callable[..., dict[str, Any]],
+    doc: str | None,
+    argv: list[str] | None = None,
+    **extra: int | str,
 ) -> int:
     """``python bench/NAME.py [--quick] [--pairs N]``: run one benchmark, print its tables.
 
-    ``extra`` names further integer options with their defaults (``pairs_1m=5``).
+    ``extra`` names further options with their defaults, of their type (``pairs_1m=5``).
     """
     parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--pairs", type=int, default=5)
     for name, default in extra.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     args = parser.parse_args(argv)
     options = [getattr(args, name) for name in extra]
     for text in run(args.quick, args.pairs, *options)["tables"]:

@@ -13,7 +13,10 @@ topo runs with --no-record (the hand-written script records nothing either), its
 graph checks cached as from the second run of a spec; the 1-instance case also
 measures it with the cache off ("no graph cache") and recording ("recorded").
 
-    python bench/startup.py [--quick]
+    python bench/startup.py [--quick] [--pairs N] [--methods fork,spawn]
+
+``--methods`` measures only those start methods; the results are saved (for
+bench/run.py's report) only when all three are measured.
 """
 
 from __future__ import annotations
@@ -100,11 +103,15 @@ def hand_run(folder: Path, n: int, method: str) -> tuple[float, float, float]:
     return float(out.strip()) - launched, wall, cpu
 
 
-def run(quick: bool = False, pairs: int = 5) -> dict[str, Any]:
+METHODS = "spawn,fork,forkserver"
+
+
+def run(quick: bool = False, pairs: int = 5, methods: str = METHODS) -> dict[str, Any]:
+    chosen = [m for m in methods.split(",") if m]
     if quick:
-        cases = [(n, m) for m in ("spawn", "fork") for n in (1, 8)]
+        cases = [(n, m) for m in ("spawn", "fork") if m in chosen for n in (1, 8)]
     else:
-        cases = [(n, m) for m in ("spawn", "fork", "forkserver") for n in (1, 32, 128, 256)]
+        cases = [(n, m) for m in chosen for n in (1, 32, 128, 256)]
     running: list[Comparison] = []
     walls: list[Comparison] = []
     cpus: list[Comparison] = []
@@ -173,6 +180,8 @@ def run(quick: bool = False, pairs: int = 5) -> dict[str, Any]:
         row.append(cpu_row[-1] if row[0] != "forkserver" else "(not comparable)")
     headers.append("CPU per instance beyond the fixed cost (topo's and its instances')")
     tables.append(table("start-up: what topo adds per instance", headers, rows))
+    if methods != METHODS:  # a part: bench/run.py reports the whole
+        return {"tables": tables, "comparisons": running, "wall": walls, "cpu": cpus}
     save(
         "startup",
         {
@@ -202,4 +211,4 @@ def _per_instance(measured: list[Comparison]) -> tuple[list[str], list[list[str]
 
 
 if __name__ == "__main__":
-    sys.exit(standalone(run, __doc__))
+    sys.exit(standalone(run, __doc__, methods=METHODS))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import sysconfig
 
 _HEADER = "Stack (most recent call first):"
 _FRAME = re.compile(r'^  File "(?P<file>.*)", line \d+ in .*$')
@@ -25,6 +24,8 @@ FOLDED_HEADER = (
 
 def _folders() -> tuple[str, tuple[str, ...]]:
     """topo's own folder, and the standard library's."""
+    import sysconfig  # here: every run makes a StackFolder, few print a stack
+
     paths = sysconfig.get_paths()
     topo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
     stdlib = {paths.get("stdlib", ""), paths.get("platstdlib", "")} - {""}
@@ -36,7 +37,7 @@ class StackFolder:
     topo or the standard library becomes one ``... N frames folded`` line."""
 
     def __init__(self) -> None:
-        self.topo, self.stdlib = _folders()
+        self.folders: tuple[str, tuple[str, ...]] | None = None  # topo's, stdlib's: _folders
         self.folded: dict[str, int] = {}  # instance -> frames folded since its last line out
 
     def _ours(self, file: str) -> bool:
@@ -44,13 +45,16 @@ class StackFolder:
         inside its folder: site-packages is the user's and third parties')."""
         if file in ("<string>", "<stdin>") or file.startswith("<frozen "):
             return True  # multiprocessing's `python -c` entry point, and frozen modules
+        if self.folders is None:
+            self.folders = _folders()
+        topo, stdlib = self.folders
         path = os.path.abspath(file)
-        if path.startswith(self.topo):
+        if path.startswith(topo):
             return True
         installed = (
             f"{os.sep}site-packages{os.sep}" in path or f"{os.sep}dist-packages{os.sep}" in path
         )
-        return path.startswith(self.stdlib) and not installed
+        return path.startswith(stdlib) and not installed
 
     def folds(self, name: str, line: str) -> bool:
         """Whether ``line`` of ``name`` is in a stack dump (the rest passes untouched)."""
