@@ -6,6 +6,8 @@ import os
 import time
 from multiprocessing import Pipe
 
+import pytest
+
 from topo.backends.local.output import MAX_LINE, OutputPump
 
 
@@ -92,3 +94,26 @@ def test_a_huge_line_is_split_with_a_note_in_linear_time() -> None:
         f"a printed a line longer than {MAX_LINE:,} bytes: split"
     ]
     assert elapsed < 10  # was 13.7 s and 388 MB (quadratic): about 0.1 s now
+
+
+def test_pipes_added_before_the_start_are_read_without_waking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without epoll (macOS's kqueue, poll) each pipe added wakes the thread through a
+    # pipe of its own; before it starts nothing reads that pipe, and a byte per
+    # instance would fill it and block topo. It sees those pipes when it starts.
+    import select
+    import selectors
+
+    monkeypatch.setattr(selectors, "DefaultSelector", selectors.PollSelector)
+    lines: list[tuple[str, str]] = []
+    pump = OutputPump(lambda name, line: lines.append((name, line)))
+    pipes = [Pipe(duplex=False) for _ in range(3)]
+    for at, (reader, writer) in enumerate(pipes):
+        pump.add(f"i{at}", reader)
+        os.write(writer.fileno(), f"line {at}\n".encode())
+        writer.close()
+    assert select.select([pump.wake_r], [], [], 0)[0] == []  # nothing written to wake it
+    pump.start()
+    pump.finish()
+    assert sorted(lines) == [(f"i{at}", f"line {at}") for at in range(3)]

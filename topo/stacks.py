@@ -23,11 +23,15 @@ FOLDED_HEADER = (
 
 
 def _folders() -> tuple[str, tuple[str, ...]]:
-    """topo's own folder, and the standard library's."""
-    import sysconfig  # here: every run makes a StackFolder, few print a stack
-
-    paths = sysconfig.get_paths()
+    """topo's own folder, and the standard library's (none if it cannot be told: then
+    only topo's frames are folded)."""
     topo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
+    try:
+        import sysconfig  # here: every run makes a StackFolder, few print a stack
+
+        paths = sysconfig.get_paths()
+    except Exception:  # in the output thread, which must go on
+        return topo, ()
     stdlib = {paths.get("stdlib", ""), paths.get("platstdlib", "")} - {""}
     return topo, tuple(os.path.join(p, "") for p in stdlib)
 

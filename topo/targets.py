@@ -33,8 +33,7 @@ def load_target(target: str, folder: str | Path | None = None) -> Callable[..., 
         add_to_path(folder)
     module_name, _, attr_path = target.partition(":")
     try:
-        # Imported already (in a forked instance, by topo's checks): no import machinery.
-        obj: Any = sys.modules.get(module_name) or importlib.import_module(module_name)
+        obj: Any = _imported(module_name) or importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name and module_name.startswith(e.name):
             from topo.hints import did_you_mean  # here: every instance imports this module
@@ -56,6 +55,17 @@ def load_target(target: str, folder: str | Path | None = None) -> Callable[..., 
     if not callable(obj):
         raise TargetError(f"{target!r} is not callable")
     return obj
+
+
+def _imported(name: str) -> Any:
+    """The module ``name`` if it is imported already and whole (in a forked instance,
+    by topo's checks): then no import machinery runs, whose code each forked instance
+    would copy page by page. One still being imported goes through importlib, which
+    waits for it."""
+    module = sys.modules.get(name)
+    if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+        return None
+    return module
 
 
 def _modules_beside(name: str) -> list[str]:

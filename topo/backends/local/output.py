@@ -69,15 +69,17 @@ class OutputPump(threading.Thread):
         self.selector.register(self.wake_r, selectors.EVENT_READ, None)
 
     def started(self) -> bool:
-        return self._started.is_set()  # type: ignore[attr-defined]
+        return self.ident is not None
 
     def add(self, name: str, conn: Connection) -> None:
         with self.lock:
             self.selector.register(conn.fileno(), selectors.EVENT_READ, (name, conn))
         # epoll sees a descriptor registered while it waits; select() and poll() do not
         # and must be woken. Waking for nothing cost each start a switch to this thread
-        # (~0.3 ms per instance at 256 instances).
-        if not isinstance(self.selector, _WATCHES_NEW_DESCRIPTORS):
+        # (~0.3 ms per instance at 256 instances). Not started yet (see
+        # LocalLauncher.wait), it sees them all when it starts: a byte per instance
+        # would fill the wake pipe, which nothing reads until then.
+        if self.started() and not isinstance(self.selector, _WATCHES_NEW_DESCRIPTORS):
             os.write(self.wake_w, b"+")
 
     def _emit(self, name: str, data: bytes) -> None:
