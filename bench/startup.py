@@ -1,4 +1,4 @@
-"""Start-up: from `topo run` to all of 1, 8 and 32 instances running, against by hand.
+"""Start-up: from `topo run` to all of 1, 32, 128 and 256 instances running, against by hand.
 
 A generated spec runs N replicas of a target that returns time.time() at its start.
 For each run, "to all running" is the latest of those stamps minus the moment the
@@ -11,7 +11,10 @@ every process it started (on 2 busy cores a spawned instance's ~30 ms of CPU mak
 its wall clock vary more, run to run, than the 0.2 ms per instance aimed at).
 topo runs with --no-record (the hand-written script records nothing either), its
 graph checks cached as from the second run of a spec; the 1-instance case also
-measures it with the cache off ("no graph cache") and recording ("recorded").
+measures it with the cache off ("no graph cache") and recording ("recorded"). Each
+round runs every size of one start method (1 instance first), topo's and by hand:
+the per-instance figures compare runs of the same minutes, whatever the machine's
+speed does meanwhile.
 
     python bench/startup.py [--quick] [--pairs N] [--methods fork,spawn]
 
@@ -123,45 +126,56 @@ def run(quick: bool = False, pairs: int = 5, methods: str = METHODS) -> dict[str
     with tempfile.TemporaryDirectory(prefix="topo-bench-startup-") as tmp:
         folder = Path(tmp)
         (folder / "startup_target.py").write_text(TARGET_MODULE)
-        for n, method in cases:
-            spec = folder / f"startup_{method}_{n}.yaml"
-            spec.write_text(SPEC.format(method=method, n=n))
-            variants = ["topo", "hand"]
-            if n == 1:
-                variants += ["topo, no graph cache", "topo, recorded"]
-            wall: dict[str, list[float]] = {v: [] for v in variants}
-            cpu: dict[str, list[float]] = {v: [] for v in variants}
+        for method in dict.fromkeys(m for _, m in cases):
+            # Every size of one start method in each round (1 instance, then 32...): what
+            # is compared with the 1-instance case is measured in the same minutes.
+            runs: dict[str, Any] = {}
+            measured: dict[str, tuple[dict[str, list[float]], dict[str, list[float]]]] = {}
+            for n in (n for n, m in cases if m == method):
+                spec = folder / f"startup_{method}_{n}.yaml"
+                spec.write_text(SPEC.format(method=method, n=n))
+                label = f"{n} instance{'s' if n > 1 else ''}, {method}"
+                variants = ["topo", "hand"]
+                if n == 1:
+                    variants += ["topo, no graph cache", "topo, recorded"]
+                wall: dict[str, list[float]] = {v: [] for v in variants}
+                cpu: dict[str, list[float]] = {v: [] for v in variants}
+                measured[label] = wall, cpu
 
-            def measure(
-                variant: str,
-                fn: Any,
-                *args: Any,
-                _wall: dict[str, list[float]] = wall,
-                _cpu: dict[str, list[float]] = cpu,
-            ) -> float:
-                to_running, seconds, cpu_seconds = fn(*args)
-                _wall[variant].append(seconds)
-                _cpu[variant].append(cpu_seconds)
-                return to_running
+                def measure(
+                    variant: str,
+                    fn: Any,
+                    *args: Any,
+                    _wall: dict[str, list[float]] = wall,
+                    _cpu: dict[str, list[float]] = cpu,
+                ) -> float:
+                    to_running, seconds, cpu_seconds = fn(*args)
+                    _wall[variant].append(seconds)
+                    _cpu[variant].append(cpu_seconds)
+                    return to_running
 
-            label = f"{n} instance{'s' if n > 1 else ''}, {method}"
-            runs = {
-                "topo": partial(measure, "topo", topo_run, spec),
-                "hand": partial(measure, "hand", hand_run, folder, n, method),
-                "topo, no graph cache": partial(
-                    measure, "topo, no graph cache", topo_run, spec, False
-                ),
-                "topo, recorded": partial(
-                    measure, "topo, recorded", topo_run, spec, True, folder / "runs"
-                ),
-            }
-            samples = interleave({v: runs[v] for v in variants}, pairs, progress=label)
-            # drop the warm-up round's wall times, as interleave drops its samples
-            wall = {k: v[-pairs:] for k, v in wall.items()}
-            cpu = {k: v[-pairs:] for k, v in cpu.items()}
-            running.append(Comparison("startup", label, "s", samples, "hand"))
-            walls.append(Comparison("startup-wall", label, "s", wall, "hand"))
-            cpus.append(Comparison("startup-cpu", label, "s", cpu, "hand"))
+                every = {
+                    "topo": partial(measure, "topo", topo_run, spec),
+                    "hand": partial(measure, "hand", hand_run, folder, n, method),
+                    "topo, no graph cache": partial(
+                        measure, "topo, no graph cache", topo_run, spec, False
+                    ),
+                    "topo, recorded": partial(
+                        measure, "topo, recorded", topo_run, spec, True, folder / "runs"
+                    ),
+                }
+                runs.update({f"{label}\t{v}": every[v] for v in variants})
+            samples = interleave(runs, pairs, progress=method)
+            for label, (wall, cpu) in measured.items():
+                mine = {
+                    k.split("\t")[1]: v for k, v in samples.items() if k.split("\t")[0] == label
+                }
+                # drop the warm-up round's wall times, as interleave drops its samples
+                wall = {k: v[-pairs:] for k, v in wall.items()}
+                cpu = {k: v[-pairs:] for k, v in cpu.items()}
+                running.append(Comparison("startup", label, "s", mine, "hand"))
+                walls.append(Comparison("startup-wall", label, "s", wall, "hand"))
+                cpus.append(Comparison("startup-cpu", label, "s", cpu, "hand"))
     tables = []
     headers, rows = comparison_rows(running)
     tables.append(table("start-up: launch to all instances running", headers, rows))
