@@ -378,19 +378,26 @@ def talk():
 """
 
 
-@pytest.mark.timeout(60)
-def test_no_output_thread_runs_while_the_first_instances_fork(tmp_path: Path) -> None:
-    # A forked child cleans up after every other thread of its parent (each a few pages
-    # of topo's memory copied): the output pump starts at the first wait(), after the
-    # first starts, and what the instances printed meanwhile reaches the sink then.
+def _talking(tmp_path: Path, replicas: int) -> tuple[LocalLauncher, Plan, list[tuple[str, str]]]:
+    """An open launcher for ``replicas`` instances that each print one line, and the
+    lines its output sink has received."""
     (tmp_path / "spec.yaml").write_text(
-        "start_method: fork\nprocesses:\n  talk: {target: talk:talk, replicas: 3}\n"
+        f"start_method: fork\nprocesses:\n  talk: {{target: talk:talk, replicas: {replicas}}}\n"
     )
     (tmp_path / "talk.py").write_text(TALK)
     plan = topo.load(tmp_path / "spec.yaml")
     launcher = LocalLauncher(plan, RunOptions(watch=False))
     lines: list[tuple[str, str]] = []
     launcher.open(lambda name, line: lines.append((name, line)))
+    return launcher, plan, lines
+
+
+@pytest.mark.timeout(60)
+def test_no_output_thread_runs_while_the_first_instances_fork(tmp_path: Path) -> None:
+    # A forked child cleans up after every other thread of its parent (each a few pages
+    # of topo's memory copied): the output pump starts at the first wait(), after the
+    # first starts, and what the instances printed meanwhile reaches the sink then.
+    launcher, plan, lines = _talking(tmp_path, 3)
     assert launcher.pump is not None
     try:
         launcher.start_many([(instance, 0) for instance in plan.instances])
@@ -408,14 +415,7 @@ def test_no_output_thread_runs_while_the_first_instances_fork(tmp_path: Path) ->
 def test_what_is_printed_before_any_wait_is_kept(tmp_path: Path) -> None:
     # A run that ends before its first wait() (a start failing) still hands on what its
     # instances printed: close() starts the pump to read it.
-    (tmp_path / "spec.yaml").write_text(
-        "start_method: fork\nprocesses:\n  talk: {target: talk:talk}\n"
-    )
-    (tmp_path / "talk.py").write_text(TALK)
-    plan = topo.load(tmp_path / "spec.yaml")
-    launcher = LocalLauncher(plan, RunOptions(watch=False))
-    lines: list[tuple[str, str]] = []
-    launcher.open(lambda name, line: lines.append((name, line)))
+    launcher, plan, lines = _talking(tmp_path, 1)
     try:
         (pid,) = launcher.start_many([(plan.instances[0], 0)])
         assert pid is not None
