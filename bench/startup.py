@@ -130,7 +130,7 @@ def run(quick: bool = False, pairs: int = 5, methods: str = METHODS) -> dict[str
             # Every size of one start method in each round (1 instance, then 32...): what
             # is compared with the 1-instance case is measured in the same minutes.
             runs: dict[str, Any] = {}
-            measured: dict[str, tuple[dict[str, list[float]], dict[str, list[float]]]] = {}
+            measured: dict[str, dict[str, dict[str, list[float]]]] = {}
             for n in (n for n, m in cases if m == method):
                 spec = folder / f"startup_{method}_{n}.yaml"
                 spec.write_text(SPEC.format(method=method, n=n))
@@ -138,20 +138,17 @@ def run(quick: bool = False, pairs: int = 5, methods: str = METHODS) -> dict[str
                 variants = ["topo", "hand"]
                 if n == 1:
                     variants += ["topo, no graph cache", "topo, recorded"]
-                wall: dict[str, list[float]] = {v: [] for v in variants}
-                cpu: dict[str, list[float]] = {v: [] for v in variants}
-                measured[label] = wall, cpu
+                # per measure (to all running, wall, CPU): per variant, its samples
+                case = {k: {v: [] for v in variants} for k in ("running", "wall", "cpu")}
+                measured[label] = case
 
                 def measure(
-                    variant: str,
-                    fn: Any,
-                    *args: Any,
-                    _wall: dict[str, list[float]] = wall,
-                    _cpu: dict[str, list[float]] = cpu,
+                    variant: str, fn: Any, *args: Any, _case: dict[str, Any] = case
                 ) -> float:
                     to_running, seconds, cpu_seconds = fn(*args)
-                    _wall[variant].append(seconds)
-                    _cpu[variant].append(cpu_seconds)
+                    _case["running"][variant].append(to_running)
+                    _case["wall"][variant].append(seconds)
+                    _case["cpu"][variant].append(cpu_seconds)
                     return to_running
 
                 every = {
@@ -164,18 +161,14 @@ def run(quick: bool = False, pairs: int = 5, methods: str = METHODS) -> dict[str
                         measure, "topo, recorded", topo_run, spec, True, folder / "runs"
                     ),
                 }
-                runs.update({f"{label}\t{v}": every[v] for v in variants})
-            samples = interleave(runs, pairs, progress=method)
-            for label, (wall, cpu) in measured.items():
-                mine = {
-                    k.split("\t")[1]: v for k, v in samples.items() if k.split("\t")[0] == label
-                }
-                # drop the warm-up round's wall times, as interleave drops its samples
-                wall = {k: v[-pairs:] for k, v in wall.items()}
-                cpu = {k: v[-pairs:] for k, v in cpu.items()}
-                running.append(Comparison("startup", label, "s", mine, "hand"))
-                walls.append(Comparison("startup-wall", label, "s", wall, "hand"))
-                cpus.append(Comparison("startup-cpu", label, "s", cpu, "hand"))
+                runs.update({f"{label}: {v}": every[v] for v in variants})
+            interleave(runs, pairs, progress=method)
+            for label, case in measured.items():
+                # without the warm-up round, as interleave drops its samples
+                kept = {k: {v: s[-pairs:] for v, s in by.items()} for k, by in case.items()}
+                running.append(Comparison("startup", label, "s", kept["running"], "hand"))
+                walls.append(Comparison("startup-wall", label, "s", kept["wall"], "hand"))
+                cpus.append(Comparison("startup-cpu", label, "s", kept["cpu"], "hand"))
     tables = []
     headers, rows = comparison_rows(running)
     tables.append(table("start-up: launch to all instances running", headers, rows))

@@ -753,8 +753,6 @@ class LocalLauncher:
             self._forget(handle)
         self.ready.close()
         if self.pump is not None:
-            if not self.pump.started():
-                self.pump.start()  # to read what was printed before the run ended
             self.pump.finish()
         if self.primitives is not None:
             self.primitives.close()

@@ -137,7 +137,10 @@ class OutputPump(threading.Thread):
                     self._read(key)
 
     def finish(self, timeout: float = 2.0) -> None:
-        """Read what is left once every instance has exited, then stop."""
+        """Read what is left once every instance has exited, then stop (started now if
+        it was not: what was printed before is read all the same)."""
+        if not self.started():
+            self.start()
         self.closing.set()
         os.write(self.wake_w, b".")
         self.join(timeout)
