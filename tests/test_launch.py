@@ -505,3 +505,78 @@ def test_a_forked_instance_ends_as_multiprocessing_ends_it(tmp_path: Path, forke
         ]
     # atexit runs in an instance exactly where it runs under multiprocessing's fork
     assert bool(list(marks.iterdir())) is launcher_module._ATEXIT_IN_CHILD
+
+
+STDIN_READER = """\
+import os
+import sys
+
+
+def read():
+    own = os.readlink(f"/proc/self/fd/{sys.stdin.fileno()}")
+    return [sys.stdin.read(), own, os.readlink("/proc/self/fd/0"), sys.__stdin__.closed]
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_an_instance_reads_nothing_of_what_topo_was_given_on_stdin(
+    tmp_path: Path, method: str
+) -> None:
+    # As under multiprocessing: sys.stdin reads /dev/null in every instance, and the
+    # stdin it had is closed; descriptor 0 is left as it was. (A forked instance is given
+    # a file topo opened once: multiprocessing opens one in each.)
+    (tmp_path / "spec.yaml").write_text(
+        f"start_method: {method}\nprocesses:\n  reader: {{target: stdin_reader:read}}\n"
+    )
+    (tmp_path / "stdin_reader.py").write_text(STDIN_READER)
+    done = subprocess.run(
+        [sys.executable, "-m", "topo", "run", "--json", "-q", "--no-record", "spec.yaml"],
+        input="typed at the terminal\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=50,
+    )
+    assert done.returncode == 0, done.stderr
+    read, own, fd0, closed = json.loads(done.stdout)["processes"]["reader"]["result"]
+    assert (read, own, closed) == ("", os.devnull, True)
+    assert fd0.startswith("pipe:")
+
+
+AFTER_FORK_MARK = "topo-test-after-fork"
+
+
+class _RemarkedAfterFork:
+    """What multiprocessing resets in a forked child (a queue, a lock): registered with
+    ``util.register_after_fork``, it leaves a mark named by the child's pid."""
+
+    def __init__(self, marks: Path) -> None:
+        self.marks = marks
+
+    def reset(self) -> None:
+        (self.marks / str(os.getpid())).touch()
+
+
+@pytest.mark.timeout(60)
+def test_what_multiprocessing_resets_after_a_fork_is_reset_in_a_forked_instance(
+    tmp_path: Path, forked_by: str
+) -> None:
+    from multiprocessing import util
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    (tmp_path / "spec.yaml").write_text(
+        "start_method: fork\nprocesses:\n  child: {target: parentage:parent}\n"
+    )
+    (tmp_path / "parentage.py").write_text(PARENTAGE)
+    reset = _RemarkedAfterFork(marks)
+    util.register_after_fork(reset, _RemarkedAfterFork.reset)
+    try:
+        with _opened_launcher(tmp_path / "spec.yaml") as (launcher, plan):
+            (pid,) = launcher.start_many([(plan.instances[0], 0)])
+            assert _events(launcher, Returned, 1)
+    finally:
+        del reset  # out of multiprocessing's weak registry
+    assert [p.name for p in marks.iterdir()] == [str(pid)]

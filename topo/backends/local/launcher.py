@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from multiprocessing import popen_fork, util
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from topo.backends.guardian import Guardian
 from topo.backends.local import drain, procfs
@@ -150,11 +150,43 @@ def _pidfds_work() -> bool:
 _ATEXIT_IN_CHILD = "_run_exitfuncs" in popen_fork.Popen._launch.__code__.co_names  # type: ignore[attr-defined]
 
 
+_close_stdin = util._close_stdin  # type: ignore[attr-defined]
+_null_stdin: TextIO | None = None  # made once in topo's process, see _make_null_stdin
+
+
+def _make_null_stdin() -> None:
+    """Open, once and before forking instances, the stdin multiprocessing gives each
+    forked child: a text file reading /dev/null (descriptor 0 is left alone, as there).
+    Made in each child (``util._close_stdin``) it costs ~45 copied pages of memory and
+    ~0.1 ms of CPU per instance; inherited, a page or two."""
+    global _null_stdin
+    if _null_stdin is None:
+        with contextlib.suppress(OSError):
+            _null_stdin = open(  # noqa: SIM115 - kept open for every forked child
+                os.open(os.devnull, os.O_RDONLY), encoding="utf-8", closefd=False
+            )
+
+
+def _inherit_null_stdin() -> None:
+    """In a forked child, what ``util._close_stdin`` does, with the inherited file."""
+    if sys.stdin is None or _null_stdin is None:
+        _close_stdin()
+        return
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdin.close()
+    sys.stdin = _null_stdin
+
+
 def _run_forked(process: BaseProcess, parent_alive: int) -> NoReturn:
     """In a child forked by ``LocalLauncher._fork_all``: what multiprocessing's fork
     start runs there (popen_fork.Popen._launch), never returning to the caller's code."""
     code = 1
     try:
+        # Two steps of multiprocessing's child start made cheaper, with the same effect.
+        util._close_stdin = _inherit_null_stdin  # type: ignore[attr-defined]
+        if not util._afterfork_registry:  # type: ignore[attr-defined]
+            # Nothing to reset after the fork: skip the walk of an empty weak dictionary.
+            process._after_fork = util._finalizer_registry.clear  # type: ignore[attr-defined]
         if _ATEXIT_IN_CHILD:
             atexit._clear()
             atexit.register(util._exit_function)  # type: ignore[attr-defined]
@@ -339,6 +371,7 @@ class LocalLauncher:
         self.pump = OutputPump(output)
         if self.forks:  # once here, not in each instance nor the manager (child.die_with)
             load_prctl()
+            _make_null_stdin()
         self.primitives = Primitives(self.plan, self.mp)
         for name in self.primitives.shared_names():
             self.guardian.segment(name)
