@@ -16,7 +16,11 @@ round runs every size of one start method (1 instance first), topo's and by hand
 the per-instance figures compare runs of the same minutes, whatever the machine's
 speed does meanwhile.
 
-    python bench/startup.py [--quick] [--pairs N] [--methods fork,spawn]
+A forked instance costs ~1.5 ms of wall clock here, and what topo adds to it is a tenth
+of that: fork's rounds are short, and there are ``--fork-pairs`` of them (41; a median
+of 5 pairs moved the 32-instance figure by ±0.3 ms from one series to the next).
+
+    python bench/startup.py [--quick] [--pairs N] [--fork-pairs N] [--methods fork,spawn]
 
 ``--methods`` measures only those start methods; the results are saved (for
 bench/run.py's report) only when all three are measured.
@@ -109,7 +113,9 @@ def hand_run(folder: Path, n: int, method: str) -> tuple[float, float, float]:
 METHODS = "spawn,fork,forkserver"
 
 
-def run(quick: bool = False, pairs: int = 5, methods: str = METHODS) -> dict[str, Any]:
+def run(
+    quick: bool = False, pairs: int = 5, methods: str = METHODS, fork_pairs: int = 41
+) -> dict[str, Any]:
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     unknown = sorted(set(chosen) - set(METHODS.split(",")))
     if unknown or not chosen:
@@ -127,6 +133,7 @@ def run(quick: bool = False, pairs: int = 5, methods: str = METHODS) -> dict[str
         folder = Path(tmp)
         (folder / "startup_target.py").write_text(TARGET_MODULE)
         for method in dict.fromkeys(m for _, m in cases):
+            rounds = fork_pairs if method == "fork" and not quick else pairs
             # Every size of one start method in each round (1 instance, then 32...): what
             # is compared with the 1-instance case is measured in the same minutes.
             runs: dict[str, Any] = {}
@@ -162,10 +169,10 @@ def run(quick: bool = False, pairs: int = 5, methods: str = METHODS) -> dict[str
                     ),
                 }
                 runs.update({f"{label}: {v}": every[v] for v in variants})
-            interleave(runs, pairs, progress=method)
+            interleave(runs, rounds, progress=method)
             for label, case in measured.items():
                 # without the warm-up round, as interleave drops its samples
-                kept = {k: {v: s[-pairs:] for v, s in by.items()} for k, by in case.items()}
+                kept = {k: {v: s[-rounds:] for v, s in by.items()} for k, by in case.items()}
                 running.append(Comparison("startup", label, "s", kept["running"], "hand"))
                 walls.append(Comparison("startup-wall", label, "s", kept["wall"], "hand"))
                 cpus.append(Comparison("startup-cpu", label, "s", kept["cpu"], "hand"))
@@ -223,4 +230,4 @@ def _per_instance(measured: list[Comparison]) -> tuple[list[str], list[list[str]
 
 
 if __name__ == "__main__":
-    sys.exit(standalone(run, __doc__, methods=METHODS))
+    sys.exit(standalone(run, __doc__, methods=METHODS, fork_pairs=41))
