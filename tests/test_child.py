@@ -154,3 +154,22 @@ def test_the_named_tuples_an_instance_imports_compile_nothing() -> None:
     for cls in (RunContext, _SnapshotFields):
         compiled = {k: v for k, v in cls.__annotations__.items() if isinstance(v, ForwardRef)}
         assert compiled == {}, f"{cls.__name__}: {compiled}"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks")
+def test_the_stack_dump_of_forked_instances_is_registered_only_while_topo_forks() -> None:
+    import faulthandler
+
+    from topo.backends.local import child
+
+    with child.inherit_stack_dumps():
+        pid = os.fork()
+        if pid == 0:  # an instance forked meanwhile: SIGUSR1 dumps its stack, no more
+            code = 1 if not child._stack_dumps_inherited else 0
+            os.kill(os.getpid(), signal.SIGUSR1)
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # not ended by SIGUSR1, flag inherited
+    assert not child._stack_dumps_inherited
+    assert faulthandler.unregister(signal.SIGUSR1) is False  # nothing left registered here

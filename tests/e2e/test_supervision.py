@@ -398,8 +398,13 @@ def test_sigkill_of_topo_leaves_nothing(
 
 
 @pytest.mark.timeout(60)
-def test_duplex_pipe_both_sides_recv_first(run_topo: RunTopo, tmp_path: Path) -> None:
-    run = run_fault(run_topo, tmp_path, "pipe_both_recv")
+@pytest.mark.parametrize("start_method", ["spec's", "fork"])
+def test_duplex_pipe_both_sides_recv_first(
+    run_topo: RunTopo, tmp_path: Path, start_method: str
+) -> None:
+    # Under fork the stack dump is registered in topo's process and inherited (child.py)
+    chosen = [] if start_method == "spec's" else ["--set", f"start_method={start_method}"]
+    run = run_topo(*topo_args("pipe_both_recv", tmp_path), *chosen)
     doc = finished(run, 3, "deadlock", within=QUIET_S + STARTUP_S + 2, at_least=QUIET_S)
     assert doc["message"] == (
         "deadlock: alice waits in recv() on 'link'; its only peer is 'bob' "

@@ -26,7 +26,7 @@ from typing import Any, NoReturn, TextIO
 
 from topo.backends.guardian import Guardian
 from topo.backends.local import drain, procfs
-from topo.backends.local.child import Job, child_main, load_prctl
+from topo.backends.local.child import Job, child_main, inherit_stack_dumps, load_prctl
 from topo.backends.local.instrument import EXITING_PRIMITIVE, Board
 from topo.backends.local.output import OutputPump
 from topo.backends.local.primitives import Primitives
@@ -427,22 +427,11 @@ class LocalLauncher:
             # traceback.
             previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
             try:
-                if self.parent_alive is not None:
-                    self._fork_all(prepared, started)
-                else:
-                    with _main_module_hidden():
-                        for p in prepared:
-                            p.process.start()
-                            started.append(p)
-                            # topo reaps its instances itself (wait, _reap): out of
-                            # multiprocessing's set of children at once, which the next
-                            # start() would poll (a waitpid each), and might reap before
-                            # _register opens the instance's pidfd.
-                            multiprocessing.process._children.discard(p.process)  # type: ignore[attr-defined]
-                            # At once: they are the child's now, and count against the
-                            # limit here (see _close_in_children for a forked child).
-                            p.report_out.close()
-                            p.output_out.close()
+                # Registered once here, the instances' stack dump is inherited by those
+                # forked (see child.inherit_stack_dumps).
+                dumps = self.board is not None and self.forks
+                with inherit_stack_dumps() if dumps else contextlib.nullcontext():
+                    self._start_all(prepared, started)
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         except BaseException as e:  # a signal's KeyboardInterrupt too
@@ -459,6 +448,25 @@ class LocalLauncher:
             for p in started:
                 self._register(p)
         return [p.process.pid for p in started]
+
+    def _start_all(self, prepared: list[_Starting], started: list[_Starting]) -> None:
+        """Start each prepared instance, noting in ``started`` those that are."""
+        if self.parent_alive is not None:
+            self._fork_all(prepared, started)
+        else:
+            with _main_module_hidden():
+                for p in prepared:
+                    p.process.start()
+                    started.append(p)
+                    # topo reaps its instances itself (wait, _reap): out of
+                    # multiprocessing's set of children at once, which the next
+                    # start() would poll (a waitpid each), and might reap before
+                    # _register opens the instance's pidfd.
+                    multiprocessing.process._children.discard(p.process)  # type: ignore[attr-defined]
+                    # At once: they are the child's now, and count against the
+                    # limit here (see _close_in_children for a forked child).
+                    p.report_out.close()
+                    p.output_out.close()
 
     def _close_in_children(self, batch: list[_Starting]) -> None:
         """What each instance of ``batch`` closes once forked: a forked child holding
