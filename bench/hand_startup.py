@@ -1,7 +1,8 @@
 """Start N instances of a target by hand, the baseline of bench/startup.py.
 
-Each instance calls the target (which returns time.time() at its start) and sends the
-value back; the script prints the latest one, the moment all N were running.
+Each instance calls the target (which returns time.time() and time.process_time() at
+its start) and sends the values back; the script prints, as JSON, the latest time (the
+moment all N were running) and the median CPU an instance spent before its target.
 Under forkserver the target's module is preloaded in the fork server, as topo does.
 
     python bench/hand_startup.py --dir DIR --target startup_target:stamp -n 8 --start-method spawn
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import multiprocessing
+import statistics
 import sys
 from typing import Any
 
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         p.join()
     if any(p.exitcode for p in procs):
         return 1
-    print(max(s for s in stamps if s is not None) if any(stamps) else 0.0)
+    print(json.dumps([max(at for at, _ in stamps), statistics.median(cpu for _, cpu in stamps)]))
     return 0
 
 

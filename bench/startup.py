@@ -1,8 +1,12 @@
 """Start-up: from `topo run` to all of 1, 32, 128 and 256 instances running, against by hand.
 
-A generated spec runs N replicas of a target that returns time.time() at its start.
-For each run, "to all running" is the latest of those stamps minus the moment the
-benchmark launched the command; "wall" is launch to exit. The hand-written baseline
+A generated spec runs N replicas of a target that returns time.time() and
+time.process_time() at its start. For each run, "to all running" is the latest of
+those stamps minus the moment the benchmark launched the command; "wall" is launch to
+exit; "CPU before the target" is the median, over the run's instances, of the CPU each
+spent before its target began (a fresh interpreter's start, imports, unpickling, topo's
+or multiprocessing's child code): what an instance costs itself, measured in every
+instance, so steadier than what a whole run's clock or CPU can show. The hand-written baseline
 (bench/hand_startup.py) starts the same target N times with the same start method.
 The 1-instance case is also the fixed cost of topo: a one-process spec whose target
 returns at once, wall clock against the same by hand (target: at most 0.2 s more).
@@ -57,7 +61,7 @@ import time
 
 
 def stamp():
-    return time.time()
+    return [time.time(), time.process_time()]
 """
 
 SPEC = """\
@@ -92,22 +96,24 @@ def _launch(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, 
 
 def topo_run(
     spec: Path, cache: bool = True, runs_dir: Path | None = None
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, float]:
     """One ``topo run``; ``cache=False`` analyses the graph afresh, as for a new spec;
     with ``runs_dir`` the run is recorded there (a run directory, its manifest, logs)."""
     env = None if cache else {**os.environ, "TOPO_CACHE": "0"}
     record = ["--runs-dir", str(runs_dir)] if runs_dir else ["--no-record"]
     argv = topo_cmd("run", "--json", "-q", *record, str(spec))
     launched, wall, cpu, out = _launch(argv, env)
-    results = [p["result"] for p in json.loads(out)["processes"].values()]
-    return max(results) - launched, wall, cpu
+    stamps = [p["result"] for p in json.loads(out)["processes"].values()]
+    before = statistics.median(used for _, used in stamps)
+    return max(at for at, _ in stamps) - launched, wall, cpu, before
 
 
-def hand_run(folder: Path, n: int, method: str) -> tuple[float, float, float]:
+def hand_run(folder: Path, n: int, method: str) -> tuple[float, float, float, float]:
     argv = [PYTHON, str(ROOT / "bench" / "hand_startup.py"), "--dir", str(folder)]
     argv += ["--target", "startup_target:stamp", "-n", str(n), "--start-method", method]
     launched, wall, cpu, out = _launch(argv)
-    return float(out.strip()) - launched, wall, cpu
+    running, before = json.loads(out)
+    return running - launched, wall, cpu, before
 
 
 METHODS = "spawn,fork,forkserver"
@@ -129,6 +135,7 @@ def run(
     running: list[Comparison] = []
     walls: list[Comparison] = []
     cpus: list[Comparison] = []
+    befores: list[Comparison] = []
     with tempfile.TemporaryDirectory(prefix="topo-bench-startup-") as tmp:
         folder = Path(tmp)
         (folder / "startup_target.py").write_text(TARGET_MODULE)
@@ -145,17 +152,19 @@ def run(
                 variants = ["topo", "hand"]
                 if n == 1:
                     variants += ["topo, no graph cache", "topo, recorded"]
-                # per measure (to all running, wall, CPU): per variant, its samples
-                case = {k: {v: [] for v in variants} for k in ("running", "wall", "cpu")}
+                # per measure (to all running, wall, CPU, CPU before the target): per
+                # variant, its samples
+                case = {k: {v: [] for v in variants} for k in ("running", "wall", "cpu", "before")}
                 measured[label] = case
 
                 def measure(
                     variant: str, fn: Any, *args: Any, _case: dict[str, Any] = case
                 ) -> float:
-                    to_running, seconds, cpu_seconds = fn(*args)
+                    to_running, seconds, cpu_seconds, before = fn(*args)
                     _case["running"][variant].append(to_running)
                     _case["wall"][variant].append(seconds)
                     _case["cpu"][variant].append(cpu_seconds)
+                    _case["before"][variant].append(before * 1e3)
                     return to_running
 
                 every = {
@@ -176,6 +185,9 @@ def run(
                 running.append(Comparison("startup", label, "s", kept["running"], "hand"))
                 walls.append(Comparison("startup-wall", label, "s", kept["wall"], "hand"))
                 cpus.append(Comparison("startup-cpu", label, "s", kept["cpu"], "hand"))
+                befores.append(
+                    Comparison("startup-before-target", label, "ms", kept["before"], "hand")
+                )
     tables = []
     headers, rows = comparison_rows(running)
     tables.append(table("start-up: launch to all instances running", headers, rows))
@@ -199,6 +211,10 @@ def run(
         row.append(cpu_row[-1] if row[0] != "forkserver" else "(not comparable)")
     headers.append("CPU per instance beyond the fixed cost (topo's and its instances')")
     tables.append(table("start-up: what topo adds per instance", headers, rows))
+    headers, rows = comparison_rows(befores)
+    tables.append(
+        table("start-up: CPU of an instance before its target (median of a run's)", headers, rows)
+    )
     if not whole:  # a part: bench/run.py reports the whole
         return {"tables": tables, "comparisons": running, "wall": walls, "cpu": cpus}
     save(
@@ -207,6 +223,7 @@ def run(
             "comparisons": [c.to_json() for c in running],
             "wall": [c.to_json() for c in walls],
             "cpu": [c.to_json() for c in cpus],
+            "before_target": [c.to_json() for c in befores],
             "quick": quick,
         },
     )
