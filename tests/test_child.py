@@ -166,10 +166,26 @@ def test_the_stack_dump_of_forked_instances_is_registered_only_while_topo_forks(
     with child.inherit_stack_dumps():
         pid = os.fork()
         if pid == 0:  # an instance forked meanwhile: SIGUSR1 dumps its stack, no more
-            code = 1 if not child._stack_dumps_inherited else 0
+            code = 1 if not child._stack_dumps_registered else 0
             os.kill(os.getpid(), signal.SIGUSR1)
             os._exit(code)
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0  # not ended by SIGUSR1, flag inherited
-    assert not child._stack_dumps_inherited
+    assert not child._stack_dumps_registered
     assert faulthandler.unregister(signal.SIGUSR1) is False  # nothing left registered here
+
+
+def test_a_topo_run_inside_an_instance_keeps_the_instances_stack_dump() -> None:
+    import faulthandler
+
+    from topo.backends.local import child
+
+    child._register_stack_dumps()  # as child_main does in an instance
+    try:
+        with child.inherit_stack_dumps():  # a run of topo's own, inside that instance
+            pass
+        assert child._stack_dumps_registered
+        assert faulthandler.unregister(signal.SIGUSR1) is True  # still registered
+    finally:
+        child._stack_dumps_registered = False
+        faulthandler.unregister(signal.SIGUSR1)

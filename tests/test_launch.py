@@ -515,6 +515,24 @@ import sys
 def read():
     own = os.readlink(f"/proc/self/fd/{sys.stdin.fileno()}")
     return [sys.stdin.read(), own, os.readlink("/proc/self/fd/0"), sys.__stdin__.closed]
+
+
+def _read_and_send(out):
+    out.send(sys.stdin.read())
+
+
+def read_in_a_child():
+    # what an instance forks in turn with multiprocessing gets multiprocessing's stdin
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    ours, theirs = fork.Pipe()
+    child = fork.Process(target=_read_and_send, args=(theirs,))
+    child.start()
+    theirs.close()  # EOFError below if the child dies without sending
+    read = ours.recv()
+    child.join()
+    return [read, child.exitcode]
 """
 
 
@@ -543,6 +561,26 @@ def test_an_instance_reads_nothing_of_what_topo_was_given_on_stdin(
     read, own, fd0, closed = json.loads(done.stdout)["processes"]["reader"]["result"]
     assert (read, own, closed) == ("", os.devnull, True)
     assert fd0.startswith("pipe:")
+
+
+@pytest.mark.timeout(60)
+def test_what_a_forked_instance_forks_reads_nothing_from_stdin(tmp_path: Path) -> None:
+    # A forked instance's stdin comes from topo's process; a process it forks in turn
+    # with multiprocessing gets multiprocessing's own, not a closed file.
+    (tmp_path / "spec.yaml").write_text(
+        "start_method: fork\nprocesses:\n  reader: {target: stdin_reader:read_in_a_child}\n"
+    )
+    (tmp_path / "stdin_reader.py").write_text(STDIN_READER)
+    done = subprocess.run(
+        [sys.executable, "-m", "topo", "run", "--json", "-q", "--no-record", "spec.yaml"],
+        input="typed at the terminal\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=50,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["processes"]["reader"]["result"] == ["", 0]
 
 
 AFTER_FORK_MARK = "topo-test-after-fork"

@@ -140,29 +140,36 @@ def die_with(supervisor_pid: int) -> None:
     threading.Thread(target=watch, name="topo-die-with-parent", daemon=True).start()
 
 
-# True in a process forked after topo's process registered the stack dump for its
-# instances (``inherit_stack_dumps``): the registration is inherited, as is this flag.
-_stack_dumps_inherited = False
+# Whether this process has the instances' stack dump registered: by child_main in an
+# instance, or by topo's process while it forks a batch (inherit_stack_dumps). A forked
+# instance inherits the registration and this flag with it.
+_stack_dumps_registered = False
 
 
 def _register_stack_dumps() -> None:
     # The supervisor asks for the stack of an instance it finds deadlocked; the dump goes
     # to descriptor 2, which is the instance's output pipe once _redirect_output ran.
+    global _stack_dumps_registered
     faulthandler.register(signal.SIGUSR1, file=2, all_threads=False)
+    _stack_dumps_registered = True
 
 
 @contextlib.contextmanager
 def inherit_stack_dumps() -> Iterator[None]:
     """In topo's process, while it forks instances: register their stack dump here
-    once, rather than in each forked instance (~16 pages of memory each copied). topo's
-    own SIGUSR1 is what it was before and after."""
-    global _stack_dumps_inherited
+    once, rather than in each forked instance (~16 pages of memory each copied), and
+    unregister it after. (In an instance running topo in turn, its own registration
+    stays as it is; a SIGUSR1 dump registered otherwise, which faulthandler cannot
+    report, is dropped.)"""
+    global _stack_dumps_registered
+    if _stack_dumps_registered:
+        yield
+        return
     _register_stack_dumps()
-    _stack_dumps_inherited = True
     try:
         yield
     finally:
-        _stack_dumps_inherited = False
+        _stack_dumps_registered = False
         faulthandler.unregister(signal.SIGUSR1)
 
 
@@ -244,7 +251,7 @@ def child_main(job: Job, report: Connection, output: Connection | None) -> None:
     _fail_on_lost_puts(job, report)
     if job.board is not None:
         instrument.attach(job.board, job.slot)
-        if not _stack_dumps_inherited:
+        if not _stack_dumps_registered:
             _register_stack_dumps()
         instrument.sample({id(job.objects[param]): prim for param, prim in job.sampled.items()})
     try:

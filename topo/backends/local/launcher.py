@@ -160,7 +160,7 @@ def _make_null_stdin() -> None:
     Made in each child (``util._close_stdin``) it costs ~45 copied pages of memory and
     ~0.1 ms of CPU per instance; inherited, a page or two."""
     global _null_stdin
-    if _null_stdin is None:
+    if _null_stdin is None and sys.stdin is not None:  # none: fd 0 may be closed, keep it so
         with contextlib.suppress(OSError):
             _null_stdin = open(  # noqa: SIM115 - kept open for every forked child
                 os.open(os.devnull, os.O_RDONLY), encoding="utf-8", closefd=False
@@ -168,7 +168,9 @@ def _make_null_stdin() -> None:
 
 
 def _inherit_null_stdin() -> None:
-    """In a forked child, what ``util._close_stdin`` does, with the inherited file."""
+    """In a forked child, what ``util._close_stdin`` does, with the inherited file.
+    Once: what this instance forks in turn runs multiprocessing's own."""
+    util._close_stdin = _close_stdin  # type: ignore[attr-defined]
     if sys.stdin is None or _null_stdin is None:
         _close_stdin()
         return
