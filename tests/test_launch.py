@@ -536,6 +536,24 @@ def read_in_a_child():
 """
 
 
+def _reader_result(tmp_path: Path, method: str, function: str) -> Any:
+    """What ``stdin_reader:function`` returns in a ``topo run`` given text on stdin."""
+    (tmp_path / "spec.yaml").write_text(
+        f"start_method: {method}\nprocesses:\n  reader: {{target: stdin_reader:{function}}}\n"
+    )
+    (tmp_path / "stdin_reader.py").write_text(STDIN_READER)
+    done = subprocess.run(
+        [sys.executable, "-m", "topo", "run", "--json", "-q", "--no-record", "spec.yaml"],
+        input="typed at the terminal\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=50,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["processes"]["reader"]["result"]
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
 @pytest.mark.parametrize("method", ["fork", "spawn"])
@@ -545,20 +563,7 @@ def test_an_instance_reads_nothing_of_what_topo_was_given_on_stdin(
     # As under multiprocessing: sys.stdin reads /dev/null in every instance, and the
     # stdin it had is closed; descriptor 0 is left as it was. (A forked instance is given
     # a file topo opened once: multiprocessing opens one in each.)
-    (tmp_path / "spec.yaml").write_text(
-        f"start_method: {method}\nprocesses:\n  reader: {{target: stdin_reader:read}}\n"
-    )
-    (tmp_path / "stdin_reader.py").write_text(STDIN_READER)
-    done = subprocess.run(
-        [sys.executable, "-m", "topo", "run", "--json", "-q", "--no-record", "spec.yaml"],
-        input="typed at the terminal\n",
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=50,
-    )
-    assert done.returncode == 0, done.stderr
-    read, own, fd0, closed = json.loads(done.stdout)["processes"]["reader"]["result"]
+    read, own, fd0, closed = _reader_result(tmp_path, method, "read")
     assert (read, own, closed) == ("", os.devnull, True)
     assert fd0.startswith("pipe:")
 
@@ -567,23 +572,7 @@ def test_an_instance_reads_nothing_of_what_topo_was_given_on_stdin(
 def test_what_a_forked_instance_forks_reads_nothing_from_stdin(tmp_path: Path) -> None:
     # A forked instance's stdin comes from topo's process; a process it forks in turn
     # with multiprocessing gets multiprocessing's own, not a closed file.
-    (tmp_path / "spec.yaml").write_text(
-        "start_method: fork\nprocesses:\n  reader: {target: stdin_reader:read_in_a_child}\n"
-    )
-    (tmp_path / "stdin_reader.py").write_text(STDIN_READER)
-    done = subprocess.run(
-        [sys.executable, "-m", "topo", "run", "--json", "-q", "--no-record", "spec.yaml"],
-        input="typed at the terminal\n",
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=50,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["processes"]["reader"]["result"] == ["", 0]
-
-
-AFTER_FORK_MARK = "topo-test-after-fork"
+    assert _reader_result(tmp_path, "fork", "read_in_a_child") == ["", 0]
 
 
 class _RemarkedAfterFork:
